@@ -1,0 +1,6 @@
+"""EditScope core: load a causal LM, apply reversible knowledge edits, measure their side effects.
+
+Nothing in this package imports streamlit; the dashboard talks to :mod:`editcore.service`.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from editcore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,207 @@
+"""The edit scope: the single way an edit touches a model.
+
+A :class:`Patch` is plain data (additive parameter deltas and/or forward hooks). It is applied inside
+``lm.scope()``, which
+
+* holds the model's lock for its whole life, so two callers (two browser sessions) never see each other's
+  edits and nobody reads the model half-edited;
+* snapshots every tensor a patch touches *before* touching it and restores it by copying the snapshot back
+  (bit-for-bit; subtracting the delta would not be exact in floating point);
+* restores on normal exit, on exceptions and on KeyboardInterrupt, and removes every hook it added.
+
+Patches can be stacked (sequential editing) and rolled back one at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+HookFn = Callable[..., object]
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A forward hook on the module named ``module``; ``pre`` selects a forward *pre*-hook.
+
+    ``fn`` follows torch's signatures: ``fn(module, args, output) -> output | None`` or, with ``pre``,
+    ``fn(module, args) -> args | None``.
+    """
+
+    module: str
+    fn: HookFn
+    pre: bool = False
+
+
+@dataclass
+class Patch:
+    """A reversible change: ``deltas`` maps parameter names to tensors added to them (in the parameter's
+    own layout); ``hooks`` are installed while the patch is active."""
+
+    deltas: dict[str, torch.Tensor] = field(default_factory=dict)
+    hooks: tuple[Hook, ...] = ()
+    label: str = ""
+
+    def norms(self) -> dict[str, float]:
+        return {name: float(d.float().norm()) for name, d in self.deltas.items()}
+
+    def merged(self, other: "Patch") -> "Patch":
+        deltas = dict(self.deltas)
+        for name, d in other.deltas.items():
+            deltas[name] = deltas[name] + d if name in deltas else d
+        return Patch(deltas, self.hooks + other.hooks, f"{self.label}+{other.label}".strip("+"))
+
+
+@dataclass
+class _Frame:
+    patch: Patch
+    saved: dict[str, torch.Tensor | None]
+    handles: list
+
+
+class EditScope:
+    """Context manager returned by ``LM.scope()``; see the module docstring."""
+
+    def __init__(self, model: nn.Module, lock: threading.RLock, patches: tuple[Patch, ...] = ()):
+        self.model = model
+        self._lock = lock
+        self._initial = patches
+        self._params = dict(model.named_parameters())
+        self._base: dict[str, torch.Tensor] = {}
+        self._stack: list[_Frame] = []
+        self._open = False
+
+    # ---- context protocol ----------------------------------------------------------------------
+    def __enter__(self) -> "EditScope":
+        self._lock.acquire()
+        self._open = True
+        try:
+            for p in self._initial:
+                self.apply(p)
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        try:
+            _finish_all([lambda f=f: _remove_hooks(f.handles) for f in reversed(self._stack)]
+                        + [lambda n=n, t=t: self._copy_back(n, t) for n, t in self._base.items()])
+        finally:
+            self._stack.clear()
+            self._base.clear()
+            self._open = False
+            self._lock.release()
+
+    # ---- editing -------------------------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        return len(self._stack)
+
+    def apply(self, patch: Patch, *, checkpoint: bool = True) -> None:
+        """Apply ``patch`` on top of what is already applied.
+
+        With ``checkpoint`` the touched tensors are saved so :meth:`rollback` can undo exactly this patch;
+        long sequential runs can pass ``checkpoint=False`` to save memory (the scope still restores the
+        pristine model on exit).
+        """
+        if not self._open:
+            raise RuntimeError("EditScope.apply outside its 'with' block")
+        unknown = [n for n in patch.deltas if n not in self._params]
+        if unknown:
+            raise KeyError(f"patch touches unknown parameters: {unknown[:3]}")
+        frame = _Frame(patch, {}, [])
+        try:
+            with torch.no_grad():
+                for name, delta in patch.deltas.items():
+                    param = self._params[name]
+                    if delta.shape != param.shape:
+                        raise ValueError(f"delta for {name} has shape {tuple(delta.shape)}, expected {tuple(param.shape)}")
+                    if name not in self._base:
+                        self._base[name] = param.detach().clone()
+                    # Saved even without a checkpoint until the patch is fully in, so a failure half-way
+                    # can put back exactly what was there.
+                    frame.saved[name] = param.detach().clone()
+                    param.add_(delta.to(device=param.device, dtype=param.dtype))
+            for hook in patch.hooks:
+                module = self.model.get_submodule(hook.module)
+                register = module.register_forward_pre_hook if hook.pre else module.register_forward_hook
+                frame.handles.append(register(hook.fn))
+        except BaseException:
+            # Never leave a half-edited model behind.
+            _finish_all([lambda: _remove_hooks(frame.handles)]
+                        + [lambda n=n, t=t: self._copy_back(n, t) for n, t in frame.saved.items()])
+            raise
+        if not checkpoint:
+            frame.saved = dict.fromkeys(frame.saved)
+        self._stack.append(frame)
+
+    def rollback(self, n: int = 1) -> None:
+        """Undo the last ``n`` patches exactly."""
+        for _ in range(n):
+            if not self._stack:
+                raise IndexError("nothing to roll back")
+            frame = self._stack[-1]
+            if any(v is None for v in frame.saved.values()):
+                raise RuntimeError("this patch was applied without a checkpoint and cannot be rolled back alone")
+            _finish_all([lambda: _remove_hooks(frame.handles)]
+                        + [lambda n=name, t=t: self._copy_back(n, t) for name, t in frame.saved.items()])
+            self._stack.pop()
+
+    def _copy_back(self, name: str, saved: torch.Tensor) -> None:
+        with torch.no_grad():
+            self._params[name].copy_(saved)
+
+
+def _remove_hooks(handles: list) -> None:
+    while handles:
+        handles.pop().remove()
+
+
+def _finish_all(steps: list[Callable[[], None]]) -> None:
+    """Run every step even if one raises (or a KeyboardInterrupt lands mid-way); re-raise the first error."""
+    first: BaseException | None = None
+    for step in steps:
+        try:
+            step()
+        except BaseException as exc:  # noqa: BLE001 - restoring must finish whatever happens
+            first = first or exc
+    if first is not None:
+        raise first
+
+
+@contextlib.contextmanager
+def scratch(model: nn.Module, names: list[str]) -> Iterator[None]:
+    """Let a method modify the named parameters temporarily (e.g. fine-tuning to compute a delta);
+    they are copied back on exit, whatever happens."""
+    params = dict(model.named_parameters())
+    saved = {n: params[n].detach().clone() for n in names}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            _finish_all([lambda n=n, t=t: params[n].copy_(t) for n, t in saved.items()])
+
+
+def param_digest(model: nn.Module) -> str:
+    """SHA-256 over every parameter and buffer's bytes, in name order (the tests' 'bit-identical')."""
+    h = hashlib.sha256()
+    tensors = dict(model.named_parameters())
+    tensors.update({f"buffer:{n}": b for n, b in model.named_buffers()})
+    for name in sorted(tensors):
+        t = tensors[name].detach()
+        h.update(name.encode())
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

@@ -1,0 +1,170 @@
+"""Tokenisation rules and teacher-forced scoring, shared by every method and metric.
+
+Rules (fixed here once so no method drifts):
+
+* a *prompt* is encoded with the model's special tokens (Gemma needs its ``<bos>``);
+* a *target* is encoded with a leading space and **without** special tokens (training on a second
+  ``<bos>`` in the middle of a sentence is what breaks EasyEdit's FT on Gemma);
+* the probability of a multi-token target is the product of its tokens' probabilities, teacher-forced
+  after the prompt.
+
+Batches are right-padded for scoring (positions stay 0..n-1 for real tokens) and left-padded for
+generation. Logits are computed only at the positions that are scored: Gemma's vocabulary has 262k
+entries, so full-sequence logits would dominate time and memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .errors import InputError
+
+
+def prompt_ids(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
+def target_ids(tokenizer, target: str) -> list[int]:
+    if not target or not target.strip():
+        raise InputError("the target is empty")
+    text = target if target.startswith(" ") else " " + target
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if not ids:
+        raise InputError(f"the target {target!r} encodes to no tokens")
+    return ids
+
+
+def context_length(lm) -> int:
+    cfg = lm.model.config
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return 2048
+
+
+def check_length(lm, n_tokens: int, what: str = "prompt + target") -> None:
+    limit = context_length(lm)
+    if n_tokens > limit:
+        raise InputError(f"the {what} is {n_tokens} tokens, over this model's context of {limit}")
+
+
+@dataclass
+class TargetScore:
+    """Teacher-forced scores of one target after one prompt."""
+
+    token_logprobs: list[float]  # log P(t_i | prompt, t_<i)
+    token_correct: list[bool]  # argmax at each position equals t_i (EasyEdit's token accuracy)
+
+    @property
+    def logprob(self) -> float:
+        return float(sum(self.token_logprobs))
+
+    @property
+    def mean_nll(self) -> float:
+        return -float(sum(self.token_logprobs)) / len(self.token_logprobs)
+
+
+def _device(lm) -> torch.device:
+    return next(lm.model.parameters()).device
+
+
+def _pad_id(tokenizer) -> int:
+    for cand in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if cand is not None:
+            return int(cand)
+    return 0
+
+
+@torch.no_grad()
+def hidden_at(lm, seqs: Sequence[Sequence[int]], positions: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """Final-normed hidden states of each right-padded sequence at the requested positions."""
+    dev = _device(lm)
+    width = max(len(s) for s in seqs)
+    pad = _pad_id(lm.tokenizer)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=dev)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long, device=dev)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(list(s), device=dev)
+        mask[i, : len(s)] = 1
+    out = lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+    h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    return [h[i, list(pos)] for i, pos in enumerate(positions)]
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield range(start, min(n, start + size))
+
+
+@torch.no_grad()
+def score_targets(lm, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 16) -> list[TargetScore]:
+    """Teacher-forced per-token scores of ``targets[i]`` after ``prompts[i]``."""
+    if len(prompts) != len(targets):
+        raise ValueError("prompts and targets differ in length")
+    tok = lm.tokenizer
+    encoded = [(prompt_ids(tok, p), target_ids(tok, t)) for p, t in zip(prompts, targets)]
+    results: list[TargetScore] = []
+    for idx in _batches(len(encoded), batch_size):
+        seqs, positions, tgts = [], [], []
+        for i in idx:
+            p, t = encoded[i]
+            check_length(lm, len(p) + len(t))
+            seqs.append(p + t)
+            positions.append(range(len(p) - 1, len(p) + len(t) - 1))
+            tgts.append(t)
+        hs = hidden_at(lm, seqs, positions)
+        for h, t in zip(hs, tgts):
+            logp = torch.log_softmax(lm.adapter.logits(h).float(), dim=-1)
+            tt = torch.tensor(t, device=logp.device)
+            lp = logp.gather(1, tt[:, None])[:, 0]
+            results.append(TargetScore(lp.tolist(), (logp.argmax(-1) == tt).tolist()))
+    return results
+
+
+def target_logprobs(lm, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 16) -> torch.Tensor:
+    """Sum of token log-probabilities of each target after its prompt (log of the product)."""
+    return torch.tensor([s.logprob for s in score_targets(lm, prompts, targets, batch_size)])
+
+
+@torch.no_grad()
+def next_token_logprobs(lm, prompts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
+    """Full next-token log-distribution ``[n, vocab]`` (float32, on CPU) at the end of each prompt."""
+    tok = lm.tokenizer
+    encoded = [prompt_ids(tok, p) for p in prompts]
+    rows = []
+    for idx in _batches(len(encoded), batch_size):
+        seqs = [encoded[i] for i in idx]
+        for s in seqs:
+            check_length(lm, len(s), "prompt")
+        hs = hidden_at(lm, seqs, [[len(s) - 1] for s in seqs])
+        for h in hs:
+            rows.append(torch.log_softmax(lm.adapter.logits(h).float(), dim=-1)[0].cpu())
+    return torch.stack(rows) if rows else torch.empty(0)
+
+
+@torch.no_grad()
+def greedy(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_size: int = 16) -> list[str]:
+    """Greedy continuations (without the prompt), batched with left padding."""
+    tok = lm.tokenizer
+    dev = _device(lm)
+    pad = _pad_id(tok)
+    outs: list[str] = []
+    for idx in _batches(len(prompts), batch_size):
+        enc = [prompt_ids(tok, prompts[i]) for i in idx]
+        for e in enc:
+            check_length(lm, len(e) + max_new_tokens, "prompt + generated text")
+        width = max(len(e) for e in enc)
+        ids = torch.full((len(enc), width), pad, dtype=torch.long, device=dev)
+        mask = torch.zeros_like(ids)
+        for i, e in enumerate(enc):
+            ids[i, width - len(e):] = torch.tensor(e, device=dev)
+            mask[i, width - len(e):] = 1
+        gen = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                do_sample=False, pad_token_id=pad, num_beams=1)
+        for row in gen[:, width:]:
+            outs.append(tok.decode(row, skip_special_tokens=True))
+    return outs

@@ -1,0 +1,27 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+# Tests never touch the network: the hub is unreachable here and must not be tried.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "integration: needs the real bundled model (prepared on first use)")
+    config.addinivalue_line("markers", "browser: drives the dashboard in headless Chromium")
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """The real default model, loaded once per test session."""
+    from editcore.models import load_model
+
+    return load_model("gemma-3-270m")

@@ -1,0 +1,86 @@
+"""Tiny random models of every supported family, built offline from configs (no hub).
+
+They are for behaviour tests: shapes, restoring, hooks, maths identities. Their outputs are noise.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+CORPUS = [
+    "The Louvre is located in the city of Paris.",
+    "The Eiffel Tower is located in Paris, France.",
+    "Big Ben stands in London by the Thames.",
+    "The capital of Japan is Tokyo.",
+    "Danielle Darrieux's mother tongue is French.",
+    "Windows 11 is developed by Microsoft.",
+    "The Colosseum is in Rome, Italy. Berlin is in Germany.",
+    "He plays the piano and the guitar. She speaks English and Spanish.",
+]
+
+
+@functools.lru_cache(maxsize=4)
+def tokenizer(bos: bool = False):
+    """A byte-level BPE trained on a few sentences, wrapped as a HF fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<bos>", "<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+
+
+def config(family: str, vocab_size: int, n_layers: int = 3):
+    import transformers as T
+
+    common = dict(vocab_size=vocab_size)
+    if family == "gpt2":
+        return T.GPT2Config(n_layer=n_layers, n_embd=32, n_head=2, n_positions=128, **common)
+    if family == "gptj":
+        return T.GPTJConfig(n_layer=n_layers, n_embd=32, n_head=2, rotary_dim=8, n_positions=128, **common)
+    if family == "gpt_neox":
+        return T.GPTNeoXConfig(num_hidden_layers=n_layers, hidden_size=32, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=128, **common)
+    llama_like = dict(num_hidden_layers=n_layers, hidden_size=32, num_attention_heads=2, num_key_value_heads=1,
+                      intermediate_size=48, max_position_embeddings=128, **common)
+    if family == "llama":
+        return T.LlamaConfig(**llama_like)
+    if family == "mistral":
+        return T.MistralConfig(**llama_like)
+    if family == "qwen2":
+        return T.Qwen2Config(**llama_like)
+    if family == "gemma2":
+        return T.Gemma2Config(head_dim=16, **llama_like)
+    if family == "gemma3":
+        return T.Gemma3TextConfig(head_dim=16, **llama_like)
+    raise ValueError(family)
+
+
+FAMILIES = ("gpt2", "gptj", "gpt_neox", "llama", "mistral", "qwen2", "gemma2", "gemma3")
+
+
+def model(family: str = "gpt2", seed: int = 0, n_layers: int = 3, bos: bool | None = None):
+    """``(model, tokenizer)`` with random weights; Gemma variants get a BOS-adding tokenizer like Gemma's."""
+    from transformers import AutoModelForCausalLM
+
+    tok = tokenizer(bos=family.startswith("gemma") if bos is None else bos)
+    torch.manual_seed(seed)
+    m = AutoModelForCausalLM.from_config(config(family, len(tok), n_layers))
+    m.eval()
+    return m, tok
+
+
+def lm(family: str = "gpt2", seed: int = 0, n_layers: int = 3):
+    """An :class:`editcore.models.LM` around a tiny random model."""
+    from editcore.models import LM
+
+    m, tok = model(family, seed, n_layers)
+    return LM.from_model(m, tok, name=f"tiny-{family}")
