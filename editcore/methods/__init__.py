@@ -1,0 +1,21 @@
+"""Registry of editing methods: ``get_method("rome")``; see :mod:`editcore.methods.base` for the contract."""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import InputError
+
+# name -> module that defines ``METHOD``. Add a line here when a method lands.
+_MODULES: dict[str, str] = {}
+
+
+def available() -> list[str]:
+    return sorted(_MODULES)
+
+
+def get_method(name: str):
+    key = (name or "").strip().lower()
+    if key not in _MODULES:
+        raise InputError(f"unknown method {name!r}; available: {', '.join(available()) or 'none yet'}")
+    return importlib.import_module(_MODULES[key]).METHOD

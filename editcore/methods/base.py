@@ -1,0 +1,108 @@
+"""What every editing method looks like.
+
+A method is a module in :mod:`editcore.methods` exposing one object that satisfies :class:`Method`:
+
+* ``name`` / ``version`` (bump the version when results change: it is part of cache keys);
+* ``Hparams``: a frozen dataclass; per-model defaults live in ``editcore/hparams/<method>/<model>.json``;
+* ``compute(lm, requests, hp, progress=None) -> Edit``: works out the edit and returns it as a
+  :class:`~editcore.scope.Patch` plus diagnostics. It must leave the model exactly as it found it
+  (use :func:`editcore.scope.scratch` for temporary in-place changes). It runs inside the caller's
+  ``lm.scope()``, so it sees earlier kept edits when editing sequentially.
+
+Applying the edit is the scope's job, never the method's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import InputError
+from ..scope import Patch
+from ..types import Request
+
+Progress = Callable[[str, float], None]
+HPARAMS_DIR = Path(__file__).resolve().parents[1] / "hparams"
+
+
+@dataclass
+class Edit:
+    """A computed edit: the patch the scope installs, plus what the method has to say about it."""
+
+    method: str
+    requests: tuple[Request, ...]
+    patch: Patch
+    seconds: float = 0.0
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # loss curve, steps, update norms, ...
+
+    def summary(self) -> dict[str, Any]:
+        return {"method": self.method, "seconds": round(self.seconds, 3), "update_norms": self.patch.norms(),
+                **{k: v for k, v in self.diagnostics.items() if isinstance(v, (int, float, str, bool))}}
+
+
+class Method(Protocol):
+    name: str
+    version: str
+    Hparams: type
+    batched: bool  # True if compute() handles many requests at once (MEMIT); else one at a time
+
+    def compute(self, lm, requests: Sequence[Request], hp, progress: Progress | None = None) -> Edit: ...
+
+
+def hparam(default, *, lo=None, hi=None, choices=None, help: str = ""):
+    """A dataclass field with a valid range; :func:`load_hparams` enforces it."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices, "help": help})
+
+
+def validate_hparams(hp) -> None:
+    for f in dataclasses.fields(hp):
+        value = getattr(hp, f.name)
+        meta = f.metadata
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise InputError(f"hyper-parameter {f.name} must be a finite number (got {v})")
+            if meta.get("choices") is not None and v not in meta["choices"]:
+                raise InputError(f"hyper-parameter {f.name} must be one of {list(meta['choices'])} (got {v!r})")
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if meta.get("lo") is not None and v < meta["lo"]:
+                    raise InputError(f"hyper-parameter {f.name} must be >= {meta['lo']} (got {v})")
+                if meta.get("hi") is not None and v > meta["hi"]:
+                    raise InputError(f"hyper-parameter {f.name} must be <= {meta['hi']} (got {v})")
+
+
+def load_hparams(method: str, cls: type, model_name: str | None = None, overrides: dict | None = None):
+    """Defaults of ``cls``, then ``hparams/<method>/<model>.json`` (else ``default.json``), then ``overrides``.
+
+    Unknown keys and out-of-range values raise :class:`InputError` naming the key.
+    """
+    values: dict[str, Any] = {}
+    folder = HPARAMS_DIR / method
+    for candidate in ([model_name] if model_name else []) + ["default"]:
+        path = folder / f"{candidate}.json"
+        if path.is_file():
+            values.update({k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")})
+            break
+    values.update(overrides or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise InputError(f"unknown hyper-parameter {unknown[0]!r} for {method}; known: {', '.join(sorted(names))}")
+    for f in dataclasses.fields(cls):
+        if f.name in values and isinstance(values[f.name], list):
+            values[f.name] = tuple(values[f.name])
+    try:
+        hp = cls(**values)
+    except TypeError as exc:
+        raise InputError(f"bad hyper-parameters for {method}: {exc}") from None
+    validate_hparams(hp)
+    return hp
+
+
+def hparams_to_dict(hp) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(hp).items()}
