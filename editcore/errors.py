@@ -19,10 +19,6 @@ class ModelNotFoundError(EditScopeError):
     """The named model is neither built in, a local path, nor reachable on the hub."""
 
 
-class OfflineError(EditScopeError):
-    """Something needs the Hugging Face hub but the machine is offline."""
-
-
 class UnsupportedArchitectureError(EditScopeError):
     """The model's architecture has no adapter."""
 

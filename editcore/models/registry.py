@@ -20,7 +20,7 @@ import importlib.util
 from pathlib import Path
 
 from .. import paths
-from ..errors import CorruptModelError, EditScopeError, ModelNotFoundError, OfflineError
+from ..errors import CorruptModelError, EditScopeError, ModelNotFoundError
 from .handle import LM
 
 log = logging.getLogger(__name__)
@@ -246,4 +246,4 @@ def _load_hub(repo_id: str, device: str | None, dtype: str, trust_remote_code: b
     return _load_dir(d, repo_id, device, dtype, trust_remote_code)
 
 
-__all__ = ["BUILTIN", "DEFAULT_MODEL", "OfflineError", "is_prepared", "list_models", "load_model", "prepare"]
+__all__ = ["BUILTIN", "DEFAULT_MODEL", "is_prepared", "list_models", "load_model", "prepare"]

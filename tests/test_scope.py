@@ -1,0 +1,154 @@
+"""The edit scope restores every tensor bit-for-bit, whatever happens inside it."""
+
+import random
+import threading
+
+import pytest
+import torch
+
+import tiny
+from editcore.scope import Hook, Patch, scratch
+
+
+class Boom(Exception):
+    pass
+
+
+def _random_patch(lm, rng: random.Random, gen: torch.Generator) -> Patch:
+    params = dict(lm.model.named_parameters())
+    names = rng.sample(sorted(params), k=rng.randint(1, 3))
+    deltas = {n: torch.randn(params[n].shape, generator=gen) * 0.1 for n in names}
+    hooks = ()
+    if rng.random() < 0.3:
+        hooks = (Hook(lm.adapter.module_name("mlp_out", rng.randrange(lm.adapter.n_layers)),
+                      lambda m, a, out: out * 2.0),)
+    return Patch(deltas, hooks)
+
+
+def test_thousand_random_cycles_leave_model_pristine():
+    lm = tiny.lm("gpt2", n_layers=2)
+    pristine = lm.digest()
+    rng, gen = random.Random(0), torch.Generator().manual_seed(0)
+    raised = 0
+    for i in range(1000):
+        patch = _random_patch(lm, rng, gen)
+        try:
+            with lm.scope(patch) as s:
+                if rng.random() < 0.5:
+                    s.apply(_random_patch(lm, rng, gen), checkpoint=rng.random() < 0.5)
+                if i % 3 == 0:
+                    raise Boom
+        except Boom:
+            raised += 1
+        if i % 100 == 0:
+            assert lm.digest() == pristine, f"cycle {i} leaked"
+    assert raised == 334
+    assert lm.digest() == pristine
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in lm.model.modules())
+
+
+def test_patch_changes_model_while_active():
+    lm = tiny.lm("llama")
+    ids = lm.tokenizer("The Louvre is", return_tensors="pt")
+    with torch.no_grad():
+        before = lm.model(**ids).logits
+    name = lm.adapter.mlp_out_param_name(0)
+    patch = Patch({name: torch.ones_like(dict(lm.model.named_parameters())[name])})
+    with lm.scope(patch), torch.no_grad():
+        during = lm.model(**ids).logits
+    with torch.no_grad():
+        after = lm.model(**ids).logits
+    assert not torch.equal(before, during)
+    assert torch.equal(before, after)
+
+
+def test_stacked_edits_roll_back_in_order():
+    lm = tiny.lm("gpt2")
+    name = lm.adapter.mlp_out_param_name(1)
+    param = dict(lm.model.named_parameters())[name]
+    states = [param.detach().clone()]
+    with lm.scope() as s:
+        for k in range(4):
+            s.apply(Patch({name: torch.full_like(param, 0.1 * (k + 1))}))
+            states.append(param.detach().clone())
+        for k in range(4, 0, -1):
+            assert torch.equal(param, states[k])
+            s.rollback()
+            assert torch.equal(param, states[k - 1])
+        with pytest.raises(IndexError):
+            s.rollback()
+    assert torch.equal(param, states[0])
+
+
+def test_rollback_without_checkpoint_is_refused_but_exit_restores():
+    lm = tiny.lm("gpt2")
+    pristine = lm.digest()
+    name = lm.adapter.mlp_out_param_name(0)
+    with lm.scope() as s:
+        s.apply(Patch({name: torch.ones_like(dict(lm.model.named_parameters())[name])}), checkpoint=False)
+        with pytest.raises(RuntimeError):
+            s.rollback()
+    assert lm.digest() == pristine
+
+
+def test_failed_apply_leaves_no_half_edit():
+    lm = tiny.lm("gpt2")
+    pristine = lm.digest()
+    good = lm.adapter.mlp_out_param_name(0)
+    bad = lm.adapter.mlp_out_param_name(1)
+    params = dict(lm.model.named_parameters())
+    patch = Patch({good: torch.ones_like(params[good]), bad: torch.ones(3)})  # wrong shape
+    with lm.scope() as s:
+        with pytest.raises(ValueError):
+            s.apply(patch)
+        assert s.depth == 0
+        assert lm.digest() == pristine
+    assert lm.digest() == pristine
+
+
+def test_keyboard_interrupt_inside_scope_restores():
+    lm = tiny.lm("gpt2")
+    pristine = lm.digest()
+    name = lm.adapter.mlp_out_param_name(0)
+    with pytest.raises(KeyboardInterrupt):
+        with lm.scope(Patch({name: torch.ones_like(dict(lm.model.named_parameters())[name])})):
+            raise KeyboardInterrupt
+    assert lm.digest() == pristine
+
+
+def test_scratch_restores_in_place_training():
+    lm = tiny.lm("gpt2")
+    pristine = lm.digest()
+    name = lm.adapter.mlp_out_param_name(0)
+    with pytest.raises(Boom):
+        with scratch(lm.model, [name]):
+            with torch.no_grad():
+                dict(lm.model.named_parameters())[name].mul_(3)
+            raise Boom
+    assert lm.digest() == pristine
+
+
+def test_concurrent_scopes_never_see_each_others_edits():
+    """Two threads edit the same shared model; each sees exactly its own delta, never the other's."""
+    lm = tiny.lm("gpt2")
+    pristine = lm.digest()
+    name = lm.adapter.mlp_out_param_name(0)
+    param = dict(lm.model.named_parameters())[name]
+    base = param.detach().clone()
+    errors = []
+
+    def worker(value: float):
+        delta = torch.full_like(base, value)
+        for _ in range(50):
+            with lm.scope(Patch({name: delta})):
+                seen = param.detach().clone()
+                if not torch.equal(seen, base + delta):
+                    errors.append(value)
+
+    threads = [threading.Thread(target=worker, args=(v,)) for v in (1.0, -2.0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert lm.digest() == pristine
