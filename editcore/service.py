@@ -1,0 +1,559 @@
+"""Everything the dashboard calls: model loading, generation, running and evaluating edits, comparing
+methods, sequential runs and pitfall benchmarks — with on-disk result caching.
+
+Pages never import torch or transformers; they pass plain data (names, dicts, numbers) in and get plain,
+JSON-serialisable dicts back. Every failure a user can cause raises :class:`EditScopeError`.
+
+Concurrency: the base model is shared between browser sessions. Every read of it and every edit runs
+inside ``lm.scope()``, which holds the model's lock, so one session's edit is never seen by another and
+the model is restored bit-for-bit afterwards (also when a run is stopped or fails). A caller that has
+to wait for the lock is told so through its progress callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import importlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .cases import Case, free_form_case
+from .errors import EditScopeError, InputError, ModelNotFoundError
+from .results_cache import ResultsCache, default_cache, make_key
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+
+# Test hook: with EDITSCOPE_TEST_TINY=1 the model picker offers tiny random models built by tests/tiny.py,
+# so the dashboard's tests run in seconds and never load the real model.
+TINY_ENV = "EDITSCOPE_TEST_TINY"
+TINY_MODELS = ("tiny-gpt2", "tiny-llama", "tiny-gemma3")
+WAITING_MESSAGE = "waiting for another session's edit…"
+
+
+class Cancelled(EditScopeError):
+    """The user stopped a run; the model has been restored."""
+
+
+# ==== models ===================================================================================
+def tiny_enabled() -> bool:
+    return os.environ.get(TINY_ENV, "").strip() not in ("", "0", "false", "False")
+
+
+def model_choices() -> list[str]:
+    from .models import BUILTIN
+
+    return (list(TINY_MODELS) if tiny_enabled() else []) + list(BUILTIN)
+
+
+def default_model() -> str:
+    from .models.registry import DEFAULT_MODEL
+
+    return TINY_MODELS[0] if tiny_enabled() else DEFAULT_MODEL
+
+
+def _tiny_module():
+    path = paths.repo_root() / "tests" / "tiny.py"
+    spec = importlib.util.spec_from_file_location("editscope_tiny_models", path)
+    if spec is None or not path.is_file():
+        raise ModelNotFoundError(f"tiny test models need {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_model(name: str, progress: Progress | None = None):
+    """The shared :class:`~editcore.models.LM` for a built-in name, a local path or a hub id."""
+    name = (name or "").strip()
+    if name in TINY_MODELS:
+        if not tiny_enabled():
+            raise ModelNotFoundError(f"{name!r} is a test model; set {TINY_ENV}=1 to use it")
+        return _tiny_module().lm(name.removeprefix("tiny-"))
+    from .models import load_model as _load
+
+    return _load(name, progress=progress)
+
+
+def model_info(lm) -> dict:
+    from .text import context_length
+
+    n_params = sum(p.numel() for p in lm.model.parameters())
+    return {"name": lm.name, "fingerprint": lm.fingerprint, "device": str(lm.device), "dtype": str(lm.dtype),
+            "parameters": int(n_params), "context": context_length(lm), **lm.adapter.describe()}
+
+
+@contextlib.contextmanager
+def _exclusive(lm, progress: Progress | None) -> Iterator[None]:
+    """Hold the model's lock; tell the user when another session holds it first."""
+    if not lm.lock.acquire(blocking=False):
+        _report(progress, WAITING_MESSAGE, 0.0)
+        lm.lock.acquire()
+    try:
+        yield
+    finally:
+        lm.lock.release()
+
+
+def _report(progress: Progress | None, stage: str, frac: float) -> None:
+    if progress is not None:
+        progress(stage, min(max(float(frac), 0.0), 1.0))
+
+
+def _scaled(progress: Progress | None, lo: float, hi: float, prefix: str = "") -> Progress | None:
+    """A progress callback mapping a sub-task's 0..1 onto ``lo..hi`` of the caller's bar."""
+    if progress is None:
+        return None
+
+    def report(stage: str, frac: float) -> None:
+        progress(f"{prefix}{stage}", lo + (hi - lo) * min(max(float(frac), 0.0), 1.0))
+
+    return report
+
+
+# ==== generation ===============================================================================
+def generate(lm, prompt: str, max_new_tokens: int = 24, progress: Progress | None = None) -> dict:
+    """Greedy continuation of ``prompt`` by the unedited model."""
+    from .text import greedy
+
+    if not prompt or not prompt.strip():
+        raise InputError("the prompt is empty")
+    if not 1 <= int(max_new_tokens) <= 256:
+        raise InputError("max new tokens must be between 1 and 256")
+    start = time.perf_counter()
+    with _exclusive(lm, progress), lm.scope():
+        _report(progress, "generating", 0.1)
+        text = greedy(lm, [prompt], max_new_tokens=int(max_new_tokens))[0]
+    return {"prompt": prompt, "continuation": text, "seconds": time.perf_counter() - start, "model": lm.name}
+
+
+def word_diff(before: str, after: str) -> list[dict]:
+    """Word-level diff of two continuations: ``[{"text", "changed"}]`` segments of ``after``
+    (words that are not in the matching part of ``before`` are ``changed``)."""
+    a, b = before.split(), after.split()
+    out: list[dict] = []
+    for tag, _i1, _i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if j2 > j1:
+            out.append({"text": " ".join(b[j1:j2]), "changed": tag != "equal"})
+    return out
+
+
+# ==== methods ==================================================================================
+def list_methods() -> list[dict]:
+    from . import methods
+
+    out = []
+    for name in methods.available():
+        try:
+            m = methods.get_method(name)
+            out.append({"name": m.name, "version": str(m.version), "batched": bool(getattr(m, "batched", False)),
+                        "doc": (m.__doc__ or "").strip().splitlines()[0] if m.__doc__ else ""})
+        except Exception:  # a half-landed method must not break the picker
+            log.exception("method %s failed to load", name)
+    return out
+
+
+def _hp_model_name(lm_or_name) -> str | None:
+    return lm_or_name if isinstance(lm_or_name, str) else getattr(lm_or_name, "name", None)
+
+
+def method_hparams(method: str, model_name: str | None, overrides: dict | None = None) -> list[dict]:
+    """The method's hyper-parameters for this model: name, value, valid range/choices, help text."""
+    from .methods import get_method
+    from .methods.base import hparams_to_dict, load_hparams
+
+    m = get_method(method)
+    hp = load_hparams(m.name, m.Hparams, model_name, overrides)
+    values = hparams_to_dict(hp)
+    rows = []
+    for f in dataclasses.fields(hp):
+        v = values[f.name]
+        kind = ("bool" if isinstance(v, bool) else "int" if isinstance(v, int) else "float" if isinstance(v, float)
+                else "list" if isinstance(v, list) else "str")
+        rows.append({"name": f.name, "value": v, "kind": kind, "lo": f.metadata.get("lo"), "hi": f.metadata.get("hi"),
+                     "choices": list(f.metadata["choices"]) if f.metadata.get("choices") is not None else None,
+                     "help": f.metadata.get("help", "")})
+    return rows
+
+
+def _method_and_hparams(method: str, model_name: str | None, overrides: dict | None):
+    from .methods import get_method
+    from .methods.base import hparams_to_dict, load_hparams
+
+    m = get_method(method)
+    hp = load_hparams(m.name, m.Hparams, model_name, overrides or {})
+    return m, hp, hparams_to_dict(hp)
+
+
+# ==== cases ====================================================================================
+def _optional(module: str):
+    """Import a sibling module that another developer may not have landed yet (None if absent)."""
+    try:
+        return importlib.import_module(f"{__package__}.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.endswith(module):
+            return None
+        raise
+
+
+def _facts_file() -> Path:
+    return paths.repo_root() / "data" / "facts.jsonl"
+
+
+def catalog_cases() -> list[Case]:
+    """Every fact in the built-in catalog."""
+    catalog = _optional("catalog")
+    for fn in ("load_catalog", "load_facts", "facts", "load"):
+        if catalog is not None and callable(getattr(catalog, fn, None)):
+            return [c if isinstance(c, Case) else Case.from_dict(c) for c in getattr(catalog, fn)()]
+    path = _facts_file()
+    if not path.is_file():
+        return []
+    return [Case.from_dict(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def known_case_ids(lm) -> set[str]:
+    """Ids of catalog facts the model already knows (greedy answer = the true object)."""
+    catalog = _optional("catalog")
+    if catalog is None or not hasattr(catalog, "known_facts"):
+        raise EditScopeError("the 'known by this model' filter needs editcore.catalog.known_facts (not installed)")
+    with lm.scope():
+        known = catalog.known_facts(lm)
+    return {k if isinstance(k, str) else k.id for k in known}
+
+
+def catalog_entries(lm=None, known_only: bool = False, query: str = "") -> list[dict]:
+    """Searchable, plain-data list of catalog facts for the fact picker."""
+    cases = catalog_cases()
+    if known_only:
+        if lm is None:
+            raise InputError("the 'known by this model' filter needs a loaded model")
+        ids = known_case_ids(lm)
+        cases = [c for c in cases if c.id in ids]
+    q = query.strip().casefold()
+    out = []
+    for c in cases:
+        label = f"{c.edit_prompt} {c.target_true} → {' / '.join(c.targets_new)}"
+        if q and q not in label.casefold() and q not in c.id.casefold():
+            continue
+        out.append({"id": c.id, "label": label, "prompt": c.prompt, "subject": c.subject,
+                    "target_true": c.target_true, "targets_new": list(c.targets_new), "relation": c.relation})
+    return out
+
+
+def benchmark_names() -> list[str]:
+    """Public benchmarks that :mod:`editcore.benchmarks` can read from the local data folder."""
+    bench = _optional("benchmarks")
+    if bench is None:
+        return []
+    for fn in ("available", "names", "list_benchmarks"):
+        if callable(getattr(bench, fn, None)):
+            return list(getattr(bench, fn)())
+    return []
+
+
+def benchmark_cases(name: str, limit: int = 50, path: str | None = None) -> list[Case]:
+    bench = _optional("benchmarks")
+    if bench is None:
+        raise EditScopeError("benchmark loaders (editcore.benchmarks) are not installed yet")
+    for fn in ("load", "load_benchmark", "load_cases"):
+        if callable(getattr(bench, fn, None)):
+            kwargs = {"limit": int(limit)}
+            if path:
+                kwargs["path"] = path
+            cases = getattr(bench, fn)(name, **kwargs)
+            return [c for c in cases if isinstance(c, Case)][: int(limit)]
+    raise EditScopeError("editcore.benchmarks has no loader function this dashboard knows")
+
+
+def benchmark_entries(name: str, limit: int = 50, path: str | None = None) -> list[dict]:
+    return [{"id": c.id, "label": f"{c.edit_prompt} {c.target_true} → {' / '.join(c.targets_new)}",
+             "targets_new": list(c.targets_new), "target_true": c.target_true}
+            for c in benchmark_cases(name, limit, path)]
+
+
+def resolve_case(spec: dict, lm=None) -> Case:
+    """A :class:`Case` from a plain spec: ``{"source": "catalog", "id"}``, ``{"source": "benchmark",
+    "name", "id"[, "path"]}``, ``{"source": "free", "prompt", "subject", "target_new"[, "target_true"]}``
+    or ``{"source": "case", "case": <Case.to_dict()>}``."""
+    source = (spec or {}).get("source")
+    if source == "catalog":
+        for c in catalog_cases():
+            if c.id == spec.get("id"):
+                return c
+        raise InputError(f"no catalog fact with id {spec.get('id')!r}")
+    if source == "benchmark":
+        for c in benchmark_cases(spec.get("name", ""), int(spec.get("limit", 200)), spec.get("path")):
+            if c.id == spec.get("id"):
+                return c
+        raise InputError(f"no case {spec.get('id')!r} in benchmark {spec.get('name')!r}")
+    if source == "free":
+        from .text import context_length
+
+        tok = lm.tokenizer if lm is not None else None
+        case = free_form_case(spec.get("prompt", ""), spec.get("subject", ""), spec.get("target_new", ""),
+                              spec.get("target_true") or None,
+                              max_tokens=context_length(lm) if lm is not None else None, tokenizer=tok)
+        if not case.target_true and lm is not None:
+            # The model's own greedy answer stands in for the unknown old answer.
+            case = case.with_target_true(_greedy_answer(lm, case.edit_prompt))
+        return case
+    if source == "case":
+        return Case.from_dict(spec["case"])
+    raise InputError(f"unknown fact source {source!r}")
+
+
+def _greedy_answer(lm, prompt: str) -> str:
+    from .text import greedy
+
+    with lm.scope():
+        text = greedy(lm, [prompt], max_new_tokens=4)[0]
+    words = text.strip().split()
+    return words[0].strip(".,;:") if words else text.strip()
+
+
+def _with_target_first(case: Case, target_index: int) -> Case:
+    """The case with the chosen new target first, so ``case.request()`` and metrics use it."""
+    targets = list(case.targets_new)
+    if not -len(targets) <= target_index < len(targets):
+        raise InputError(f"this fact has {len(targets)} new target(s); #{target_index + 1} does not exist")
+    chosen = targets.pop(target_index)
+    return dataclasses.replace(case, targets_new=(chosen, *targets))
+
+
+# ==== one edit + evaluation ====================================================================
+def _generation_prompts(case: Case, n_generation: int = 3) -> list[tuple[str, str]]:
+    prompts = [("edit prompt", case.edit_prompt)]
+    prompts += [("paraphrase", p) for p in case.paraphrases[:2]]
+    prompts += [("generation", p) for p in case.generation_prompts[:n_generation]]
+    if case.neighbourhood:
+        prompts.append(("neighbour", case.neighbourhood[0].prompt))
+    return prompts
+
+
+def _evaluate(lm, case: Case, edit, progress: Progress | None) -> dict:
+    metrics = _optional("metrics")
+    if metrics is None or not hasattr(metrics, "evaluate"):
+        raise EditScopeError("the evaluation metrics (editcore.metrics) are not installed yet")
+    kwargs = {}
+    try:
+        import inspect
+
+        if "progress" in inspect.signature(metrics.evaluate).parameters:
+            kwargs["progress"] = progress
+    except (TypeError, ValueError):
+        pass
+    report = metrics.evaluate(lm, case, edit, **kwargs)
+    return report.to_dict() if hasattr(report, "to_dict") else dict(report)
+
+
+def _target_probs(lm, case: Case) -> dict:
+    """P(new) and P(old) after the edit prompt (teacher-forced product over target tokens)."""
+    from .text import target_logprobs
+
+    targets = [case.target_new] + ([case.target_true] if case.target_true else [])
+    lp = target_logprobs(lm, [case.edit_prompt] * len(targets), targets).tolist()
+    out = {"p_new": math.exp(lp[0])}
+    if case.target_true:
+        out["p_old"] = math.exp(lp[1])
+    return out
+
+
+def edit_key(lm, case: Case, method: str, version: str, hparams: dict) -> str:
+    return make_key(kind="edit", fingerprint=lm.fingerprint, method=method, method_version=version,
+                    hparams=hparams, case=case.to_dict())
+
+
+def run_edit(lm, spec: dict, method: str, overrides: dict | None = None, target_index: int = 0,
+             progress: Progress | None = None, use_cache: bool = True, cache: ResultsCache | None = None) -> dict:
+    """Compute one edit, evaluate it and return plain data (cached on disk).
+
+    The model is shared: the whole computation runs under its lock, and the edit exists only inside
+    ``lm.scope(patch)`` blocks, so the model is pristine again when this returns or raises.
+    """
+    from .text import greedy
+
+    cache = cache or default_cache()
+    case = _with_target_first(resolve_case(spec, lm), int(target_index))
+    request = case.request(0).validate()
+    m, hp, hp_dict = _method_and_hparams(method, lm.name, overrides)
+    key = edit_key(lm, case, m.name, str(m.version), hp_dict)
+    if use_cache and (hit := cache.get(key)) is not None:
+        _report(progress, "loaded from the results cache", 1.0)
+        return {**hit, "cached": True}
+
+    t0 = time.perf_counter()
+    gens = _generation_prompts(case)
+    with _exclusive(lm, progress):
+        with lm.scope():
+            _report(progress, "reading the unedited model", 0.02)
+            pre = greedy(lm, [p for _, p in gens], max_new_tokens=16)
+            probs_pre = _target_probs(lm, case)
+            _report(progress, f"computing the {m.name} edit", 0.08)
+            edit = m.compute(lm, [request], hp, _scaled(progress, 0.08, 0.6, f"{m.name}: "))
+        with lm.scope(edit.patch):
+            _report(progress, "reading the edited model", 0.62)
+            post = greedy(lm, [p for _, p in gens], max_new_tokens=16)
+            probs_post = _target_probs(lm, case)
+        t_eval = time.perf_counter()
+        _report(progress, "evaluating", 0.66)
+        with lm.scope():
+            report = _evaluate(lm, case, edit, _scaled(progress, 0.66, 0.99, "evaluating: "))
+        eval_seconds = time.perf_counter() - t_eval
+
+    result = {
+        "key": key,
+        "model": {"name": lm.name, "fingerprint": lm.fingerprint},
+        "method": {"name": m.name, "version": str(m.version), "hparams": hp_dict},
+        "case": case.to_dict(),
+        "request": {"prompt": request.text, "target_new": request.target_new, "target_true": request.target_true},
+        "seconds": {"edit": float(edit.seconds), "evaluate": eval_seconds, "total": time.perf_counter() - t0},
+        "edit": _jsonable(edit.summary()),
+        "diagnostics": _jsonable(edit.diagnostics),
+        "probabilities": {"pre": probs_pre, "post": probs_post},
+        "generations": [{"kind": kind, "prompt": p, "pre": a, "post": b, "diff": word_diff(a, b)}
+                        for (kind, p), a, b in zip(gens, pre, post)],
+        "report": _jsonable(report),
+        "computed_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    _report(progress, "done", 1.0)
+    return {**cache.put(key, result), "cached": False}
+
+
+def _jsonable(obj: Any) -> Any:
+    """Reduce diagnostics to JSON (tensors become lists or norms; unknown objects their repr)."""
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and hasattr(obj, "numel"):
+        return obj.tolist() if obj.numel() <= 64 else {"shape": list(obj.shape), "norm": float(obj.float().norm())}
+    if hasattr(obj, "to_dict"):
+        return _jsonable(obj.to_dict())
+    if dataclasses.is_dataclass(obj):
+        return _jsonable(dataclasses.asdict(obj))
+    return repr(obj)
+
+
+# ==== comparing methods ========================================================================
+def compare_methods(lm, spec: dict, methods: list[str], overrides: dict | None = None, target_index: int = 0,
+                    progress: Progress | None = None, use_cache: bool = True) -> dict:
+    """Run every method on the same fact; one row of metrics (and time) per method."""
+    if not methods:
+        raise InputError("choose at least one method")
+    rows, results = [], {}
+    for i, name in enumerate(methods):
+        sub = _scaled(progress, i / len(methods), (i + 1) / len(methods), f"[{name}] ")
+        res = run_edit(lm, spec, name, (overrides or {}).get(name), target_index, sub, use_cache)
+        results[name] = res
+        rows.append({"method": name, **scorecard(res)})
+    return {"rows": rows, "results": results}
+
+
+# ==== views on a result (plain data for charts and the scorecard) ==============================
+SCORECARD = (  # (key, label, higher is better)
+    ("efficacy", "Efficacy", True),
+    ("generalisation", "Generalisation", True),
+    ("neighbourhood", "Neighbourhood score", True),
+    ("nkl", "NKL", False),
+    ("portability", "Portability", True),
+    ("fluency", "Fluency", True),
+    ("seconds", "Seconds", False),
+)
+
+
+def _find(d: Any, *names: str) -> Any:
+    """First value found under any of ``names`` (dotted paths allowed) in a nested dict."""
+    for name in names:
+        cur = d
+        for part in name.split("."):
+            if isinstance(cur, dict) and part in cur:
+                cur = cur[part]
+            else:
+                cur = None
+                break
+        if cur is not None:
+            return cur
+    return None
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, dict):
+        for k in ("mean", "value", "score"):
+            if isinstance(v.get(k), (int, float)):
+                return float(v[k])
+    return None
+
+
+def scorecard(result: dict) -> dict:
+    """The headline numbers of one result (None where the evaluation did not produce one)."""
+    r = result.get("report", {})
+    return {
+        "efficacy": _num(_find(r, "counterfact.efficacy", "efficacy", "es", "counterfact.es")),
+        "generalisation": _num(_find(r, "counterfact.generalisation", "counterfact.generalization",
+                                     "generalisation", "generalization", "ps", "counterfact.ps")),
+        "neighbourhood": _num(_find(r, "counterfact.neighbourhood", "counterfact.neighborhood",
+                                    "neighbourhood_score", "neighborhood_score", "ns", "counterfact.ns")),
+        "nkl": _num(_find(r, "nkl.mean", "nkl", "neighbourhood_kl")),
+        "portability": _num(_find(r, "portability.mean", "portability")),
+        "fluency": _num(_find(r, "fluency.entropy", "fluency.ngram_entropy", "fluency")),
+        "seconds": float(result.get("seconds", {}).get("edit", 0.0)),
+    }
+
+
+def nkl_rows(result: dict) -> list[dict]:
+    """One row per neighbourhood prompt: prompt, kind (plain/distracted), nkl, top moved tokens."""
+    r = result.get("report", {})
+    raw = _find(r, "nkl.prompts", "nkl.rows", "nkl_prompts")
+    rows = []
+    for item in raw or []:
+        if isinstance(item, dict):
+            rows.append({"prompt": item.get("prompt", ""), "kind": item.get("kind", "plain"),
+                         "nkl": _num(item.get("nkl", item.get("kl"))),
+                         "top_moved": item.get("top_moved") or item.get("top_tokens") or []})
+    return rows
+
+
+def shift_views(result: dict) -> dict:
+    """Risers/fallers per prompt and related-word probabilities before vs after."""
+    r = result.get("report", {})
+    shifts = _find(r, "shifts", "probability_shifts") or {}
+    return {"prompts": shifts.get("prompts", []) if isinstance(shifts, dict) else [],
+            "related": shifts.get("related", []) if isinstance(shifts, dict) else [],
+            "bleed": shifts.get("bleed") if isinstance(shifts, dict) else None}
+
+
+def result_csv_rows(result: dict) -> list[dict]:
+    """The result flattened into ``section, name, value`` rows for a CSV download."""
+    rows = []
+
+    def walk(prefix: str, v: Any):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), x)
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(f"{prefix}[{i}]", x)
+        else:
+            rows.append({"name": prefix, "value": v})
+
+    for section in ("request", "method", "seconds", "probabilities", "report"):
+        walk(section, result.get(section, {}))
+    return rows

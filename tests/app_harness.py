@@ -1,0 +1,28 @@
+"""Shared set-up for the dashboard's AppTests: tiny models, a private results cache, page paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = str(ROOT / "app" / "main.py")
+TIMEOUT = 120
+OTHER_MODEL = "other (local path or hub id)…"
+
+
+def tiny_env(monkeypatch, tmp_path) -> None:
+    """Tiny random models in the picker and a fresh EDITSCOPE_HOME (so results are never stale)."""
+    monkeypatch.setenv("EDITSCOPE_TEST_TINY", "1")
+    monkeypatch.setenv("EDITSCOPE_HOME", str(tmp_path / "home"))
+
+
+def app() -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    return at.run()
+
+
+def page(name: str) -> str:
+    # AppTest resolves page paths relative to the main script's folder (app/).
+    return f"../pages/{name}.py"
