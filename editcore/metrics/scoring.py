@@ -1,0 +1,258 @@
+"""One place where metrics touch the model: teacher-forced pair scores, next-token distributions and
+greedy continuations, batched, with an LRU cache for the *unedited* model.
+
+A :class:`Scorer` reads the model in whatever state it is in right now. Built with ``pre=True`` it
+promises that this state is the reference state named ``state`` (by default the pristine base model,
+"base") and may fill and read the process-wide cache keyed by ``(model fingerprint, state, kind, prompt,
+target)``. A post-edit scorer (``pre=False``) never touches that cache; it memoises only inside itself,
+so two families asking for the same neighbourhood distribution inside one evaluation share one pass.
+
+Nobody but the caller knows whether an edit is applied, so the rule is simple: build ``pre=True``
+scorers only *before* ``scope.apply(patch)`` (``evaluate`` does), and when a caller already holds kept
+edits (sequential editing) pass a ``state`` that names them, or use ``pre=False``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .. import text
+from .stats import LOG_FLOOR, floor_log
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PairScore:
+    """Teacher-forced scores of one target after one prompt (log-probs floored at ``LOG_FLOOR``)."""
+
+    token_logprobs: tuple[float, ...]
+    token_correct: tuple[bool, ...]
+    argmax: tuple[int, ...] = ()  # argmax token at each target position (EasyEdit's locality compares these)
+
+    @property
+    def logprob(self) -> float:
+        """log P(target | prompt) = Σ_i log P(t_i | prompt, t_<i) (the product convention)."""
+        return max(sum(self.token_logprobs), LOG_FLOOR)
+
+    @property
+    def mean_nll(self) -> float:
+        """ROME's convention: −(1/n) Σ_i log P(t_i | …)."""
+        return -sum(self.token_logprobs) / len(self.token_logprobs)
+
+    @property
+    def prob(self) -> float:
+        return math.exp(self.logprob)
+
+    @property
+    def token_acc(self) -> float:
+        """EasyEdit's token-level accuracy: fraction of target tokens that are the teacher-forced argmax."""
+        return sum(self.token_correct) / len(self.token_correct)
+
+    def value(self, convention: str) -> float:
+        """The magnitude a convention compares: P(target) ("product") or exp(−mean NLL) ("rome_mean_nll")."""
+        if convention == "product":
+            return self.prob
+        if convention == "rome_mean_nll":
+            return math.exp(-self.mean_nll)
+        raise ValueError(f"unknown convention {convention!r}")
+
+    def log_value(self, convention: str) -> float:
+        return self.logprob if convention == "product" else -self.mean_nll
+
+
+CONVENTIONS = ("product", "rome_mean_nll")
+
+# ---- the pre-edit cache -------------------------------------------------------------------------------
+
+_CACHE_LOCK = threading.Lock()
+_PAIR_CACHE: OrderedDict = OrderedDict()
+_DIST_CACHE: OrderedDict = OrderedDict()  # full next-token distributions are large (1 MB each on Gemma)
+_TEXT_CACHE: OrderedDict = OrderedDict()
+PAIR_CACHE_SIZE = 50_000
+DIST_CACHE_SIZE = 256
+TEXT_CACHE_SIZE = 5_000
+
+
+def _get(cache: OrderedDict, key):
+    with _CACHE_LOCK:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    return None
+
+
+def _put(cache: OrderedDict, key, value, size: int) -> None:
+    with _CACHE_LOCK:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > size:
+            cache.popitem(last=False)
+
+
+def clear_cache() -> None:
+    with _CACHE_LOCK:
+        _PAIR_CACHE.clear()
+        _DIST_CACHE.clear()
+        _TEXT_CACHE.clear()
+
+
+def cache_sizes() -> dict[str, int]:
+    with _CACHE_LOCK:
+        return {"pairs": len(_PAIR_CACHE), "dists": len(_DIST_CACHE), "texts": len(_TEXT_CACHE)}
+
+
+@torch.no_grad()
+def _score_pairs(lm, prompts: Sequence[str], targets: Sequence[str], batch_size: int) -> list[PairScore]:
+    """Like :func:`editcore.text.score_targets`, but also keeps the argmax token at each position."""
+    tok = lm.tokenizer
+    encoded = [(text.prompt_ids(tok, p), text.target_ids(tok, t)) for p, t in zip(prompts, targets)]
+    out: list[PairScore] = []
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start:start + batch_size]
+        seqs, positions = [], []
+        for p, t in chunk:
+            text.check_length(lm, len(p) + len(t))
+            seqs.append(p + t)
+            positions.append(range(len(p) - 1, len(p) + len(t) - 1))
+        for h, (_, t) in zip(text.hidden_at(lm, seqs, positions), chunk):
+            logp = torch.log_softmax(lm.adapter.logits(h).float(), dim=-1)
+            tt = torch.tensor(t, device=logp.device)
+            lp = [floor_log(v) for v in logp.gather(1, tt[:, None])[:, 0].tolist()]
+            am = logp.argmax(-1)
+            out.append(PairScore(tuple(lp), tuple((am == tt).tolist()), tuple(am.tolist())))
+    return out
+
+
+class Scorer:
+    """Batched reads of the model's current state; see the module docstring for ``pre``/``state``."""
+
+    def __init__(self, lm, *, pre: bool = False, state: str = "base", batch_size: int = 16):
+        self.lm = lm
+        self.pre = pre
+        self.state = state
+        self.batch_size = batch_size
+        self._pairs: dict = {}
+        self._dists: dict = {}
+        self._texts: dict = {}
+        self.passes = 0  # forward batches actually run (tests check the cache saves them)
+        self.frozen = False
+
+    def freeze(self) -> "Scorer":
+        """After this, a miss raises instead of reading the model: ``evaluate`` freezes the pre-edit
+        scorer before applying the patch, so nothing computed on the edited model can pass as pre-edit."""
+        self.frozen = True
+        return self
+
+    def _check(self, todo) -> None:
+        if todo and self.frozen:
+            raise RuntimeError("a frozen (pre-edit) scorer was asked for something it did not compute "
+                               f"before the edit: {list(todo)[:2]}")
+
+    def _key(self, *parts):
+        return (self.lm.fingerprint, self.state, *parts)
+
+    # -- teacher-forced targets ----------------------------------------------------------------------
+    def pairs(self, prompts: Sequence[str], targets: Sequence[str]) -> list[PairScore]:
+        if len(prompts) != len(targets):
+            raise ValueError("prompts and targets differ in length")
+        keys = [(p, t) for p, t in zip(prompts, targets)]
+        found: dict = {}
+        for k in set(keys):
+            hit = self._pairs.get(k)
+            if hit is None and self.pre:
+                hit = _get(_PAIR_CACHE, self._key(*k))
+            if hit is not None:
+                found[k] = hit
+        todo = [k for k in dict.fromkeys(keys) if k not in found]
+        self._check(todo)
+        if todo:
+            self.passes += math.ceil(len(todo) / self.batch_size)
+            scores = _score_pairs(self.lm, [p for p, _ in todo], [t for _, t in todo], self.batch_size)
+            for k, s in zip(todo, scores):
+                found[k] = s
+                if self.pre:
+                    _put(_PAIR_CACHE, self._key(*k), s, PAIR_CACHE_SIZE)
+        self._pairs.update(found)
+        return [found[k] for k in keys]
+
+    # -- full next-token distributions ---------------------------------------------------------------
+    def dists(self, prompts: Sequence[str]) -> torch.Tensor:
+        """``[n, vocab]`` next-token log-probabilities (float32, CPU) at the end of each prompt."""
+        if not prompts:
+            return torch.empty(0, 0)
+        found: dict = {}
+        for p in set(prompts):
+            hit = self._dists.get(p)
+            if hit is None and self.pre:
+                hit = _get(_DIST_CACHE, self._key("dist", p))
+            if hit is not None:
+                found[p] = hit
+        todo = [p for p in dict.fromkeys(prompts) if p not in found]
+        self._check(todo)
+        if todo:
+            self.passes += math.ceil(len(todo) / self.batch_size)
+            rows = text.next_token_logprobs(self.lm, todo, self.batch_size)
+            for p, row in zip(todo, rows):
+                found[p] = row
+                if self.pre:
+                    _put(_DIST_CACHE, self._key("dist", p), row, DIST_CACHE_SIZE)
+        self._dists.update(found)
+        return torch.stack([found[p] for p in prompts])
+
+    # -- greedy continuations ------------------------------------------------------------------------
+    def greedy(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        found: dict = {}
+        for p in set(prompts):
+            hit = self._texts.get((p, max_new_tokens))
+            if hit is None and self.pre:
+                hit = _get(_TEXT_CACHE, self._key("greedy", max_new_tokens, p))
+            if hit is not None:
+                found[p] = hit
+        todo = [p for p in dict.fromkeys(prompts) if p not in found]
+        self._check(todo)
+        if todo:
+            self.passes += math.ceil(len(todo) / self.batch_size)
+            outs = text.greedy(self.lm, todo, max_new_tokens, self.batch_size)
+            for p, o in zip(todo, outs):
+                found[p] = o
+                if self.pre:
+                    _put(_TEXT_CACHE, self._key("greedy", max_new_tokens, p), o, TEXT_CACHE_SIZE)
+        self._texts.update({(p, max_new_tokens): o for p, o in found.items()})
+        return [found[p] for p in prompts]
+
+    def greedy_ids(self, prompt: str, k: int) -> list[int]:
+        """Greedy next ``k`` token ids (memoised per scorer, not in the process cache)."""
+        key = ("ids", prompt, k)
+        if key not in self._texts:
+            self._check([prompt])
+            from .nkl import greedy_ids
+
+            self.passes += 1
+            self._texts[key] = greedy_ids(self.lm, prompt, k)
+        return self._texts[key]
+
+    @torch.no_grad()
+    def dists_along(self, prompt: str, continuation: Sequence[int]) -> torch.Tensor:
+        """``[k, vocab]`` log-distributions at the k positions that predict ``continuation`` after
+        ``prompt`` (teacher-forced). Not cached: only NKL over generated tokens uses it."""
+        key = ("along", prompt, tuple(continuation))
+        if key in self._dists:
+            return self._dists[key]
+        self._check([prompt])
+        ids = text.prompt_ids(self.lm.tokenizer, prompt)
+        seq = ids + list(continuation)
+        text.check_length(self.lm, len(seq))
+        pos = list(range(len(ids) - 1, len(ids) - 1 + len(continuation)))
+        self.passes += 1
+        h = text.hidden_at(self.lm, [seq], [pos])[0]
+        out = torch.log_softmax(self.lm.adapter.logits(h).float(), dim=-1).cpu()
+        self._dists[key] = out
+        return out
