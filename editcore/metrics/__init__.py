@@ -10,3 +10,7 @@
 * :mod:`.stats` — bootstrap CIs; :mod:`.scoring` — batched, cached model reads;
 * :mod:`.report` — ``evaluate(lm, case, edit_or_patch) -> EvalReport``.
 """
+
+from .report import FAMILIES, EvalReport, evaluate, render  # noqa: E402,F401
+
+__all__ = ["FAMILIES", "EvalReport", "evaluate", "render"]

@@ -1,0 +1,285 @@
+"""Knowledge conflicts and distortion (Li et al. 2024, "Unveiling the Pitfalls of Knowledge Editing for
+Large Language Models", ICLR 2024; definitions as in their released evaluation code,
+zjunlp/PitfallsKnowledgeEditing ``experiments/summarize.py``).
+
+Notation: θ the unedited model, θ' after edit 1, θ'' after edit 1 then edit 2. P(q → o) is the
+probability of object o for query q, averaged over the query's prompts (the edit prompt plus the
+relation's paraphrase templates). The released code measures each prompt as exp(−mean token NLL)
+(``convention="rome_mean_nll"``, the default here); ``"product"`` uses the product of token probabilities.
+
+ConflictEdit (two edits that contradict each other; q1/o1 = edit 1's query and new object):
+
+* Conflict Score  CS  = mean over cases of 1[P_θ''(q2 → o2) > P_θ''(q1 → o1)] (strict; ties fail), where
+  (q2, o2) is what edit 2 implies for edit 1's query — coverage: edit 2's own query and object;
+  reverse: edit 1's relation asked of edit 2's new object (s2), answered with o1; composite: edit 1's
+  query answered with edit 2's new object;
+* Conflict Magnitude  CM  = mean of max((P_θ'(q1 → o1) − P_θ''(q1 → o1)) / P_θ'(q1 → o1), −1);
+* Tied-Fact Damage  TFD (composite only; "FFD" in the code) = mean of (P_θ(f) − P_θ''(f)) / P_θ(f) for the
+  tied fact f (the rule's premise that no edit touches).
+
+RoundEdit (edit o → o', then o' → o; ``others`` = the subject's other true objects):
+
+* Success = ½·1[P_θ'(o') > P_θ'(o)] + ½·1[P_θ''(o) > P_θ''(o')];
+* Distortion D = JS( norm[P_θ''(o), P_θ''(others)] ‖ norm[P_θ(o), P_θ(others)] ) — the true JS in nats;
+  the released code uses ``KLDivLoss(reduction='batchmean')`` on 1-D vectors, i.e. divides by the number of
+  objects: ``n_objects`` is stored so a reader can convert;
+* Ignore Rate IR = fraction of ``others`` whose probability fell (P_θ(x) > P_θ''(x));
+* Failure Rate FR = fraction of cases with IR > 0.5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from ..types import Request
+from .scoring import Scorer
+from .stats import CI, PROB_FLOOR, bootstrap_ci, js_divergence, mean
+
+ComputePatch = Callable[[object, Request], object]  # (lm, request) -> Patch
+
+
+# ---- pure formulas ------------------------------------------------------------------------------------
+
+def conflict_magnitude(p1_o1: float, p2_o1: float) -> float:
+    """max((P_θ'(o1) − P_θ''(o1)) / P_θ'(o1), −1); P_θ'(o1) floored at PROB_FLOOR."""
+    return max((p1_o1 - p2_o1) / max(p1_o1, PROB_FLOOR), -1.0)
+
+
+def tied_fact_damage(p0: float, p2: float) -> float:
+    """(P_θ(f) − P_θ''(f)) / P_θ(f) (unclamped, as released); P_θ(f) floored at PROB_FLOOR."""
+    return (p0 - p2) / max(p0, PROB_FLOOR)
+
+
+def round_success(p1_new: float, p1_old: float, p2_old: float, p2_new: float) -> float:
+    return 0.5 * (p1_new > p1_old) + 0.5 * (p2_old > p2_new)
+
+
+def ignore_rate(others_pre: Sequence[float], others_post: Sequence[float]) -> float:
+    if not others_pre:
+        return 0.0
+    return sum(a > b for a, b in zip(others_pre, others_post)) / len(others_pre)
+
+
+# ---- queries ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Query:
+    prompts: tuple[str, ...]  # filled prompts (subject in place)
+    target: str
+
+
+def query(template: str, subject: str, target: str, extra_templates: Sequence[str] = ()) -> Query:
+    prompts = [template.format(subject)] + [t.format(subject) for t in extra_templates]
+    return Query(tuple(dict.fromkeys(prompts)), target)
+
+
+def prob(scorer: Scorer, q: Query, convention: str) -> float:
+    """P(q → target) averaged over the query's prompts (see the module docstring)."""
+    scores = scorer.pairs(list(q.prompts), [q.target] * len(q.prompts))
+    return mean([s.value(convention) for s in scores])
+
+
+# ---- ConflictEdit ---------------------------------------------------------------------------------------
+
+@dataclass
+class ConflictSpec:
+    id: str
+    type: str
+    edit1: Request
+    edit2: Request
+    q1: Query  # edit 1's query -> o1
+    q2: Query  # what edit 2 implies for that query
+    tied: Query | None = None
+
+
+@dataclass
+class ConflictOutcome:
+    id: str
+    type: str
+    convention: str
+    p1_o1: float
+    p2_o1: float
+    p2_o2: float
+    p0_tied: float | None
+    p2_tied: float | None
+    conflict: bool = field(init=False)
+    magnitude: float = field(init=False)
+    tied_damage: float | None = field(init=False)
+
+    def __post_init__(self):
+        self.conflict = self.p2_o2 > self.p2_o1
+        self.magnitude = conflict_magnitude(self.p1_o1, self.p2_o1)
+        self.tied_damage = (tied_fact_damage(self.p0_tied, self.p2_tied)
+                            if self.p0_tied is not None and self.p2_tied is not None else None)
+
+
+def conflict_spec_from_record(record: dict, templates: dict[str, Sequence[str]], id: str = "") -> ConflictSpec:
+    """From a raw ConflictEdit record (``../shared/data/pitfalls/*_edit.json``) and ``conflict_prompts.json``."""
+    def req(e):
+        return Request(e["relation"]["prompt"], e["subject"]["label"], e["new_object"]["label"], e["object"]["label"])
+
+    e1, e2 = record["edits"]
+    r1, r2 = req(e1), req(e2)
+    t1 = templates.get(e1["relation"]["id"], ())
+    t2 = templates.get(e2["relation"]["id"], ())
+    kind = record["type"]
+    q1 = query(r1.prompt, r1.subject, r1.target_new, t1)
+    if kind == "coverage":
+        q2 = query(r2.prompt, r2.subject, r2.target_new, t2)
+    elif kind == "reverse":
+        q2 = query(r1.prompt, r2.target_new, r1.target_new, t1)
+    elif kind == "composite":
+        q2 = query(r1.prompt, r1.subject, r2.target_new, t1)
+    else:
+        raise ValueError(f"unknown conflict type {kind!r}")
+    tied = None
+    if kind == "composite":
+        f = record["triples"][0]
+        tied = query(f["relation"]["prompt"], f["subject"]["label"], f["object"]["label"],
+                     templates.get(f["relation"]["id"], ()))
+    return ConflictSpec(id or str(record.get("rule", "")), kind, r1, r2, q1, q2, tied)
+
+
+def conflict_spec_from_case(case, templates: dict[str, Sequence[str]] | None = None) -> ConflictSpec:
+    """From :class:`editcore.cases.ConflictCase` (its own per-relation templates unless given)."""
+    c1, c2 = case.edits
+    r1, r2 = c1.request(), c2.request()
+
+    def tpl(rel):
+        return (templates or {}).get(rel, case.prompts_for(rel))
+
+    q1 = query(r1.prompt, r1.subject, r1.target_new, tpl(c1.relation_id))
+    if case.type == "coverage":
+        q2 = query(r2.prompt, r2.subject, r2.target_new, tpl(c2.relation_id))
+    elif case.type == "reverse":
+        q2 = query(r1.prompt, r2.target_new, r1.target_new, tpl(c1.relation_id))
+    else:
+        q2 = query(r1.prompt, r1.subject, r2.target_new, tpl(c1.relation_id))
+    tied = None
+    if case.type == "composite" and case.tied:
+        t = case.tied[0]
+        tied = Query((t.prompt,), t.answer)
+    return ConflictSpec(case.id, case.type, r1, r2, q1, q2, tied)
+
+
+def run_conflict(lm, spec: ConflictSpec, compute_patch: ComputePatch, *, convention: str = "rome_mean_nll"
+                 ) -> ConflictOutcome:
+    """Edit 1, then edit 2 (each computed on the model as it is at that point), inside one scope that
+    restores the model afterwards; returns the probabilities the formulas need."""
+    with lm.scope() as s:
+        p0_tied = prob(Scorer(lm), spec.tied, convention) if spec.tied else None
+        s.apply(compute_patch(lm, spec.edit1))
+        p1_o1 = prob(Scorer(lm), spec.q1, convention)
+        s.apply(compute_patch(lm, spec.edit2))
+        post = Scorer(lm)
+        p2_o1, p2_o2 = prob(post, spec.q1, convention), prob(post, spec.q2, convention)
+        p2_tied = prob(post, spec.tied, convention) if spec.tied else None
+    return ConflictOutcome(spec.id, spec.type, convention, p1_o1, p2_o1, p2_o2, p0_tied, p2_tied)
+
+
+@dataclass
+class ConflictSummary:
+    outcomes: list[ConflictOutcome]
+    cs: CI = field(init=False)
+    cm: CI = field(init=False)
+    tfd: CI = field(init=False)
+
+    def __post_init__(self):
+        self.cs = bootstrap_ci([float(o.conflict) for o in self.outcomes])
+        self.cm = bootstrap_ci([o.magnitude for o in self.outcomes])
+        self.tfd = bootstrap_ci([o.tied_damage for o in self.outcomes if o.tied_damage is not None])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---- RoundEdit ------------------------------------------------------------------------------------------
+
+@dataclass
+class RoundSpec:
+    id: str
+    forward: Request  # o -> o'
+    backward: Request  # o' -> o
+    templates: tuple[str, ...]
+    others: tuple[str, ...]
+
+
+def round_spec_from_record(record: dict, templates: dict[str, Sequence[str]], id: str = "") -> RoundSpec:
+    """From a raw RoundEdit record (``easy.json`` / ``hard.json``) and ``round_prompts.json``."""
+    e = record["edit"]
+    subj, o, o2 = e["subject"]["label"], e["object"]["label"], e["new_object"]["label"]
+    others = tuple(t["label"] for t in record.get("true_objects", ()) if t["label"] != o)
+    return RoundSpec(id or record.get("type", ""), Request(e["relation"]["prompt"], subj, o2, o),
+                     Request(e["relation"]["prompt"], subj, o, o2),
+                     tuple(templates.get(e["relation"]["id"], ())), others)
+
+
+def round_spec_from_case(case) -> RoundSpec:
+    """From :class:`editcore.cases.RoundTripCase`."""
+    others = tuple(t for t in case.true_objects if t != case.object)
+    return RoundSpec(case.id, Request(case.prompt, case.subject, case.new_object, case.object),
+                     Request(case.prompt, case.subject, case.object, case.new_object), tuple(case.prompts), others)
+
+
+@dataclass
+class RoundOutcome:
+    id: str
+    convention: str
+    p1_new: float
+    p1_old: float
+    p2_old: float
+    p2_new: float
+    p0_old: float
+    others_pre: list[float]
+    others_post: list[float]
+    success: float = field(init=False)
+    distortion: float = field(init=False)
+    ignore_rate: float = field(init=False)
+    failed: bool = field(init=False)
+    n_objects: int = field(init=False)
+
+    def __post_init__(self):
+        self.success = round_success(self.p1_new, self.p1_old, self.p2_old, self.p2_new)
+        self.distortion = js_divergence([self.p2_old, *self.others_post], [self.p0_old, *self.others_pre])
+        self.ignore_rate = ignore_rate(self.others_pre, self.others_post)
+        self.failed = self.ignore_rate > 0.5
+        self.n_objects = 1 + len(self.others_pre)
+
+
+def run_roundtrip(lm, spec: RoundSpec, compute_patch: ComputePatch, *, convention: str = "rome_mean_nll"
+                  ) -> RoundOutcome:
+    def q(req: Request, target: str) -> Query:
+        return query(req.prompt, req.subject, target, spec.templates)
+
+    f = spec.forward
+    with lm.scope() as s:
+        pre = Scorer(lm)
+        p0_old = prob(pre, q(f, f.target_true), convention)
+        others_pre = [prob(pre, q(f, o), convention) for o in spec.others]
+        s.apply(compute_patch(lm, spec.forward))
+        mid = Scorer(lm)
+        p1_new, p1_old = prob(mid, q(f, f.target_new), convention), prob(mid, q(f, f.target_true), convention)
+        s.apply(compute_patch(lm, spec.backward))
+        post = Scorer(lm)
+        p2_old, p2_new = prob(post, q(f, f.target_true), convention), prob(post, q(f, f.target_new), convention)
+        others_post = [prob(post, q(f, o), convention) for o in spec.others]
+    return RoundOutcome(spec.id, convention, p1_new, p1_old, p2_old, p2_new, p0_old, others_pre, others_post)
+
+
+@dataclass
+class RoundSummary:
+    outcomes: list[RoundOutcome]
+    success: CI = field(init=False)
+    distortion: CI = field(init=False)
+    ir: CI = field(init=False)
+    fr: CI = field(init=False)
+
+    def __post_init__(self):
+        self.success = bootstrap_ci([o.success for o in self.outcomes])
+        self.distortion = bootstrap_ci([o.distortion for o in self.outcomes])
+        self.ir = bootstrap_ci([o.ignore_rate for o in self.outcomes])
+        self.fr = bootstrap_ci([float(o.failed) for o in self.outcomes])
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,92 @@
+"""Downstream probe sets for the general-abilities block: the small sets shipped in ``data/probes/``
+(written for EditScope, not copied from any dataset) or the real benchmark files from a path.
+
+Every loader returns plain dicts in one schema per task:
+
+* ``sentiment``     {"text", "label"}  (1 = positive, 0 = negative; SST-2 style)
+* ``piqa``          {"goal", "sol1", "sol2", "label"}  (label = index of the right solution)
+* ``qa``            {"question", "answers": [..]}  (closed-book, NQ-open style)
+* ``arithmetic``    {"question", "answer"}  (the final number as a string; GSM8K style)
+* ``summarisation`` {"dialogue", "summary"}  (SAMSum style)
+
+A ``path`` may point to the real files (``../shared/data/downstream/...``): SST-2 TSV
+(``sentence<TAB>label`` with a header), PIQA JSONL with its ``-labels.lst`` beside it, NQ-open JSONL
+(``question``, ``answer`` list), GSM8K JSONL (answer ends in ``#### n``), SAMSum JSON list.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .errors import InputError
+
+PROBE_DIR = Path(__file__).resolve().parents[1] / "data" / "probes"
+TASKS = ("sentiment", "piqa", "qa", "arithmetic", "summarisation")
+
+
+def _jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _gsm_number(answer: str) -> str:
+    tail = answer.split("####")[-1]
+    m = re.search(r"-?[\d,]*\.?\d+", tail)
+    if not m:
+        raise InputError(f"no final number in a GSM8K answer: {answer[-40:]!r}")
+    return m.group(0).replace(",", "")
+
+
+def _from_path(task: str, path: Path) -> list[dict]:
+    if task == "sentiment":
+        rows = path.read_text(encoding="utf-8").splitlines()
+        out = []
+        for line in rows[1:] if rows and not rows[0].rstrip().split("\t")[-1].strip().isdigit() else rows:
+            if "\t" in line:
+                text, label = line.rsplit("\t", 1)
+                out.append({"text": text.strip(), "label": int(label)})
+        return out
+    if task == "piqa":
+        recs = _jsonl(path)
+        lab = path.with_name(path.name.replace("_valid", "_valid-labels").replace(".jsonl", ".lst"))
+        if not lab.is_file():
+            cands = sorted(path.parent.glob("*labels*.lst"))
+            if not cands:
+                raise InputError(f"no PIQA labels file next to {path}")
+            lab = cands[0]
+        labels = [int(x) for x in lab.read_text().split()]
+        return [{**r, "label": y} for r, y in zip(recs, labels)]
+    if task == "qa":
+        return [{"question": r["question"], "answers": list(r["answer"] if isinstance(r["answer"], list) else [r["answer"]])}
+                for r in _jsonl(path)]
+    if task == "arithmetic":
+        return [{"question": r["question"], "answer": _gsm_number(str(r["answer"]))} for r in _jsonl(path)]
+    if task == "summarisation":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [{"dialogue": r["dialogue"].replace("\r\n", "\n"), "summary": r["summary"]} for r in data]
+    raise InputError(f"unknown probe task {task!r}; known: {', '.join(TASKS)}")
+
+
+def load_probe(task: str, path: str | Path | None = None, limit: int | None = None) -> list[dict]:
+    """The probe set for ``task``: the shipped one, or the real file at ``path``; first ``limit`` items."""
+    if task not in TASKS:
+        raise InputError(f"unknown probe task {task!r}; known: {', '.join(TASKS)}")
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"probe file {p} does not exist")
+        items = _from_path(task, p)
+    else:
+        items = _jsonl(PROBE_DIR / f"{task}.jsonl")
+    return items[:limit] if limit is not None else items
+
+
+def heldout_text(path: str | Path | None = None, max_chars: int | None = None) -> str:
+    """Held-out text for perplexity: ``data/probes/heldout.txt`` or a file such as WikiText's ``wiki.test.raw``."""
+    p = Path(path) if path is not None else PROBE_DIR / "heldout.txt"
+    if not p.is_file():
+        raise InputError(f"held-out text {p} does not exist")
+    t = p.read_text(encoding="utf-8")
+    return t[:max_chars] if max_chars else t
