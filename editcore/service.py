@@ -223,14 +223,35 @@ def catalog_cases() -> list[Case]:
     return [Case.from_dict(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
-def known_case_ids(lm) -> set[str]:
-    """Ids of catalog facts the model already knows (greedy answer = the true object)."""
-    catalog = _optional("catalog")
-    if catalog is None or not hasattr(catalog, "known_facts"):
-        raise EditScopeError("the 'known by this model' filter needs editcore.catalog.known_facts (not installed)")
-    with lm.scope():
-        known = catalog.known_facts(lm)
-    return {k if isinstance(k, str) else k.id for k in known}
+def known_case_ids(lm, progress: Progress | None = None) -> set[str]:
+    """Ids of catalog facts the model already knows (its greedy answer matches the true object).
+
+    Uses the committed per-model check (``editcore.catalog.known_facts``) when there is one; otherwise
+    runs the check once for this model and keeps the answer in the results cache.
+    """
+    from . import catalog
+
+    known = catalog.known_facts(lm.name)
+    if known is not None:
+        return set(known)
+    cache = default_cache()
+    key = make_key(kind="known_facts", fingerprint=lm.fingerprint, extra={"catalog": _catalog_digest()})
+    if (hit := cache.get(key)) is not None:
+        return set(hit["ids"])
+    with _exclusive(lm, progress), lm.scope():
+        _report(progress, "checking which catalog facts this model knows (once per model)", 0.0)
+        report = catalog.check_model(lm, progress=(lambda done, total: _report(progress, "checking facts",
+                                                                               done / max(total, 1))))
+    ids = sorted(fid for fid, entry in report["facts"].items() if entry.get("knows_fact"))
+    cache.put(key, {"ids": ids})
+    return set(ids)
+
+
+def _catalog_digest() -> str:
+    import hashlib
+
+    path = _facts_file()
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else ""
 
 
 def catalog_entries(lm=None, known_only: bool = False, query: str = "") -> list[dict]:
@@ -557,3 +578,168 @@ def result_csv_rows(result: dict) -> list[dict]:
     for section in ("request", "method", "seconds", "probabilities", "report"):
         walk(section, result.get(section, {}))
     return rows
+
+
+# ==== sequential editing =======================================================================
+SEQ_MAX_EDITS = 100
+# Curves of a sequential run: point key -> (label, log scale). "weight_drift" is the Frobenius norm of
+# the sum of all applied deltas (fp32), i.e. ||W_n - W_0|| over every edited matrix together.
+SEQ_CURVES = {
+    "retention": ("Retention of earlier edits (share still top-1)", False),
+    "neighbourhood_score": ("Locality: neighbourhood score", False),
+    "perplexity": ("Perplexity", True),
+    "probe_accuracy": ("Downstream probe accuracy", False),
+    "weight_drift": ("Weight drift ||sum of deltas||_F", False),
+}
+
+
+def sequential_config(methods: list[str], n_edits: int, source: str = "catalog", seed: int = 0, every: int = 5,
+                      overrides: dict | None = None, known_only: bool = False) -> dict:
+    """A validated, canonical run configuration (it is also the cache key's payload)."""
+    if not methods:
+        raise InputError("choose at least one method")
+    if not 1 <= int(n_edits) <= SEQ_MAX_EDITS:
+        raise InputError(f"the number of edits must be between 1 and {SEQ_MAX_EDITS}")
+    if not 1 <= int(every) <= int(n_edits):
+        raise InputError("evaluate every k edits with 1 <= k <= the number of edits")
+    if source != "catalog" and not source.startswith("benchmark:"):
+        raise InputError(f"unknown fact source {source!r}")
+    return {"methods": list(methods), "n_edits": int(n_edits), "source": source, "seed": int(seed),
+            "every": int(every), "overrides": {m: dict((overrides or {}).get(m) or {}) for m in methods},
+            "known_only": bool(known_only)}
+
+
+def _sequential_cases(lm, cfg: dict) -> list[Case]:
+    if cfg["source"] == "catalog":
+        pool = catalog_cases()
+        if cfg["known_only"]:
+            ids = known_case_ids(lm)
+            pool = [c for c in pool if c.id in ids]
+    else:
+        pool = benchmark_cases(cfg["source"].split(":", 1)[1], limit=2000)
+    # One edit per subject: a second edit of the same subject would overwrite the first and make
+    # "retention" meaningless.
+    by_subject: dict[str, Case] = {}
+    for c in pool:
+        by_subject.setdefault(c.subject.casefold(), c)
+    pool = list(by_subject.values())
+    if len(pool) < cfg["n_edits"]:
+        raise InputError(f"only {len(pool)} distinct facts are available for {cfg['n_edits']} edits")
+    return random.Random(cfg["seed"]).sample(pool, cfg["n_edits"])
+
+
+def _seq_key(lm, cfg: dict, method: str, version: str, hp: dict) -> str:
+    extra = {k: cfg[k] for k in ("n_edits", "source", "seed", "every", "known_only")}
+    return make_key(kind="sequential", fingerprint=lm.fingerprint, method=method, method_version=version,
+                    hparams=hp, extra=extra)
+
+
+def sequential_cached(lm, cfg: dict) -> dict | None:
+    """The stored result of this run configuration (complete or stopped part-way), if any."""
+    cache = default_cache()
+    runs = {}
+    for name in cfg["methods"]:
+        m, _hp, hp_dict = _method_and_hparams(name, lm.name, cfg["overrides"].get(name))
+        hit = cache.get(_seq_key(lm, cfg, m.name, str(m.version), hp_dict))
+        if hit is not None:
+            runs[name] = hit
+    return {"config": cfg, "runs": runs} if runs else None
+
+
+def _seq_point(lm, n: int, cases: list[Case], neighbours: list[tuple[str, str, str]], drift: float,
+               general: Callable | None) -> dict:
+    """Metrics of the current (edited) model after ``n`` edits."""
+    from .text import score_targets, target_logprobs
+
+    point: dict[str, Any] = {"n_edits": n, "weight_drift": drift}
+    done = cases[:n]
+    if done:
+        scores = score_targets(lm, [c.edit_prompt for c in done], [c.target_new for c in done])
+        point["retention"] = sum(all(s.token_correct) for s in scores) / len(done)
+        point["last_edit_top1"] = float(all(scores[-1].token_correct))
+    if neighbours:
+        prompts = [p for p, _a, _n in neighbours]
+        lp_true = target_logprobs(lm, prompts, [a for _p, a, _n in neighbours])
+        lp_new = target_logprobs(lm, prompts, [t for _p, _a, t in neighbours])
+        point["neighbourhood_score"] = float((lp_true > lp_new).float().mean())
+    if general is not None:
+        point.update({k: v for k, v in general(lm).items() if isinstance(v, (int, float)) or v is None})
+    return point
+
+
+def _general_abilities() -> Callable | None:
+    """The metrics module's general-ability probe (perplexity, downstream accuracy), when installed."""
+    metrics = _optional("metrics")
+    fn = getattr(metrics, "general_abilities", None) if metrics is not None else None
+    return fn if callable(fn) else None
+
+
+def sequential_run(lm, cfg: dict, progress: Progress | None = None, on_update: Callable[[dict], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None, use_cache: bool = True) -> dict:
+    """Apply ``n_edits`` edits one after another (each computed on the already-edited model), evaluating
+    every ``every`` edits; one run per method.
+
+    The whole run of a method happens inside one ``lm.scope()``: edits are applied with
+    ``checkpoint=False`` (nothing is rolled back individually) and the scope restores the pristine model
+    at the end, also when the run is stopped or fails. Partial results are saved after every evaluation,
+    so a stopped run still shows (and a reload finds) what was measured.
+    """
+    import torch
+
+    cache = default_cache()
+    cases = _sequential_cases(lm, cfg)
+    # A fixed locality probe set for every point: two neighbourhood prompts of every chosen fact, scored
+    # with the fact's true answer against its new target (CounterFact NS).
+    neighbours = [(p.prompt, p.answer, c.target_new) for c in cases for p in c.neighbourhood[:2]
+                  if not _same(p.answer, c.target_new)]
+    general = _general_abilities()
+    out = {"config": cfg, "cases": [{"id": c.id, "edit": f"{c.edit_prompt} → {c.target_new}"} for c in cases],
+           "runs": {}}
+    n_methods = len(cfg["methods"])
+    for mi, name in enumerate(cfg["methods"]):
+        m, hp, hp_dict = _method_and_hparams(name, lm.name, cfg["overrides"].get(name))
+        key = _seq_key(lm, cfg, m.name, str(m.version), hp_dict)
+        if use_cache and (hit := cache.get(key)) is not None and hit.get("complete"):
+            out["runs"][name] = hit
+            if on_update:
+                on_update(out)
+            continue
+        run = {"method": m.name, "version": str(m.version), "hparams": hp_dict, "points": [], "complete": False,
+               "stopped_after": None, "edit_seconds": 0.0, "failed_edits": 0}
+        out["runs"][name] = run
+        base = mi / n_methods
+        span = 1.0 / n_methods
+        drift: dict[str, torch.Tensor] = {}
+        with _exclusive(lm, progress), lm.scope() as scope:
+            _report(progress, f"[{name}] evaluating the unedited model", base)
+            run["points"].append(_seq_point(lm, 0, cases, neighbours, 0.0, general))
+            for i, case in enumerate(cases):
+                if should_stop is not None and should_stop():
+                    run["stopped_after"] = i
+                    break
+                _report(progress, f"[{name}] edit {i + 1}/{len(cases)}: {case.edit_prompt} → {case.target_new}",
+                        base + span * i / len(cases))
+                edit = m.compute(lm, [case.request(0)], hp, None)
+                scope.apply(edit.patch, checkpoint=False)
+                run["edit_seconds"] += float(edit.seconds)
+                for pname, d in edit.patch.deltas.items():
+                    d = d.detach().float()
+                    drift[pname] = drift[pname] + d.to(drift[pname].device) if pname in drift else d.clone()
+                n = i + 1
+                if n % cfg["every"] == 0 or n == len(cases):
+                    total = float(sum(float(t.norm()) ** 2 for t in drift.values()) ** 0.5)
+                    run["points"].append(_seq_point(lm, n, cases, neighbours, total, general))
+                    cache.put(key, run)  # a stopped or crashed run still shows what it measured
+                    if on_update:
+                        on_update(out)
+            else:
+                run["complete"] = True
+        cache.put(key, run)
+        if on_update:
+            on_update(out)
+    _report(progress, "done", 1.0)
+    return out
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()

@@ -1,4 +1,40 @@
-"""placeholder (page under construction)."""
+"""Edit a fact: choose a fact, a new target and a method; see what the edit does."""
+
 import streamlit as st
 
-st.info("This page is being built.")
+from app import render, ui, widgets
+from editcore import service
+
+st.title("Edit a fact")
+
+# Coming from the Compare page ("details"): pre-fill the widgets once, then run from the cache.
+prefill = st.session_state.pop("edit_prefill", None)
+if prefill:
+    for k, v in prefill["widgets"].items():
+        st.session_state[k] = v
+
+lm = ui.current_lm()
+spec, target_index = widgets.fact_picker("edit", lm)
+methods = [m["name"] for m in (ui.call(service.list_methods) or [])]
+if not methods:
+    st.info("No editing method is installed yet.")
+    st.stop()
+method = st.selectbox("Method", methods, key="edit_method")
+overrides = widgets.hparam_editor("edit", method, lm.name)
+c1, c2 = st.columns([1, 5])
+run = c1.button("Run edit", key="edit_run", type="primary") or bool(prefill)
+c2.button("Stop", key="edit_stop", help="Interrupts the running edit; the model is restored.")
+
+if st.session_state.get("edit_stop") and not run:
+    st.warning("Stopped. The model was restored; nothing was kept.")
+if run and spec is not None and overrides is not None:
+    with ui.status_box(f"Editing with {method}") as progress:
+        result = ui.call(service.run_edit, lm, spec, method, overrides, target_index, progress)
+    st.session_state["edit_result"] = result  # a failed run must not leave the previous result on show
+
+result = st.session_state.get("edit_result")
+if result is None:
+    st.info("Choose a fact, a new target and a method, then press **Run edit**.")
+    st.stop()
+
+render.full(result)

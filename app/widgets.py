@@ -1,0 +1,102 @@
+"""Input widgets shared by several pages: the fact picker and the hyper-parameter editor.
+
+Each returns plain data (a case spec dict, an overrides dict) that the service layer understands.
+"""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from app import ui
+from editcore import service
+
+SOURCES = ("Catalog", "Benchmark", "Free-form")
+
+
+def fact_picker(prefix: str, lm) -> tuple[dict | None, int]:
+    """Choose a fact and a new target. Returns ``(case spec or None, target index)``."""
+    source = st.radio("Fact from", SOURCES, horizontal=True, key=f"{prefix}_source")
+    if source == "Catalog":
+        c1, c2 = st.columns([3, 1])
+        query = c1.text_input("Search the catalog", key=f"{prefix}_search", placeholder="Louvre, Paris, mother tongue…")
+        known = c2.checkbox("known by this model", key=f"{prefix}_known",
+                            help="Only facts whose true answer is the model's own greedy answer "
+                                 "(editcore.catalog.known_facts).")
+        entries = ui.call(service.catalog_entries, lm, known, query) or []
+        if not entries:
+            st.warning("No catalog fact matches." if query or known else "The fact catalog is empty.")
+            return None, 0
+        by_id = {e["id"]: e for e in entries}
+        fact_id = st.selectbox("Fact", list(by_id), key=f"{prefix}_fact", format_func=lambda i: by_id[i]["label"])
+        entry = by_id.get(fact_id)
+        if entry is None:
+            return None, 0
+        idx = st.selectbox("New target", range(len(entry["targets_new"])), key=f"{prefix}_target",
+                           format_func=lambda i: entry["targets_new"][i])
+        return {"source": "catalog", "id": fact_id}, int(idx or 0)
+    if source == "Benchmark":
+        names = ui.call(service.benchmark_names) or []
+        if not names:
+            st.warning("No public benchmark is readable here (editcore.benchmarks or the data folder is missing).")
+            return None, 0
+        c1, c2 = st.columns([3, 1])
+        name = c1.selectbox("Benchmark", names, key=f"{prefix}_bench")
+        limit = c2.number_input("cases listed", 1, 2000, 50, key=f"{prefix}_bench_n")
+        entries = ui.call(service.benchmark_entries, name, int(limit)) or []
+        if not entries:
+            return None, 0
+        by_id = {e["id"]: e for e in entries}
+        case_id = st.selectbox("Case", list(by_id), key=f"{prefix}_bench_case", format_func=lambda i: by_id[i]["label"])
+        entry = by_id[case_id]
+        idx = st.selectbox("New target", range(len(entry["targets_new"])), key=f"{prefix}_bench_target",
+                           format_func=lambda i: entry["targets_new"][i])
+        return {"source": "benchmark", "name": name, "id": case_id, "limit": int(limit)}, int(idx or 0)
+    c1, c2 = st.columns(2)
+    prompt = c1.text_input("Prompt (use {} for the subject, or write the subject out)", key=f"{prefix}_prompt",
+                           value="The Louvre is located in")
+    subject = c2.text_input("Subject", key=f"{prefix}_subject", value="The Louvre")
+    c3, c4 = st.columns(2)
+    old = c3.text_input("Current answer (empty: the model's own greedy answer)", key=f"{prefix}_old", value="Paris")
+    new = c4.text_input("New target", key=f"{prefix}_new", value="London")
+    return {"source": "free", "prompt": prompt, "subject": subject, "target_true": old, "target_new": new}, 0
+
+
+def hparam_editor(prefix: str, method: str, model: str) -> dict | None:
+    """Hyper-parameters in an expander, defaults from the method's file for this model; returns the
+    overrides (only values that differ from the defaults), or None if they cannot be read."""
+    rows = ui.call(service.method_hparams, method, model)
+    if rows is None:
+        return None
+    overrides: dict = {}
+    with st.expander(f"Hyper-parameters of {method} (defaults for {model})"):
+        cols = st.columns(3)
+        for i, row in enumerate(rows):
+            key = f"{prefix}_hp_{method}_{row['name']}"
+            col = cols[i % 3]
+            v, help_ = row["value"], row["help"] or None
+            if row["choices"] is not None and row["kind"] != "bool":
+                value = col.selectbox(row["name"], row["choices"], index=row["choices"].index(v) if v in row["choices"]
+                                      else 0, key=key, help=help_)
+            elif row["kind"] == "bool":
+                value = col.checkbox(row["name"], value=bool(v), key=key, help=help_)
+            elif row["kind"] == "int":
+                # The range is enforced by the service (a clear error), not clamped silently by the widget.
+                value = int(col.number_input(row["name"], value=int(v), step=1, key=key, help=help_))
+            elif row["kind"] == "float":
+                value = float(col.number_input(row["name"], value=float(v), format="%.6g", key=key, help=help_))
+            elif row["kind"] == "list":
+                text = col.text_input(row["name"], value=json.dumps(v), key=key, help=help_)
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    col.error(f"{row['name']}: not a JSON list")
+                    return None
+            else:
+                value = col.text_input(row["name"], value=str(v), key=key, help=help_)
+            if value != v:
+                overrides[row["name"]] = value
+        if overrides:
+            st.caption("changed: " + ", ".join(f"{k} = {ui.escape_md(json.dumps(v))}" for k, v in overrides.items()))
+    return overrides

@@ -1,0 +1,154 @@
+"""Plotly figures built from plain data (lists of dicts), so they can be tested without Streamlit and
+exported as standalone HTML.
+
+Every builder takes rows as produced by :mod:`editcore.service` and returns a ``plotly.graph_objects.Figure``.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+HEIGHT = 380
+
+
+def _short(text: str, n: int = 48) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _layout(fig: go.Figure, title: str, **kw) -> go.Figure:
+    fig.update_layout(title=title, height=kw.pop("height", HEIGHT), margin=dict(l=10, r=10, t=50, b=10),
+                      template="plotly_white", legend=dict(orientation="h", y=-0.2), **kw)
+    return fig
+
+
+def _moved_hover(moved: Sequence[dict], k: int = 5) -> str:
+    # Token strings come from the model's vocabulary: escape them, plotly hover text is HTML.
+    parts = []
+    for m in list(moved)[:k]:
+        tok = html.escape(repr(str(m.get("token", ""))))
+        before, after = m.get("before"), m.get("after")
+        if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+            parts.append(f"{tok}: {before:.3g} → {after:.3g}")
+        elif isinstance(m.get("delta"), (int, float)):
+            parts.append(f"{tok}: {m['delta']:+.3g}")
+        else:
+            parts.append(tok)
+    return "<br>".join(parts) if parts else "(none)"
+
+
+def nkl_bars(rows: Sequence[dict]) -> go.Figure:
+    """One bar per neighbourhood prompt, grouped by kind (plain / distracted); hover lists the tokens whose
+    probability moved most."""
+    fig = go.Figure()
+    kinds = list(dict.fromkeys(r.get("kind", "plain") for r in rows))
+    for i, kind in enumerate(kinds):
+        sel = [r for r in rows if r.get("kind", "plain") == kind]
+        fig.add_bar(
+            name=kind,
+            x=[f"{j + 1}. {_short(r['prompt'], 40)}" for j, r in enumerate(sel)],
+            y=[r.get("nkl") for r in sel],
+            marker_color=PALETTE[i % len(PALETTE)],
+            customdata=[[html.escape(r["prompt"]), _moved_hover(r.get("top_moved", []))] for r in sel],
+            hovertemplate="%{customdata[0]}<br>NKL = %{y:.4g}<br><b>top moved tokens</b><br>%{customdata[1]}"
+                          "<extra>%{fullData.name}</extra>",
+        )
+    fig.update_yaxes(title="KL(pre ‖ post), nats")
+    fig.update_xaxes(tickangle=-30)
+    return _layout(fig, "Neighbour KL per prompt", barmode="group")
+
+
+def shift_bars(prompt_row: dict, k: int = 10) -> go.Figure:
+    """Risers (green) and fallers (red) on one prompt: probability change of the tokens that moved most."""
+    risers = list(prompt_row.get("risers", []))[:k]
+    fallers = list(prompt_row.get("fallers", []))[:k]
+    fig = go.Figure()
+    for rows, name, colour in ((risers, "risers", "#2ca02c"), (fallers, "fallers", "#d62728")):
+        fig.add_bar(
+            name=name, orientation="h", marker_color=colour,
+            y=[repr(str(r.get("token", ""))) for r in rows],
+            x=[_delta(r) for r in rows],
+            customdata=[[r.get("before"), r.get("after")] for r in rows],
+            hovertemplate="%{y}: %{customdata[0]:.3g} → %{customdata[1]:.3g} (Δ %{x:+.3g})<extra></extra>",
+        )
+    fig.update_xaxes(title="Δ probability (after − before)")
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, f"Risers and fallers: {_short(prompt_row.get('prompt', ''), 60)}",
+                   height=max(HEIGHT, 24 * (len(risers) + len(fallers)) + 120))
+
+
+def _delta(r: dict) -> float | None:
+    if isinstance(r.get("delta"), (int, float)):
+        return r["delta"]
+    if isinstance(r.get("before"), (int, float)) and isinstance(r.get("after"), (int, float)):
+        return r["after"] - r["before"]
+    return None
+
+
+def related_words(rows: Sequence[dict]) -> go.Figure:
+    """Related words of the new and old target: probability before vs after (log scale)."""
+    fig = go.Figure()
+    groups = list(dict.fromkeys(r.get("group", "") for r in rows))
+    for i, group in enumerate(groups):
+        sel = [r for r in rows if r.get("group", "") == group]
+        labels = [f"{r.get('word', '')} · {_short(r.get('prompt', ''), 28)}" if r.get("prompt") else r.get("word", "")
+                  for r in sel]
+        fig.add_bar(name=f"{group}: before", x=labels, y=[r.get("before") for r in sel],
+                    marker_color=PALETTE[(2 * i) % len(PALETTE)], opacity=0.45)
+        fig.add_bar(name=f"{group}: after", x=labels, y=[r.get("after") for r in sel],
+                    marker_color=PALETTE[(2 * i) % len(PALETTE)])
+    fig.update_yaxes(type="log", title="probability")
+    fig.update_xaxes(tickangle=-30)
+    return _layout(fig, "Related words of the new and old target, before vs after", barmode="group")
+
+
+def compare_heatmap(rows: Sequence[dict], metrics: Sequence[tuple[str, str, bool]]) -> go.Figure:
+    """Methods × metrics. Colour is the value scaled per metric so that 1 = best among the methods (for
+    'lower is better' metrics the scale is flipped); the cell text is the raw value."""
+    methods = [r["method"] for r in rows]
+    z, text = [], []
+    for key, _label, higher in metrics:
+        vals = [r.get(key) for r in rows]
+        nums = [v for v in vals if isinstance(v, (int, float))]
+        lo, hi = (min(nums), max(nums)) if nums else (0.0, 1.0)
+        span = (hi - lo) or 1.0
+        z.append([None if v is None else ((v - lo) / span if higher else (hi - v) / span) for v in vals])
+        text.append(["—" if v is None else f"{v:.3g}" for v in vals])
+    fig = go.Figure(go.Heatmap(z=z, x=methods, y=[label for _k, label, _h in metrics], text=text,
+                               texttemplate="%{text}", colorscale="RdYlGn", zmin=0, zmax=1, showscale=False,
+                               hovertemplate="%{y} · %{x}: %{text}<extra></extra>"))
+    return _layout(fig, "Every metric per method (colour: best → green within each row)",
+                   height=60 + 42 * len(metrics))
+
+
+def compare_radar(rows: Sequence[dict], metrics: Sequence[tuple[str, str, bool]]) -> go.Figure:
+    """Radar of the metrics that live in [0, 1] with higher = better (rates), one trace per method."""
+    fig = go.Figure()
+    labels = [label for _k, label, _h in metrics]
+    for i, r in enumerate(rows):
+        vals = [r.get(k) for k, _l, _h in metrics]
+        fig.add_trace(go.Scatterpolar(r=vals + vals[:1], theta=labels + labels[:1], name=r["method"],
+                                      line_color=PALETTE[i % len(PALETTE)], connectgaps=False))
+    fig.update_layout(polar=dict(radialaxis=dict(range=[0, 1])))
+    return _layout(fig, "Rates (1 = best)")
+
+
+def curves(runs: dict[str, Sequence[dict]], metric: str, label: str, *, log_y: bool = False) -> go.Figure:
+    """``metric`` versus number of edits, one line per method (``runs``: method -> evaluation points)."""
+    fig = go.Figure()
+    for i, (method, points) in enumerate(runs.items()):
+        pts = [p for p in points if p.get(metric) is not None]
+        fig.add_scatter(x=[p["n_edits"] for p in pts], y=[p[metric] for p in pts], mode="lines+markers",
+                        name=method, line_color=PALETTE[i % len(PALETTE)])
+    fig.update_xaxes(title="number of edits", rangemode="tozero")
+    fig.update_yaxes(title=label, type="log" if log_y else "linear")
+    return _layout(fig, f"{label} vs number of edits", height=320)
+
+
+def to_html(fig: go.Figure) -> str:
+    """A standalone HTML file (plotly.js inlined, so it opens offline)."""
+    return fig.to_html(include_plotlyjs=True, full_html=True)

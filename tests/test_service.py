@@ -1,0 +1,192 @@
+"""The dashboard's service layer on tiny random models: caching, isolation, restoring, sequential runs."""
+
+import json
+import threading
+
+import pytest
+
+import tiny
+from editcore import charts, service
+from editcore.errors import EditScopeError, InputError
+from editcore.results_cache import ResultsCache, canonical_json, make_key
+
+TINY_MEMIT = {"layers": [1, 2], "stats_samples": 2000}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _home(tmp_path_factory):
+    # One home per module: layer statistics of the tiny model are computed once, not per test.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDITSCOPE_HOME", str(tmp_path_factory.mktemp("home")))
+        mp.setenv("EDITSCOPE_TEST_TINY", "1")
+        yield
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny.lm("gpt2")
+
+
+# ---- results cache ---------------------------------------------------------------------------------
+def test_cache_keys_are_canonical_and_sensitive_to_every_part():
+    base = dict(kind="edit", fingerprint="abc", method="rome", method_version="1", hparams={"a": 1, "b": [1, 2]},
+                case={"id": "x"})
+    k = make_key(**base)
+    assert k == make_key(**{**base, "hparams": {"b": (1, 2), "a": 1}})  # order and tuple/list do not matter
+    assert len(k) == 64
+    for field, other in (("fingerprint", "abd"), ("method", "memit"), ("method_version", "2"),
+                         ("hparams", {"a": 2, "b": [1, 2]}), ("case", {"id": "y"})):
+        assert make_key(**{**base, field: other}) != k, field
+
+
+def test_cache_stores_json_strings_only(tmp_path):
+    cache = ResultsCache(str(tmp_path / "c"))
+    back = cache.put("k", {"x": 1.5, "nan": float("nan"), "t": (1, 2)})
+    assert back == {"x": 1.5, "nan": None, "t": [1, 2]}
+    assert isinstance(cache._cache.get("k"), str)  # never a pickled object
+    assert cache.get("k") == back
+    cache._cache.set("evil", {"not": "a json string"})
+    assert cache.get("evil") is None
+    with pytest.raises(ValueError):
+        canonical_json({"x": float("inf")})
+
+
+def test_results_survive_a_new_cache_object(tmp_path):
+    ResultsCache(str(tmp_path / "c")).put("k", {"v": [1, 2, 3]})
+    assert ResultsCache(str(tmp_path / "c")).get("k") == {"v": [1, 2, 3]}
+
+
+# ---- small pure helpers ----------------------------------------------------------------------------
+def test_word_diff_marks_only_changed_words():
+    segs = service.word_diff("is in Paris , France", "is in London , England")
+    assert [s["text"] for s in segs if s["changed"]] == ["London", "England"]
+    assert " ".join(s["text"] for s in segs) == "is in London , England"
+    assert service.word_diff("same text", "same text") == [{"text": "same text", "changed": False}]
+
+
+def test_scorecard_reads_nested_reports_and_leaves_missing_values_empty():
+    card = service.scorecard({"report": {"counterfact": {"efficacy": {"mean": 1.0}}}, "seconds": {"edit": 2.5}})
+    assert card["efficacy"] == 1.0 and card["seconds"] == 2.5 and card["nkl"] is None
+
+
+def test_chart_builders_take_plain_rows():
+    fig = charts.nkl_bars([{"prompt": "A <b>x</b>", "kind": "plain", "nkl": 0.1,
+                            "top_moved": [{"token": "<script>", "before": 0.1, "after": 0.3}]},
+                           {"prompt": "B", "kind": "distracted", "nkl": 0.4, "top_moved": []}])
+    assert len(fig.data) == 2
+    assert "<script>" not in json.dumps([list(c) for c in fig.data[0].customdata])  # token text is escaped
+    fig = charts.curves({"rome": [{"n_edits": 0, "retention": None}, {"n_edits": 5, "retention": 0.8}]},
+                        "retention", "Retention")
+    assert list(fig.data[0].x) == [5]
+    assert "<html" in charts.to_html(fig)[:200].lower()
+
+
+# ---- models and generation -------------------------------------------------------------------------
+def test_tiny_models_only_in_test_mode(monkeypatch):
+    assert service.default_model() == "tiny-gpt2"
+    monkeypatch.setenv("EDITSCOPE_TEST_TINY", "0")
+    assert "tiny-gpt2" not in service.model_choices()
+    with pytest.raises(EditScopeError, match="test model"):
+        service.load_model("tiny-gpt2")
+
+
+def test_generate_waits_for_a_running_edit_and_says_so(lm):
+    held, release = threading.Event(), threading.Event()
+
+    def other_session():
+        with lm.scope():  # another session's edit holds the model
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=other_session)
+    t.start()
+    held.wait(10)
+    seen = []
+
+    def progress(stage, frac):
+        seen.append(stage)
+        release.set()  # the other session finishes once we have said that we wait
+
+    out = service.generate(lm, "The Louvre is", 3, progress=progress)
+    t.join()
+    assert seen[0] == service.WAITING_MESSAGE
+    assert isinstance(out["continuation"], str)
+
+
+def test_bad_inputs_are_user_errors(lm):
+    with pytest.raises(InputError):
+        service.generate(lm, "", 5)
+    with pytest.raises(InputError):
+        service.generate(lm, "x", 0)
+    with pytest.raises(InputError, match="equals the current answer"):
+        service.resolve_case({"source": "free", "prompt": "The Louvre is in", "subject": "The Louvre",
+                              "target_true": "Paris", "target_new": " paris"}, lm)
+    with pytest.raises(InputError, match="subject is empty"):
+        service.resolve_case({"source": "free", "prompt": "x is in", "subject": " ", "target_new": "y"}, lm)
+    with pytest.raises(InputError):
+        service.sequential_config(["memit"], 101)
+    with pytest.raises(InputError):
+        service.method_hparams("memit", "tiny-gpt2", {"v_lr": -1.0})
+
+
+def test_free_form_fact_without_old_answer_takes_the_models_own_answer(lm):
+    case = service.resolve_case({"source": "free", "prompt": "The Louvre is located in", "subject": "The Louvre",
+                                 "target_new": "zzzz"}, lm)
+    assert case.prompt == "{} is located in"
+    assert case.target_true  # filled from greedy decoding
+
+
+# ---- sequential runs -------------------------------------------------------------------------------
+def test_sequential_run_restores_the_model_and_is_cached(lm):
+    before = lm.digest()
+    cfg = service.sequential_config(["memit"], 3, "catalog", seed=1, every=1, overrides={"memit": TINY_MEMIT})
+    updates = []
+    out = service.sequential_run(lm, cfg, on_update=lambda r: updates.append(len(r["runs"]["memit"]["points"])))
+    assert lm.digest() == before
+    run = out["runs"]["memit"]
+    assert run["complete"] and [p["n_edits"] for p in run["points"]] == [0, 1, 2, 3]
+    assert run["points"][0]["weight_drift"] == 0.0
+    drifts = [p["weight_drift"] for p in run["points"]]
+    assert all(b > 0 for b in drifts[1:])
+    assert all(0.0 <= p["retention"] <= 1.0 for p in run["points"][1:])
+    assert 0.0 <= run["points"][0]["neighbourhood_score"] <= 1.0
+    assert updates == [2, 3, 4, 4]
+    stored = service.sequential_cached(lm, cfg)
+    assert stored["runs"]["memit"]["points"] == run["points"]
+    # Different seed: different facts, nothing stored yet.
+    assert service.sequential_cached(lm, {**cfg, "seed": 2}) is None
+
+
+def test_a_stopped_sequential_run_keeps_what_it_measured_and_restores(lm):
+    before = lm.digest()
+    cfg = service.sequential_config(["memit"], 4, "catalog", seed=3, every=1, overrides={"memit": TINY_MEMIT})
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 2  # stop before the third edit
+
+    out = service.sequential_run(lm, cfg, should_stop=stop)
+    run = out["runs"]["memit"]
+    assert not run["complete"] and run["stopped_after"] == 2
+    assert [p["n_edits"] for p in run["points"]] == [0, 1, 2]
+    assert lm.digest() == before
+    assert service.sequential_cached(lm, cfg)["runs"]["memit"]["complete"] is False
+
+
+def test_a_failing_sequential_run_restores_the_model(lm, monkeypatch):
+    before = lm.digest()
+    cfg = service.sequential_config(["memit"], 3, "catalog", seed=5, every=1, overrides={"memit": TINY_MEMIT})
+    real = service._seq_point
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("boom")
+        return real(*a, **k)
+
+    monkeypatch.setattr(service, "_seq_point", flaky)
+    with pytest.raises(RuntimeError):
+        service.sequential_run(lm, cfg)
+    assert lm.digest() == before
