@@ -7,7 +7,10 @@ import importlib
 from ..errors import InputError
 
 # name -> module that defines ``METHOD``. Add a line here when a method lands.
-_MODULES: dict[str, str] = {}
+_MODULES: dict[str, str] = {
+    "memit": "editcore.methods.memit",
+    "rome": "editcore.methods.rome",
+}
 
 
 def available() -> list[str]:

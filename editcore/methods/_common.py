@@ -1,0 +1,413 @@
+"""Shared maths of the locate-then-edit methods (ROME, MEMIT; FT/KN may reuse the lookup helpers).
+
+What lives here, written once so the methods cannot drift apart:
+
+* :func:`subject_last_index` — where a fact is "looked up": the subject's last token in a prompt
+  (ROME/MEMIT's ``fact_token = subject_last``).
+* :func:`context_templates` — short prefixes sampled from the model itself ("{prefix}. {}"), seeded and
+  cached on disk per model fingerprint, so k* and v* average over a few contexts as in ROME.
+* :func:`mlp_keys` — the MLP *key* at the subject's last token: the input of the MLP output projection
+  (for gated MLPs that is ``act(gate(x)) * up(x)``, the input of ``down_proj``), averaged over contexts.
+* :func:`module_io_at` — input/output of a slot at given positions (MEMIT's current ``z``).
+* :func:`optimise_value` — ROME's ``compute_v`` / MEMIT's ``compute_z``: a vector ``delta`` added at the
+  subject's last token to the output of the MLP projection (ROME) or of a whole block (MEMIT), optimised so
+  the new target becomes likely, with ROME's KL "essence" term on ``"{subject} is a"``, its weight decay
+  ``||delta|| / ||v_init||^2`` and its clamp ``||delta|| <= clamp_norm_factor * ||v_init||``.
+
+Speed: the blocks below the edited layer do not change while ``delta`` is optimised, so
+:class:`_Replay` runs them once, records the hidden state entering the edited block and the keyword
+arguments every later block was called with (masks, rotary ``position_embeddings``, Gemma's per-layer
+sliding/full masks), and each optimisation step then runs only blocks ``l..L-1``. The replay is checked
+against a full forward on the first step; if it disagrees (an unknown family that does something between
+blocks) it falls back to full forwards. Logits are computed only at the scored positions (Gemma's
+vocabulary has 262k entries).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import paths
+from ..errors import InputError
+from ..text import check_length, prompt_ids, target_ids
+from ..types import Request
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+
+# ROME's prompts for sampling context prefixes (rome/rome_main.py uses these five).
+_PREFIX_SEEDS = ("The", "Therefore", "Because", "I", "You")
+
+
+class _Stop(Exception):
+    """Raised from a hook to end a forward pass once the needed activation is captured."""
+
+
+def fill(template: str, subject: str) -> str:
+    """``template`` with its ``{}`` replaced by ``subject`` (``str.format`` would choke on other braces)."""
+    return template.replace("{}", subject, 1)
+
+
+def validate_request(lm, req: Request) -> Request:
+    """Request checks every method shares; raises :class:`InputError` with a one-line message."""
+    if not isinstance(req, Request):
+        raise InputError(f"expected a Request, got {type(req).__name__}")
+    req.validate()
+    target_ids(lm.tokenizer, req.target_new)  # empty / untokenisable target
+    check_length(lm, len(prompt_ids(lm.tokenizer, req.text)) + len(target_ids(lm.tokenizer, req.target_new)))
+    return req
+
+
+def subject_last_index(tokenizer, template: str, subject: str) -> tuple[list[int], int]:
+    """Token ids of ``template`` filled with ``subject`` and the index of the subject's last token."""
+    text = fill(template, subject)
+    head_text = template.split("{}", 1)[0] + subject
+    ids = prompt_ids(tokenizer, text)
+    head = prompt_ids(tokenizer, head_text)
+    # Special tokens appended at the end (EOS) would make ``head`` longer than the real prefix.
+    while head and len(head) > len(ids):
+        head = head[:-1]
+    if ids[: len(head)] == head and head:
+        return ids, len(head) - 1
+    # The subject merged with the following text into one token: find the last token that starts inside
+    # the subject using character offsets (fast tokenizers only).
+    try:
+        enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        idx = max(i for i, (s, e) in enumerate(offsets) if e > s and s < len(head_text))
+        return list(enc["input_ids"]), idx
+    except (ValueError, KeyError, NotImplementedError, TypeError):
+        raise InputError(f"cannot locate the subject {subject!r} in the tokenised prompt") from None
+
+
+# ---- context templates ----------------------------------------------------------------------------
+def context_templates(lm, n: int, length: int, seed: int = 0) -> list[str]:
+    """``["{}", "<prefix 1>. {}", ...]``: ``n`` prefixes of ``length`` new tokens sampled from the model.
+
+    ROME samples them from the model (top-k 5) each run; here they are sampled once with a fixed seed and
+    cached on disk per (model fingerprint, n, length, seed), so an edit is reproducible and costs nothing
+    extra after the first time.
+    """
+    if n <= 0:
+        return ["{}"]
+    key = {"fingerprint": lm.fingerprint, "n": n, "length": length, "seed": seed, "v": 1}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    path = paths.sub("context") / f"{digest}.json"
+    if path.is_file():
+        try:
+            prefixes = json.loads(path.read_text())["prefixes"]
+            if len(prefixes) == n:
+                return ["{}"] + [f"{p}. {{}}" for p in prefixes]
+        except (ValueError, KeyError):
+            log.warning("ignoring unreadable context cache %s", path)
+    prefixes = _sample_prefixes(lm, n, length, seed)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "prefixes": prefixes}))
+    tmp.replace(path)
+    return ["{}"] + [f"{p}. {{}}" for p in prefixes]
+
+
+@torch.no_grad()
+def _sample_prefixes(lm, n: int, length: int, seed: int) -> list[str]:
+    tok = lm.tokenizer
+    out: list[str] = []
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    # fork_rng keeps the caller's global RNG untouched; the seed makes the prefixes reproducible.
+    devices = [lm.device] if lm.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for i in range(n):
+            start = _PREFIX_SEEDS[i % len(_PREFIX_SEEDS)]
+            ids = torch.tensor([prompt_ids(tok, start)], device=lm.device)
+            gen = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=5,
+                                    max_new_tokens=length, min_new_tokens=length, pad_token_id=pad)
+            text = tok.decode(gen[0], skip_special_tokens=True)
+            # Braces would be read as the subject slot; newlines make odd prompts.
+            text = " ".join(text.replace("{", " ").replace("}", " ").split())
+            out.append(text or start)
+    return out
+
+
+# ---- batching and capture ---------------------------------------------------------------------------
+def _pad_right(lm, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    dev = lm.device
+    tok = lm.tokenizer
+    pad = next((int(c) for c in (tok.pad_token_id, tok.eos_token_id, 0) if c is not None), 0)
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=dev)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long, device=dev)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(list(s), device=dev)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+@contextlib.contextmanager
+def _hooked(handles: list):
+    try:
+        yield
+    finally:
+        while handles:
+            handles.pop().remove()
+
+
+def _first(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.no_grad()
+def module_io_at(lm, slot: str, layer: int, seqs: Sequence[Sequence[int]], idxs: Sequence[int],
+                 which: str = "in") -> torch.Tensor:
+    """Input (``which="in"``, first positional argument) or output of ``slot`` at layer ``layer`` for each
+    sequence at its position ``idxs[i]``: ``[n, d]`` in float32. The forward stops right after it."""
+    module = lm.adapter.module(slot, layer)
+    ids, mask = _pad_right(lm, seqs)
+    got: dict[str, torch.Tensor] = {}
+
+    def pre(_m, args):
+        got["x"] = args[0]
+        raise _Stop
+
+    def post(_m, _args, out):
+        got["x"] = _first(out)
+        raise _Stop
+
+    handles = [module.register_forward_pre_hook(pre) if which == "in" else module.register_forward_hook(post)]
+    with _hooked(handles):
+        try:
+            lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+        except _Stop:
+            pass
+    if "x" not in got:
+        raise RuntimeError(f"{slot} of layer {layer} was not reached by the forward pass")
+    rows = torch.arange(len(seqs), device=ids.device)
+    return got["x"][rows, torch.tensor(list(idxs), device=ids.device)].float()
+
+
+def mlp_keys(lm, layer: int, requests: Sequence[Request], templates: Sequence[str],
+             batch_size: int = 32) -> torch.Tensor:
+    """MLP keys ``[n_requests, d_mlp]`` at the subject's last token, averaged over ``templates``
+    (each template is a context with a ``{}`` where the request's prompt goes)."""
+    seqs, idxs = [], []
+    for req in requests:
+        for ctx in templates:
+            ids, idx = subject_last_index(lm.tokenizer, fill(ctx, req.prompt), req.subject)
+            seqs.append(ids)
+            idxs.append(idx)
+    keys = torch.cat([module_io_at(lm, "mlp_out", layer, seqs[i:i + batch_size], idxs[i:i + batch_size])
+                      for i in range(0, len(seqs), batch_size)])
+    return keys.view(len(requests), len(templates), -1).mean(1)
+
+
+# ---- replaying the upper blocks -------------------------------------------------------------------
+class _Replay:
+    """Run blocks ``start..L-1`` (plus the final norm) on recorded inputs; see the module docstring."""
+
+    def __init__(self, lm, ids: torch.Tensor, mask: torch.Tensor, start: int):
+        self.lm = lm
+        self.ids, self.mask, self.start = ids, mask, start
+        ad = lm.adapter
+        self.blocks = [ad.block(i) for i in range(start, ad.n_layers)]
+        self.final_norm = ad.module("final_norm")
+        self.calls: list[tuple[tuple, dict]] = []
+        handles = []
+
+        def record(_m, args, kwargs):
+            self.calls.append((args, kwargs))
+
+        for b in self.blocks:
+            handles.append(b.register_forward_pre_hook(record, with_kwargs=True))
+        with _hooked(handles), torch.no_grad():
+            out = lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+        self.reference = _first(out.last_hidden_state if hasattr(out, "last_hidden_state") else out).detach()
+        ok = len(self.calls) == len(self.blocks) and all(
+            len(a) >= 1 and isinstance(a[0], torch.Tensor) for a, _ in self.calls)
+        self.h0 = self.calls[0][0][0].detach() if ok else None
+        self.use_replay = ok
+        self.checked = False
+
+    def run(self, module_hook: tuple[torch.nn.Module, Callable] | None = None,
+            block_edit: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Final-normed hidden states ``[B, T, d]``. ``module_hook=(module, fn)`` installs a forward hook
+        for the pass; ``block_edit`` rewrites the edited block's output (MEMIT's residual)."""
+        handles = []
+        if module_hook is not None:
+            handles.append(module_hook[0].register_forward_hook(module_hook[1]))
+        with _hooked(handles):
+            if self.use_replay:
+                h = self.h0
+                for i, (block, (args, kwargs)) in enumerate(zip(self.blocks, self.calls)):
+                    h = _first(block(h, *args[1:], **kwargs))
+                    if i == 0 and block_edit is not None:
+                        h = block_edit(h)
+                return self.final_norm(h)
+            bhandles = []
+            if block_edit is not None:
+                bhandles.append(self.blocks[0].register_forward_hook(
+                    lambda _m, _a, out: (block_edit(out[0]),) + tuple(out[1:])
+                    if isinstance(out, tuple) else block_edit(out)))
+            with _hooked(bhandles):
+                out = self.lm.model.base_model(input_ids=self.ids, attention_mask=self.mask, use_cache=False)
+            return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+    def check(self, h: torch.Tensor) -> bool:
+        """Compare an unedited replay with the recorded full forward; switch to full forwards if they differ."""
+        if self.checked or not self.use_replay:
+            return True
+        self.checked = True
+        m = self.mask.bool()
+        ref, got = self.reference[m].float(), h.detach()[m].float()
+        err = float((ref - got).abs().max())
+        tol = 1e-3 * max(1.0, float(ref.abs().max()))
+        if not math.isfinite(err) or err > tol:
+            log.warning("block replay differs from a full forward for %s (max err %.2e); using full forwards",
+                        self.lm.adapter.family, err)
+            self.use_replay = False
+            return False
+        return True
+
+
+# ---- value optimisation (ROME's v*, MEMIT's z*) ---------------------------------------------------------
+@dataclass
+class ValueResult:
+    v_init: torch.Tensor  # [d] output of the edited module at the subject's last token, plain prompt
+    delta: torch.Tensor  # [d] optimised addition
+    losses: list[float] = field(default_factory=list)
+    target_probs: list[float] = field(default_factory=list)  # mean per-token P(target) over contexts
+    steps: int = 0
+    seconds: float = 0.0
+    reached: bool = False  # the stopping criterion was met (not just out of steps)
+    already_answer: bool = False  # the target was already top-1 on every context before optimising
+    keys: torch.Tensor | None = None  # [n_contexts, d_mlp] keys at the edited layer (slot "mlp_out" only)
+    replayed: bool = True
+
+    @property
+    def v(self) -> torch.Tensor:
+        return self.v_init + self.delta
+
+
+@dataclass(frozen=True)
+class ValueSettings:
+    steps: int = 20
+    lr: float = 0.5
+    weight_decay: float = 0.5
+    clamp_norm_factor: float = 4.0
+    kl_factor: float = 0.0625
+    stop_loss: float = 5e-2  # ROME's stopping rule
+    stop_prob: float = 1.0  # also stop once mean P(target token) reaches this (1.0: ROME's rule only)
+
+
+def optimise_value(lm, req: Request, layer: int, templates: Sequence[str], s: ValueSettings, *,
+                   slot: str = "mlp_out", progress: Progress | None = None) -> ValueResult:
+    """Optimise ``delta`` added to ``slot``'s output (``"mlp_out"`` for ROME, ``"block"`` for MEMIT) at the
+    subject's last token of every context-prefixed prompt; see the module docstring for the objective."""
+    t0 = time.perf_counter()
+    tok = lm.tokenizer
+    tgt = target_ids(tok, req.target_new)
+    seqs, look, loss_rows, loss_pos, labels = [], [], [], [], []
+    for r, ctx in enumerate(templates):
+        ids, idx = subject_last_index(tok, fill(ctx, req.prompt), req.subject)
+        check_length(lm, len(ids) + len(tgt))
+        seqs.append(ids + tgt)
+        look.append(idx)
+        for j, t in enumerate(tgt):
+            loss_rows.append(r)
+            loss_pos.append(len(ids) - 1 + j)
+            labels.append(t)
+    # ROME's KL prompt: the subject's own "essence", read at the subject's last token.
+    kl_ids, kl_idx = subject_last_index(tok, "{} is a", req.subject)
+    seqs.append(kl_ids)
+    look.append(kl_idx)
+    n_rw = len(templates)
+
+    ids, mask = _pad_right(lm, seqs)
+    dev = ids.device
+    rows_t = torch.arange(len(seqs), device=dev)
+    look_t = torch.tensor(look, device=dev)
+    loss_rows_t = torch.tensor(loss_rows, device=dev)
+    loss_pos_t = torch.tensor(loss_pos, device=dev)
+    labels_t = torch.tensor(labels, device=dev)
+
+    replay = _Replay(lm, ids, mask, layer)
+    edited = lm.adapter.module("mlp_out", layer) if slot == "mlp_out" else None
+    captured: dict[str, torch.Tensor] = {}
+    if slot == "mlp_out":
+        with torch.no_grad():
+            captured["keys"] = module_io_at(lm, "mlp_out", layer, seqs[:n_rw], look[:n_rw], "in")
+    d = lm.adapter.d_model
+    delta = torch.zeros(d, device=dev, dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=s.lr)
+
+    def add_delta(x: torch.Tensor) -> torch.Tensor:
+        if "v_init" not in captured:
+            captured["v_init"] = x[0, look[0]].detach().float().clone()
+        bump = torch.zeros_like(x)
+        bump[rows_t, look_t] = delta.to(x.dtype)
+        return x + bump
+
+    def hook(_m, _args, out):
+        return add_delta(_first(out)) if not isinstance(out, tuple) else (add_delta(out[0]),) + tuple(out[1:])
+
+    res = ValueResult(torch.zeros(d), torch.zeros(d))
+    kl_init = None
+    for it in range(s.steps):
+        opt.zero_grad()
+        if edited is not None:
+            h = replay.run(module_hook=(edited, hook))
+        else:
+            h = replay.run(block_edit=add_delta)
+        if it == 0 and not replay.check(h):
+            h = replay.run(module_hook=(edited, hook)) if edited is not None else replay.run(block_edit=add_delta)
+        logp = torch.log_softmax(lm.adapter.logits(h[loss_rows_t, loss_pos_t]).float(), dim=-1)
+        tok_lp = logp.gather(1, labels_t[:, None])[:, 0]
+        nll = -tok_lp.mean()
+        kl_logp = torch.log_softmax(lm.adapter.logits(h[n_rw, kl_idx][None]).float(), dim=-1)
+        if kl_init is None:
+            kl_init = kl_logp.detach().clone()
+            res.already_answer = bool((logp.argmax(-1) == labels_t).all())
+        kl = torch.nn.functional.kl_div(kl_init, kl_logp, log_target=True, reduction="batchmean")
+        v_init = captured["v_init"]
+        wd = s.weight_decay * delta.norm() / v_init.norm().clamp_min(1e-12) ** 2
+        loss = nll + s.kl_factor * kl + wd
+        prob = float(tok_lp.detach().exp().mean())
+        res.losses.append(float(loss.detach()))
+        res.target_probs.append(prob)
+        res.steps = it + 1
+        if progress:
+            progress(f"optimising value at layer {layer}", (it + 1) / s.steps)
+        if res.losses[-1] < s.stop_loss or prob >= s.stop_prob:
+            res.reached = True
+            break
+        if it == s.steps - 1:
+            break
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            max_norm = s.clamp_norm_factor * v_init.norm()
+            if delta.norm() > max_norm:
+                delta.mul_(max_norm / delta.norm())
+    res.v_init = captured["v_init"]
+    res.delta = delta.detach().clone()
+    res.keys = captured.get("keys")
+    res.replayed = replay.use_replay
+    res.seconds = time.perf_counter() - t0
+    if res.already_answer:
+        log.warning("the target %r is already the model's top-1 answer for %r", req.target_new, req.text)
+    return res
+
+
+def value_settings(hp) -> ValueSettings:
+    """Pick the v*/z* settings out of a method's hyper-parameters (same field names in ROME and MEMIT)."""
+    return ValueSettings(steps=hp.v_num_grad_steps, lr=hp.v_lr, weight_decay=hp.v_weight_decay,
+                         clamp_norm_factor=hp.clamp_norm_factor, kl_factor=hp.kl_factor,
+                         stop_loss=hp.v_stop_loss, stop_prob=hp.v_stop_prob)

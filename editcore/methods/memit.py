@@ -1,0 +1,162 @@
+"""MEMIT: Mass-Editing Memory in a Transformer (Meng et al. 2023).
+
+A batch of facts is spread over the MLP output projections of a range of layers ``R = layers``:
+
+1. For each request, ``z*`` = the hidden state (block output) of the *last* layer of ``R`` at the subject's
+   last token plus a vector optimised so the new target follows (same objective as ROME's ``v*``:
+   :func:`editcore.methods._common.optimise_value` with ``slot="block"``).
+2. For each layer ``l`` in ``R``, ascending: keys ``K`` (``[d_mlp, n]``, subject's last token, averaged
+   over the context prompts) and the residual ``R_l = (z* - z_current) / (layers left)`` with
+   ``z_current`` the last layer's hidden state for the plain prompt, both computed *with the updates of
+   the layers below already applied* (a nested ``lm.scope()``, so the model is restored afterwards);
+   then ``dW_l = R_l K^T (lambda C_l + K K^T)^-1`` (a linear solve in float64), where ``C_l = E[k k^T]``
+   and ``lambda = mom2_update_weight``.
+
+``lambda`` weighs the preserved keys (``C_l`` is a normalised second moment, so ``lambda`` acts like a count
+of preserved key samples) against the new ones. MEMIT used 15000 for GPT-J and 20000 for GPT-2 XL with
+``C`` from 100k Wikipedia samples. Because ``C_l`` here is an average, ``lambda`` does not need rescaling
+for a smaller token count; the count only changes how noisy ``C_l`` is (it must exceed ``d_mlp`` tokens
+for ``C_l`` to be full rank). The bundled models' ``lambda`` was picked by the sweep in
+``editcore/hparams/memit/``.
+
+Post-norm MLPs (Gemma 2/3 normalise the MLP output before adding it to the residual): ``R_l`` is written
+into the projection's output space as in the reference method; the layer-by-layer recomputation of
+``z_current`` absorbs part of the mismatch, and the edit's success is reported, not assumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import InputError
+from ..scope import Patch
+from ..types import Request
+from . import stats
+from ._common import (context_templates, mlp_keys, module_io_at, optimise_value, subject_last_index,
+                      validate_request, value_settings)
+from .base import Edit, Progress, hparam, validate_hparams
+
+log = logging.getLogger(__name__)
+
+_BOOL = (True, False)
+
+
+@dataclass(frozen=True)
+class Hparams:
+    layers: tuple[int, ...] = hparam((3, 4, 5, 6, 7, 8), lo=0, hi=1023, help="layers R whose MLPs are edited")
+    v_num_grad_steps: int = hparam(25, lo=1, hi=1000, help="max Adam steps for z*")
+    v_lr: float = hparam(0.5, lo=1e-6, hi=100.0, help="Adam learning rate for z*")
+    v_weight_decay: float = hparam(0.5, lo=0.0, hi=1e6, help="weight of ||delta|| / ||z_init||^2")
+    clamp_norm_factor: float = hparam(0.75, lo=0.0, hi=1e3, help="||delta|| <= factor * ||z_init||")
+    kl_factor: float = hparam(0.0625, lo=0.0, hi=1e3, help="weight of the KL term on '{subject} is a'")
+    v_stop_loss: float = hparam(0.05, lo=0.0, hi=100.0, help="stop when the loss is below this (MEMIT)")
+    v_stop_prob: float = hparam(0.9, lo=0.0, hi=1.0, help="stop when mean P(target token) reaches this; 1 = off")
+    context_prefixes: int = hparam(5, lo=0, hi=64, help="number of sampled context prefixes (plus the plain prompt)")
+    context_tokens: int = hparam(8, lo=1, hi=64, help="tokens per sampled prefix")
+    context_seed: int = hparam(0, lo=0, hi=2**31 - 1, help="seed for sampling the prefixes")
+    mom2_adjustment: bool = hparam(True, choices=_BOOL, help="use C = E[kk^T] (False: identity)")
+    mom2_update_weight: float = hparam(15000.0, lo=0.0, hi=1e9, help="lambda, the weight of C")
+    stats_samples: int = hparam(stats.DEFAULT_TOKENS, lo=0, hi=10**9, help="tokens for C; 0 = identity")
+    stats_corpus: str = hparam("auto", help="'auto', 'model', 'hf:<dataset>' or a local text file")
+
+
+def memit_update(residual: torch.Tensor, keys: torch.Tensor, cov: torch.Tensor | None, lam: float) -> torch.Tensor:
+    """``R K^T (lam C + K K^T)^-1`` in float64: ``residual`` ``[d_model, n]``, ``keys`` ``[d_mlp, n]``,
+    ``cov`` ``[d_mlp, d_mlp]`` (``None``: identity). Returns ``[d_model, d_mlp]``."""
+    k = keys.double()
+    c = torch.eye(k.shape[0], dtype=torch.float64, device=k.device) if cov is None else cov.double().to(k.device)
+    a = lam * c + k @ k.T
+    try:
+        adj = torch.linalg.solve(a, k)  # (lam C + K K^T)^-1 K; the matrix is symmetric
+    except RuntimeError:
+        raise InputError("MEMIT's system is singular: use more statistics samples or a larger "
+                         "mom2_update_weight") from None
+    return residual.double().to(k.device) @ adj.T
+
+
+class _Memit:
+    name = "memit"
+    version = "1"
+    Hparams = Hparams
+    batched = True
+
+    def compute(self, lm, requests: Sequence[Request], hp: Hparams, progress: Progress | None = None) -> Edit:
+        t0 = time.perf_counter()
+        validate_hparams(hp)
+        if not requests:
+            raise InputError("no edit requests")
+        reqs = [validate_request(lm, r) for r in requests]
+        if not hp.layers:
+            raise InputError("MEMIT needs at least one layer")
+        layers = sorted({lm.adapter.check_layer(int(x)) for x in hp.layers})
+        with lm.lock:
+            return self._compute(lm, reqs, layers, hp, progress, t0)
+
+    def _compute(self, lm, reqs: list[Request], layers: list[int], hp: Hparams, progress, t0: float) -> Edit:
+        templates = context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)
+        ts = time.perf_counter()
+        covs = stats.second_moments(lm, layers, hp.stats_samples, hp.stats_corpus, progress) \
+            if hp.mom2_adjustment else dict.fromkeys(layers)
+        stats_seconds = time.perf_counter() - ts
+        z_layer = layers[-1]
+        settings = value_settings(hp)
+
+        results = []
+        for i, req in enumerate(reqs):
+            sub = (lambda stage, f, i=i: progress(f"request {i + 1}/{len(reqs)}: {stage}", (i + f) / len(reqs))) \
+                if progress else None
+            results.append(optimise_value(lm, req, z_layer, templates, settings, slot="block", progress=sub))
+        z_target = torch.stack([r.v for r in results], 1).double()  # [d_model, n]
+
+        plain = [subject_last_index(lm.tokenizer, r.prompt, r.subject) for r in reqs]
+        deltas: dict[str, torch.Tensor] = {}
+        per_layer = []
+        with lm.scope() as scope:  # updates of lower layers must be in place when later keys are read
+            for i, layer in enumerate(layers):
+                keys = mlp_keys(lm, layer, reqs, templates).double().T  # [d_mlp, n]
+                z_cur = module_io_at(lm, "block", z_layer, [p[0] for p in plain], [p[1] for p in plain],
+                                     "out").double().T
+                resid = (z_target - z_cur) / (len(layers) - i)
+                delta = memit_update(resid, keys, covs[layer], hp.mom2_update_weight)
+                weight = lm.adapter.mlp_out_weight(layer)
+                name = lm.adapter.mlp_out_param_name(layer)
+                param_delta = lm.adapter.to_param_layout(delta.to(weight.device)).to(weight.dtype).contiguous()
+                scope.apply(Patch({name: param_delta}), checkpoint=False)
+                deltas[name] = param_delta
+                per_layer.append({"layer": layer, "update_norm": float(delta.norm()),
+                                  "residual_norm": float((z_target - z_cur).norm())})
+            z_final = module_io_at(lm, "block", z_layer, [p[0] for p in plain], [p[1] for p in plain],
+                                   "out").double().T
+        seconds = time.perf_counter() - t0
+        label = "MEMIT " + "; ".join(f"{r.subject} -> {r.target_new}" for r in reqs[:3]) + (
+            f" (+{len(reqs) - 3})" if len(reqs) > 3 else "")
+        diagnostics = {
+            "layers": layers,
+            "steps": sum(r.steps for r in results),
+            "steps_per_request": [r.steps for r in results],
+            "loss_curves": [r.losses for r in results],
+            "target_probs": [r.target_probs[-1] if r.target_probs else float("nan") for r in results],
+            "v_reached_target": all(r.reached for r in results),
+            "v_reached_per_request": [r.reached for r in results],
+            "v_seconds": sum(r.seconds for r in results),
+            "stats_seconds": stats_seconds,
+            "update_norm": float(sum(float(d.double().norm()) ** 2 for d in deltas.values()) ** 0.5),
+            "per_layer": per_layer,
+            # How much of z* - z_init the finished update achieves at the last layer (1 = all of it).
+            "z_residual_left": float((z_target - z_final).norm() / (z_target - torch.stack(
+                [r.v_init for r in results], 1).double().to(z_target.device)).norm().clamp_min(1e-12)),
+            "identity_cov": not hp.mom2_adjustment or hp.stats_samples == 0,
+            "n_contexts": len(templates),
+            "block_replay": all(r.replayed for r in results),
+        }
+        log.info("MEMIT %d request(s) over layers %s: |dW|=%.3g, %.2fs", len(reqs), layers,
+                 diagnostics["update_norm"], seconds)
+        return Edit(self.name, tuple(reqs), Patch(deltas, label=label), seconds, diagnostics)
+
+
+METHOD = _Memit()

@@ -1,0 +1,282 @@
+"""Layer statistics: the second moment ``C = E[k k^T]`` of MLP keys, which ROME and MEMIT use to keep
+other keys' outputs in place.
+
+A key is the input of the MLP output projection at one token (see :mod:`editcore.methods._common`). The
+statistics are computed over a text corpus, counted in *tokens* (not rows), accumulated in float64 on the
+model's device, and cached on disk as safetensors under ``$EDITSCOPE_HOME/stats``; the file name is the
+SHA-256 of the canonical JSON of (model fingerprint, layer, corpus id, token count, sequence length,
+version).
+
+Corpora (``corpus=``):
+
+* a path to a local text file (e.g. ``../shared/data/wikitext/wiki.test.raw``; its id includes the file's
+  SHA-256);
+* ``"hf:<dataset>[:<config>[:<split>]]"``: a ``datasets`` dataset with a ``text`` column (needs it cached or
+  the hub reachable);
+* ``"auto"`` (default): WikiText-103 train through ``datasets`` when the hub is reachable, else ``"model"``;
+* ``"model"``: text sampled from the model itself (plain sampling from BOS, seed 0). This is the offline
+  default because no corpus ships with EditScope; it is an *approximation* of the pre-training key
+  distribution (ROME used 100k Wikipedia samples), reported as such. The sampled token ids are cached.
+
+``n_tokens == 0`` means "no statistics": :func:`second_moment` returns ``None`` and methods use the identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from .. import paths
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+
+VERSION = 1
+SEQ_LEN = 128
+# Chosen so one layer of Gemma-3-270M takes well under 2 minutes on 2 CPU cores (see reports/bench.md).
+DEFAULT_TOKENS = 32768
+_BATCH_TOKENS = 4096
+
+
+class _Stop(Exception):
+    pass
+
+
+# ---- corpora ----------------------------------------------------------------------------------------
+def _file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hub_online() -> bool:
+    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    from ..models.registry import _hub_reachable
+
+    return _hub_reachable(timeout=2.0)
+
+
+def resolve_corpus(corpus: str | None) -> str:
+    """A stable corpus id for ``corpus`` (see the module docstring); raises :class:`InputError` if unusable."""
+    spec = (corpus or "auto").strip()
+    if spec == "auto":
+        spec = "hf:Salesforce/wikitext:wikitext-103-raw-v1:train" if _hub_online() else "model"
+    if spec == "model" or spec.startswith("hf:"):
+        return spec
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise InputError(f"corpus {corpus!r} is neither 'auto', 'model', 'hf:<dataset>' nor a readable file")
+    return f"file:{path.resolve()}:{_file_sha(path)[:16]}"
+
+
+def _text_chunks(corpus_id: str) -> Iterator[str]:
+    if corpus_id.startswith("file:"):
+        path = corpus_id[len("file:"):].rsplit(":", 1)[0]
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                line = line.strip()
+                # WikiText headings (" = Title = ") carry almost no text; skip them and blank lines.
+                if line and not (line.startswith("=") and line.endswith("=")):
+                    yield line
+        return
+    parts = corpus_id[len("hf:"):].split(":")
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(parts[0], parts[1] if len(parts) > 1 else None,
+                                   split=parts[2] if len(parts) > 2 else "train", streaming=True)
+    except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
+        raise InputError(f"cannot load corpus {corpus_id!r}: {str(exc).splitlines()[0][:200]}") from None
+    for row in ds:
+        text = (row.get("text") or "").strip()
+        if text and not (text.startswith("=") and text.endswith("=")):
+            yield text
+
+
+def _token_sequences(lm, corpus_id: str, n_tokens: int, seq_len: int) -> list[list[int]]:
+    """Sequences of at most ``seq_len`` tokens (BOS included when the model uses one) totalling ``n_tokens``."""
+    if corpus_id == "model":
+        return _sampled_sequences(lm, n_tokens, seq_len)
+    tok = lm.tokenizer
+    bos = [tok.bos_token_id] if _uses_bos(tok) else []
+    body = seq_len - len(bos)
+    seqs: list[list[int]] = []
+    buf: list[int] = []
+    total = 0
+    for text in _text_chunks(corpus_id):
+        buf.extend(tok(" " + text, add_special_tokens=False)["input_ids"])
+        while len(buf) >= body and total < n_tokens:
+            take = min(body, n_tokens - total - len(bos))
+            if take <= 0:
+                break
+            seqs.append(bos + buf[:take])
+            total += take + len(bos)
+            buf = buf[take:]
+        if total >= n_tokens - len(bos):
+            break
+    if total < n_tokens:
+        log.warning("corpus %s has only %d tokens (asked for %d)", corpus_id, total, n_tokens)
+    return seqs
+
+
+def _uses_bos(tok) -> bool:
+    ids = tok("a", add_special_tokens=True)["input_ids"]
+    return tok.bos_token_id is not None and bool(ids) and ids[0] == tok.bos_token_id
+
+
+@torch.no_grad()
+def _sampled_sequences(lm, n_tokens: int, seq_len: int, seed: int = 0) -> list[list[int]]:
+    """Text sampled from the model (temperature 1, no top-k), cached as token ids per fingerprint."""
+    key = {"fingerprint": lm.fingerprint, "n_tokens": n_tokens, "seq_len": seq_len, "seed": seed, "v": VERSION}
+    path = paths.sub("stats") / f"corpus-{_digest(key)}.json"
+    if path.is_file():
+        return json.loads(path.read_text())["seqs"]
+    tok = lm.tokenizer
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else start
+    n_seq = max(1, -(-n_tokens // seq_len))
+    seqs: list[list[int]] = []
+    devices = [lm.device] if lm.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for i in range(0, n_seq, 32):
+            b = min(32, n_seq - i)
+            ids = torch.full((b, 1), start, dtype=torch.long, device=lm.device)
+            gen = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
+                                    max_new_tokens=seq_len - 1, min_new_tokens=seq_len - 1, pad_token_id=pad)
+            seqs.extend(row.tolist() for row in gen)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "seqs": seqs}))
+    tmp.replace(path)
+    return seqs
+
+
+# ---- statistics -------------------------------------------------------------------------------------------
+def _digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def cache_key(lm, layer: int, corpus_id: str, n_tokens: int, seq_len: int = SEQ_LEN) -> dict:
+    return {"fingerprint": lm.fingerprint, "layer": int(layer), "corpus": corpus_id, "n_tokens": int(n_tokens),
+            "seq_len": int(seq_len), "slot": "mlp_out.input", "stat": "mom2", "version": VERSION}
+
+
+def cache_path(key: dict) -> Path:
+    return paths.sub("stats") / f"{_digest(key)}.safetensors"
+
+
+def second_moment(lm, layer: int, n_tokens: int = DEFAULT_TOKENS, corpus: str | None = None,
+                  progress: Progress | None = None) -> torch.Tensor | None:
+    """``E[k k^T]`` ``[d_mlp, d_mlp]`` (float64, on the model's device) of layer ``layer``; ``None`` if
+    ``n_tokens == 0``."""
+    return second_moments(lm, [layer], n_tokens, corpus, progress)[layer]
+
+
+def second_moments(lm, layers: Sequence[int], n_tokens: int = DEFAULT_TOKENS, corpus: str | None = None,
+                   progress: Progress | None = None) -> dict[int, torch.Tensor | None]:
+    """Like :func:`second_moment` for several layers; missing layers are computed in one pass."""
+    from safetensors.torch import load_file, save_file
+
+    for layer in layers:
+        lm.adapter.check_layer(layer)
+    if n_tokens < 0:
+        raise InputError(f"the statistics sample count must be >= 0 (got {n_tokens})")
+    if n_tokens == 0:
+        return {layer: None for layer in layers}
+    corpus_id = resolve_corpus(corpus)
+    out: dict[int, torch.Tensor | None] = {}
+    missing = []
+    for layer in layers:
+        path = cache_path(cache_key(lm, layer, corpus_id, n_tokens))
+        if path.is_file():
+            out[layer] = load_file(str(path))["mom2"].to(lm.device)
+        else:
+            missing.append(layer)
+    if missing:
+        t0 = time.perf_counter()
+        mom2, count = _accumulate(lm, missing, corpus_id, n_tokens, progress)
+        secs = time.perf_counter() - t0
+        for layer in missing:
+            c = mom2[layer] / max(count, 1)
+            key = cache_key(lm, layer, corpus_id, n_tokens)
+            path = cache_path(key)
+            tmp = path.with_suffix(".tmp")
+            meta = {"key": json.dumps(key, sort_keys=True), "tokens_seen": str(count), "seconds": f"{secs:.2f}"}
+            save_file({"mom2": c.contiguous().cpu()}, str(tmp), metadata=meta)
+            tmp.replace(path)
+            out[layer] = c
+        log.info("layer statistics for layers %s: %d tokens in %.1fs", missing, count, secs)
+    return out
+
+
+@torch.no_grad()
+def _accumulate(lm, layers: list[int], corpus_id: str, n_tokens: int,
+                progress: Progress | None) -> tuple[dict[int, torch.Tensor], int]:
+    if progress:
+        progress("preparing statistics corpus", 0.0)
+    seqs = _token_sequences(lm, corpus_id, n_tokens, SEQ_LEN)
+    d = lm.adapter.d_mlp
+    dev = lm.device
+    acc = {layer: torch.zeros(d, d, dtype=torch.float64, device=dev) for layer in layers}
+    top = max(layers)
+    modules = {layer: lm.adapter.module("mlp_out", layer) for layer in layers}
+    tok = lm.tokenizer
+    pad = next((int(c) for c in (tok.pad_token_id, tok.eos_token_id, 0) if c is not None), 0)
+    per_batch = max(1, _BATCH_TOKENS // SEQ_LEN)
+    seen = 0
+    total = sum(len(s) for s in seqs)
+    for start in range(0, len(seqs), per_batch):
+        batch = seqs[start:start + per_batch]
+        width = max(len(s) for s in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long, device=dev)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(batch):
+            ids[i, : len(s)] = torch.tensor(s, device=dev)
+            mask[i, : len(s)] = 1
+        keep = mask.bool()
+        handles = []
+
+        def grab(layer):
+            def pre(_m, args):
+                k = args[0][keep].to(torch.float64)
+                acc[layer].addmm_(k.T, k)
+                if layer == top:
+                    raise _Stop
+            return pre
+
+        for layer, m in modules.items():
+            handles.append(m.register_forward_pre_hook(grab(layer)))
+        try:
+            lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        seen += int(keep.sum())
+        if progress:
+            progress(f"layer statistics ({seen}/{total} tokens)", seen / max(total, 1))
+    return acc, seen
+
+
+def cached_info(lm, layer: int, n_tokens: int, corpus: str | None = None) -> dict | None:
+    """Metadata of a cached statistic (tokens seen, seconds it took) or ``None`` if not cached."""
+    from safetensors import safe_open
+
+    path = cache_path(cache_key(lm, layer, resolve_corpus(corpus), n_tokens))
+    if not path.is_file():
+        return None
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})

@@ -1,0 +1,139 @@
+"""MEMIT: closed form for one request, restoring, input checks; the real Gemma run is marked integration."""
+
+import math
+
+import pytest
+import torch
+
+import tiny
+from editcore.errors import InputError
+from editcore.methods import get_method
+from editcore.methods.base import load_hparams
+from editcore.methods.memit import memit_update
+from editcore.scope import param_digest
+from editcore.types import Request
+
+REQ = Request("{} is located in the city of", "The Louvre", "London")
+REQ2 = Request("The capital of {} is", "Japan", "Paris")
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITSCOPE_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(tiny.CORPUS * 30))
+    return str(path)
+
+
+def _hp(corpus, **kw):
+    base = {"layers": [0, 1], "stats_samples": 1500, "stats_corpus": corpus, "v_num_grad_steps": 5,
+            "context_prefixes": 2, "context_tokens": 3, "mom2_update_weight": 10.0}
+    base.update(kw)
+    return load_hparams("memit", get_method("memit").Hparams, None, base)
+
+
+def test_memit_update_matches_sherman_morrison():
+    """One key: R k^T (lam C + k k^T)^-1 = R (C^-1 k)^T / (lam + k^T C^-1 k)."""
+    g = torch.Generator().manual_seed(0)
+    d_mlp, d_model, lam = 12, 5, 3.0
+    a = torch.randn(d_mlp, 40, generator=g, dtype=torch.float64)
+    cov = a @ a.T / 40
+    k = torch.randn(d_mlp, 1, generator=g, dtype=torch.float64)
+    r = torch.randn(d_model, 1, generator=g, dtype=torch.float64)
+    c_inv_k = torch.linalg.solve(cov, k)
+    expect = r @ c_inv_k.T / (lam + (k.T @ c_inv_k))
+    assert torch.allclose(memit_update(r, k, cov, lam), expect, atol=1e-10)
+    # Identity covariance when no statistics are used.
+    assert torch.allclose(memit_update(r, k, None, lam), r @ k.T / (lam + k.T @ k), atol=1e-10)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_single_request_single_layer_closed_form(family, corpus):
+    """With one request and one layer, the method's delta is the closed form on its own key and residual,
+    and (pre-norm residual families, no context prefixes, small lambda) the edited hidden state reaches z*."""
+    from editcore.methods._common import mlp_keys, module_io_at, subject_last_index
+
+    lm = tiny.lm(family)
+    before = param_digest(lm.model)
+    hp = _hp(corpus, layers=[1], context_prefixes=0, mom2_update_weight=1e-3)
+    edit = get_method("memit").compute(lm, [REQ], hp)
+    assert param_digest(lm.model) == before
+    from editcore.methods import stats
+
+    cov = stats.second_moment(lm, 1, 1500, corpus)
+    k = mlp_keys(lm, 1, [REQ], ["{}"]).double().T
+    ids, idx = subject_last_index(lm.tokenizer, REQ.prompt, REQ.subject)
+    z_cur = module_io_at(lm, "block", 1, [ids], [idx], "out").double().T
+    (name, delta), = edit.patch.deltas.items()
+    weight_delta = delta.double().T if lm.adapter.mlp_out_is_conv1d else delta.double()
+    # Recover z* from the update: R = dW (lam C + k k^T) k / |k|^2 ... simpler: check dW k direction and size.
+    c_inv_k = torch.linalg.solve(cov, k)
+    scale = float((k.T @ c_inv_k) / (1e-3 + k.T @ c_inv_k))
+    r_implied = weight_delta @ k
+    # dW k = R * k^T C^-1 k / (lam + k^T C^-1 k) and dW is R (C^-1 k)^T / (lam + ...): rank one along C^-1 k.
+    assert torch.linalg.matrix_rank(weight_delta, rtol=1e-5).item() == 1
+    expect = (r_implied / scale) @ c_inv_k.T / (1e-3 + k.T @ c_inv_k)
+    assert torch.allclose(weight_delta, expect, rtol=1e-5, atol=1e-8 * float(weight_delta.abs().max()))
+    with lm.scope(edit.patch):
+        z_new = module_io_at(lm, "block", 1, [ids], [idx], "out").double().T
+    assert edit.diagnostics["z_residual_left"] < 1e-3
+    assert torch.allclose(z_new - z_cur, r_implied / scale, rtol=1e-3, atol=1e-5)
+
+
+def test_batch_restores_model_and_touches_each_layer(corpus):
+    lm = tiny.lm("gemma3")
+    before = param_digest(lm.model)
+    edit = get_method("memit").compute(lm, [REQ, REQ2], _hp(corpus))
+    assert param_digest(lm.model) == before
+    assert set(edit.patch.deltas) == {lm.adapter.mlp_out_param_name(i) for i in (0, 1)}
+    assert len(edit.requests) == 2 and get_method("memit").batched
+    with lm.scope(edit.patch):
+        assert param_digest(lm.model) != before
+    assert param_digest(lm.model) == before
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"layers": [0, 99]}, "out of range"),
+    ({"mom2_update_weight": math.nan}, "finite"),
+    ({"layers": []}, "at least one layer"),
+    ({"bogus": 1}, "unknown hyper-parameter"),
+])
+def test_bad_hparams(override, message, corpus):
+    lm = tiny.lm("gpt2")
+    before = param_digest(lm.model)
+    with pytest.raises(InputError, match=message):
+        get_method("memit").compute(lm, [REQ], _hp(corpus, **override))
+    assert param_digest(lm.model) == before
+
+
+def test_bad_request_in_batch_edits_nothing(corpus):
+    lm = tiny.lm("gpt2")
+    before = param_digest(lm.model)
+    with pytest.raises(InputError, match="subject"):
+        get_method("memit").compute(lm, [REQ, Request("Paris is nice", "Rome", "x")], _hp(corpus))
+    assert param_digest(lm.model) == before
+
+
+@pytest.mark.integration
+def test_memit_on_gemma_edits_known_facts(gemma, monkeypatch):
+    from test_rome import real_requests, top1_is_target
+
+    from editcore.paths import shared_data
+
+    monkeypatch.delenv("EDITSCOPE_HOME", raising=False)
+    corpus = shared_data() / "wikitext" / "wiki.test.raw"
+    overrides = {"stats_samples": 8192, "stats_corpus": str(corpus)} if corpus.is_file() else {"stats_samples": 0}
+    method = get_method("memit")
+    hp = load_hparams("memit", method.Hparams, "gemma-3-270m", overrides)
+    before = gemma.digest()
+    reqs = real_requests()
+    with gemma.scope() as s:
+        edit = method.compute(gemma, reqs, hp)
+        s.apply(edit.patch)
+        hits = sum(top1_is_target(gemma, r) for r in reqs)
+    assert gemma.digest() == before
+    assert hits >= 9, f"MEMIT made only {hits}/10 new targets top-1"

@@ -1,0 +1,192 @@
+"""ROME on tiny random models (maths identities, restoring, input checks) and on the real Gemma (marked)."""
+
+import math
+
+import pytest
+import torch
+
+import tiny
+from editcore.errors import InputError
+from editcore.methods import get_method
+from editcore.methods.base import load_hparams
+from editcore.scope import param_digest
+from editcore.types import Request
+
+REQ = Request("{} is located in the city of", "The Louvre", "London")
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    # Caches (context prefixes, statistics) go to a temporary home: no test sees another's files.
+    monkeypatch.setenv("EDITSCOPE_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(tiny.CORPUS * 30))
+    return str(path)
+
+
+def _hp(corpus, **kw):
+    base = {"layer": 1, "stats_samples": 1500, "stats_corpus": corpus, "v_num_grad_steps": 5,
+            "context_prefixes": 2, "context_tokens": 3}
+    base.update(kw)
+    return load_hparams("rome", get_method("rome").Hparams, None, base)
+
+
+def _output_for_key(lm, layer, key):
+    module = lm.adapter.module("mlp_out", layer)
+    with torch.no_grad():
+        return module(key.to(lm.dtype)[None])[0].double()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma3", "gpt_neox"])
+@pytest.mark.parametrize("consistent", [False, True])
+def test_update_is_rank_one_and_maps_key_to_value(family, consistent, corpus):
+    lm = tiny.lm(family)
+    before = param_digest(lm.model)
+    edit = get_method("rome").compute(lm, [REQ], _hp(corpus, consistent_keys=consistent))
+    assert param_digest(lm.model) == before, "compute() must not change the model"
+
+    (name, delta), = edit.patch.deltas.items()
+    assert name == lm.adapter.mlp_out_param_name(1)
+    assert torch.linalg.matrix_rank(delta.double(), rtol=1e-5).item() == 1
+    vec = edit.diagnostics["vectors"]
+    key = vec["key"]
+    # ROME's key is the plain prompt's; r-ROME's is the context average k*.
+    assert torch.equal(key, vec["k_star"]) is consistent
+    with lm.scope(edit.patch):
+        after = _output_for_key(lm, 1, key)
+    target = vec["v_target"]
+    assert torch.allclose(after, target, rtol=1e-4, atol=1e-4 * float(target.norm()))
+    assert param_digest(lm.model) == before, "the scope must restore the model"
+
+
+def test_gated_key_is_down_proj_input(corpus):
+    """For gated MLPs the key is act(gate(x)) * up(x) — checked against the MLP's own pieces."""
+    from editcore.methods._common import module_io_at, subject_last_index
+
+    lm = tiny.lm("llama")
+    ids, idx = subject_last_index(lm.tokenizer, REQ.prompt, REQ.subject)
+    x = module_io_at(lm, "mlp", 1, [ids], [idx], "in")
+    mlp = lm.adapter.module("mlp", 1)
+    with torch.no_grad():
+        expect = mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x)
+    got = module_io_at(lm, "mlp_out", 1, [ids], [idx], "in")
+    assert got.shape[-1] == lm.adapter.d_mlp
+    assert torch.allclose(got, expect, atol=1e-6)
+
+
+def test_identity_covariance_option(corpus):
+    lm = tiny.lm("gpt2")
+    edit = get_method("rome").compute(lm, [REQ], _hp(corpus, mom2_adjustment=False))
+    vec = edit.diagnostics["vectors"]
+    assert edit.diagnostics["identity_cov"] is True
+    assert torch.allclose(vec["c_inv_k"], vec["k_star"])
+
+
+def test_replay_matches_full_forward(corpus):
+    """The fast path (blocks l..L-1 only) gives the same loss curve as full forwards."""
+    from editcore.methods import _common
+
+    lm = tiny.lm("gemma3")
+    hp = _hp(corpus)
+    fast = get_method("rome").compute(lm, [REQ], hp)
+    orig = _common._Replay.__init__
+
+    def no_replay(self, *a, **k):
+        orig(self, *a, **k)
+        self.use_replay = False
+
+    _common._Replay.__init__ = no_replay
+    try:
+        slow = get_method("rome").compute(lm, [REQ], hp)
+    finally:
+        _common._Replay.__init__ = orig
+    assert fast.diagnostics["block_replay"] and not slow.diagnostics["block_replay"]
+    assert fast.diagnostics["loss_curve"] == pytest.approx(slow.diagnostics["loss_curve"], rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (Request("{} is located in", "Big Ben", "London"), None),  # valid: control
+    (Request("The Louvre is located in", "The Louvre", "London"), "subject"),
+    (Request("{} is located in", "The Louvre", ""), "target"),
+    (Request("{} is located in", "The Louvre", "   "), "target"),
+    (Request("{} is located in", "", "London"), "subject"),
+])
+def test_bad_requests_raise_input_error(bad, message, corpus):
+    lm = tiny.lm("gpt2")
+    before = param_digest(lm.model)
+    if message is None:
+        get_method("rome").compute(lm, [bad], _hp(corpus, v_num_grad_steps=1))
+    else:
+        with pytest.raises(InputError, match=message):
+            get_method("rome").compute(lm, [bad], _hp(corpus))
+    assert param_digest(lm.model) == before
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"layer": 99}, "out of range"),
+    ({"v_lr": math.nan}, "finite"),
+    ({"kl_factor": math.inf}, "finite"),
+    ({"no_such_key": 1}, "unknown hyper-parameter"),
+    ({"v_num_grad_steps": 0}, ">= 1"),
+])
+def test_bad_hparams_raise_input_error(override, message, corpus):
+    lm = tiny.lm("gpt2")
+    before = param_digest(lm.model)
+    with pytest.raises(InputError, match=message):
+        get_method("rome").compute(lm, [REQ], _hp(corpus, **override))
+    assert param_digest(lm.model) == before
+
+
+def test_one_request_only(corpus):
+    lm = tiny.lm("gpt2")
+    with pytest.raises(InputError, match="one fact"):
+        get_method("rome").compute(lm, [REQ, REQ], _hp(corpus))
+
+
+# ---- the real model -----------------------------------------------------------------------------------
+KNOWN_FACTS = [
+    ("{} is located in the city of", "The Louvre", "London"),
+    ("{} is located in the city of", "The Eiffel Tower", "Berlin"),
+    ("{} is located in the city of", "The Colosseum", "Paris"),
+    ("{} is located in the city of", "Big Ben", "Rome"),
+    ("The capital of {} is", "Japan", "Madrid"),
+    ("{} was developed by", "Microsoft Windows", "Apple"),
+    ("{} is located in the country of", "The Statue of Liberty", "Canada"),
+    ("The mother tongue of {} is", "Vladimir Putin", "French"),
+    ("{} plays the sport of", "Lionel Messi", "basketball"),
+    ("The currency of {} is the", "Japan", "euro"),
+]
+
+
+def real_requests():
+    return [Request(p, s, t) for p, s, t in KNOWN_FACTS]
+
+
+def top1_is_target(lm, req) -> bool:
+    from editcore.text import score_targets
+
+    return bool(score_targets(lm, [req.text], [req.target_new])[0].token_correct[0])
+
+
+@pytest.mark.integration
+def test_rome_on_gemma_edits_known_facts(gemma, monkeypatch):
+    monkeypatch.delenv("EDITSCOPE_HOME", raising=False)  # use the real cache (statistics, prefixes)
+    from editcore.paths import shared_data
+
+    corpus = shared_data() / "wikitext" / "wiki.test.raw"
+    overrides = {"stats_samples": 8192, "stats_corpus": str(corpus)} if corpus.is_file() else {"stats_samples": 0}
+    method = get_method("rome")
+    hp = load_hparams("rome", method.Hparams, "gemma-3-270m", overrides)
+    before = gemma.digest()
+    hits = 0
+    for req in real_requests():
+        with gemma.scope() as s:
+            edit = method.compute(gemma, [req], hp)
+            s.apply(edit.patch)
+            hits += top1_is_target(gemma, req)
+    assert gemma.digest() == before
+    assert hits >= 9, f"ROME made only {hits}/10 new targets top-1"
