@@ -7,8 +7,9 @@ relation and free text for the dashboard. ``check_model`` asks a model every pro
 
 Answer match rule (``answer_matches``): the greedy continuation, stripped of surrounding whitespace and
 leading punctuation such as quotes, matches when it starts with the expected answer or with the
-answer's first word, compared case-insensitively. "the Seine" does not match "Seine"; a continuation
-that starts with "Paris, France" matches "Paris". A fact is *known* when its edit prompt matches.
+answer's first word, as whole words and compared case-insensitively. "Paris, France" matches "Paris";
+"Parisian" does not; "the Seine" does not match "Seine"; "New York" matches "New York City". A fact is
+*known* when its edit prompt matches.
 """
 
 from __future__ import annotations
@@ -120,10 +121,16 @@ def answer_matches(continuation: str, answer: str) -> bool:
     want = _fold(answer)
     if not got:
         return False
-    if got.startswith(want):
+    if _starts_with_word(got, want):
         return True
     first = want.split()[0].strip(",.;:")
-    return bool(first) and (got == first or re.match(re.escape(first) + r"\b", got) is not None)
+    return bool(first) and _starts_with_word(got, first)
+
+
+def _starts_with_word(text: str, prefix: str) -> bool:
+    """``text`` starts with ``prefix`` and the prefix is not the start of a longer word."""
+    return text.startswith(prefix) and (len(text) == len(prefix) or not text[len(prefix)].isalnum()
+                                        or not prefix[-1:].isalnum())
 
 
 # -- knowledge check -----------------------------------------------------------------------------------
