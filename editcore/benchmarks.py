@@ -383,18 +383,40 @@ def _ripple_queries(tests: Any) -> list[tuple[str, str, str]]:
     return out
 
 
-def _common_words(a: str, b: str) -> str:
-    """Longest run of whole words shared by two sentences (used to recover an unlabeled subject)."""
+_STOP = {"the", "a", "an", "of", "is", "was", "in", "on", "at", "to", "by", "for", "and", "name", "which", "who"}
+
+
+def _shared_runs(a: str, b: str) -> list[str]:
+    """Maximal runs of whole words shared by two sentences, trimmed of function words at both ends."""
     wa, wb = a.split(), b.split()
-    best: tuple[int, int] = (0, 0)
+    runs = []
     for i in range(len(wa)):
         for j in range(len(wb)):
+            if wa[i] != wb[j] or (i and j and wa[i - 1] == wb[j - 1]):
+                continue
             n = 0
             while i + n < len(wa) and j + n < len(wb) and wa[i + n] == wb[j + n]:
                 n += 1
-            if n > best[1]:
-                best = (i, n)
-    return " ".join(wa[best[0]:best[0] + best[1]])
+            words = wa[i:i + n]
+            while words and words[0].lower() in _STOP:
+                words = words[1:]
+            while words and words[-1].lower() in _STOP:
+                words = words[:-1]
+            if words:
+                runs.append(" ".join(words))
+    return runs
+
+
+def _guess_subject(cloze: str, others: list[str]) -> str:
+    """The subject of an unlabeled RippleEdits edit: the longest content run it shares with other
+    prompts about the same subject (ties go to the run shared with most prompts)."""
+    votes: dict[str, int] = {}
+    for other in others:
+        for run in set(_shared_runs(cloze, other)):
+            votes[run] = votes.get(run, 0) + 1
+    if not votes:
+        return ""
+    return max(votes, key=lambda r: (votes[r], len(r)))
 
 
 def _ripple_case(r: dict, index: int) -> Case:
@@ -422,8 +444,7 @@ def _ripple_case(r: dict, index: int) -> Case:
     if not subject:
         same = [p for p, _, sid in specificity + _ripple_queries(r.get("Forgetfulness"))
                 if sid == str(ed.get("subject_id"))]
-        candidates = [_common_words(cloze, p) for p in same]
-        subject = max(candidates, key=len, default="")
+        subject = _guess_subject(cloze, same)
     if not subject or subject not in cloze:
         raise _Skip("the subject cannot be found in the edit prompt")
     one_hop = [Probe(p, a, target=new) for axis in ("Logical_Generalization", "Compositionality_I",
