@@ -42,10 +42,24 @@ def scorecard(result: dict) -> dict:
     st.subheader("Scorecard")
     card = service.scorecard(result)
     cols = st.columns(len(service.SCORECARD))
-    for col, (key, label, _higher) in zip(cols, service.SCORECARD):
-        v = card.get(key)
-        col.metric(label, "—" if v is None else (f"{v:.2f}" if key == "seconds" else f"{v:.3f}"),
+    for col, (key, label, higher) in zip(cols, service.SCORECARD):
+        v, pre = card.get(key), card.get(f"{key}_pre")
+        value = "—" if v is None else (f"{v:.2f}" if key == "seconds" else f"{v:.3f}")
+        delta = None if v is None or pre is None else f"{v - pre:+.3f} vs unedited"
+        col.metric(label, value, delta=delta, delta_color="normal" if higher else "inverse",
                    help=ui.metric_help(key))
+    extra = []
+    if card.get("score") is not None:
+        extra.append(f"CounterFact score (harmonic mean of ES, PS, NS): **{card['score']:.3f}**")
+    if card.get("nkl_distracted") is not None:
+        extra.append(f"distracted NKL: **{card['nkl_distracted']:.4f}**")
+    if card.get("perplexity") is not None:
+        extra.append(f"perplexity {ui.fmt(card.get('perplexity_pre'), 2)} → **{card['perplexity']:.2f}**")
+    if extra:
+        st.markdown(" · ".join(extra))
+    notes = (result.get("report") or {}).get("notes") or []
+    if notes:
+        st.caption(" · ".join(ui.escape_md(n) for n in notes))
     if result.get("cached"):
         st.caption("from the results cache (same model, method version, hyper-parameters and fact)")
     return card
@@ -53,27 +67,32 @@ def scorecard(result: dict) -> dict:
 
 def nkl(result: dict) -> None:
     rows = service.nkl_rows(result)
-    st.subheader("Neighbour KL")
+    st.subheader("Neighbour KL", help=ui.metric_help("nkl"))
     if not rows:
-        st.info("This evaluation has no neighbourhood prompts.")
+        st.info("This fact has no neighbourhood prompts, so there is no NKL.")
         return
     _chart(charts.nkl_bars(rows), "neighbour KL chart", "nkl")
 
 
 def shifts(result: dict) -> None:
     view = service.shift_views(result)
-    st.subheader("Probability shifts")
-    if not view["prompts"] and not view["related"]:
+    st.subheader("Probability shifts", help="What moved besides the edited fact. [Definition](/methods#shifts)")
+    if not view["groups"] and not view["related"]:
         st.info("This evaluation has no probability-shift data.")
         return
-    if view.get("bleed") is not None:
-        st.caption(f"bleed: {ui.escape_md(json.dumps(view['bleed']))}")
-    prompts = view["prompts"]
-    if prompts:
-        tabs = st.tabs([f"{p.get('kind', 'prompt')}: {p.get('prompt', '')[:30]}" for p in prompts])
-        for i, (tab, p) in enumerate(zip(tabs, prompts)):
+    if view.get("bleed"):
+        b = view["bleed"]
+        st.markdown(f"Bleed of the new target: on **{ui.fmt(b['rate'], 2)}** of {b['n']} neighbour/unrelated "
+                    f"prompts it newly became the top-1 next token; mean rise of its probability "
+                    f"**{ui.fmt(b['rise'], 4)}**.")
+    if view["groups"]:
+        tabs = st.tabs([g["kind"] for g in view["groups"]])
+        for tab, g in zip(tabs, view["groups"]):
             with tab:
-                _chart(charts.shift_bars(p), f"shifts on prompt {i + 1}", f"shifts_{i}")
+                _chart(charts.shift_bars(g), f"{g['kind']} shifts chart", f"shifts_{g['kind']}")
+    if view["per_prompt"]:
+        with st.expander("Top-1 next token per prompt, before vs after"):
+            st.dataframe(pd.DataFrame(view["per_prompt"]), hide_index=True, key="shift_table")
     if view["related"]:
         _chart(charts.related_words(view["related"]), "related words chart", "related")
 

@@ -34,8 +34,8 @@ def _moved_hover(moved: Sequence[dict], k: int = 5) -> str:
         before, after = m.get("before"), m.get("after")
         if isinstance(before, (int, float)) and isinstance(after, (int, float)):
             parts.append(f"{tok}: {before:.3g} → {after:.3g}")
-        elif isinstance(m.get("delta"), (int, float)):
-            parts.append(f"{tok}: {m['delta']:+.3g}")
+        elif isinstance(m.get("dlogp"), (int, float)):
+            parts.append(f"{tok}: Δ log P {m['dlogp']:+.3g}")
         else:
             parts.append(tok)
     return "<br>".join(parts) if parts else "(none)"
@@ -63,7 +63,8 @@ def nkl_bars(rows: Sequence[dict]) -> go.Figure:
 
 
 def shift_bars(prompt_row: dict, k: int = 10) -> go.Figure:
-    """Risers (green) and fallers (red) on one prompt: probability change of the tokens that moved most."""
+    """Risers (green) and fallers (red) on one prompt (or group of prompts): the tokens whose next-token
+    log-probability moved most (Δ log P in nats; hover shows the probabilities)."""
     risers = list(prompt_row.get("risers", []))[:k]
     fallers = list(prompt_row.get("fallers", []))[:k]
     fig = go.Figure()
@@ -73,19 +74,22 @@ def shift_bars(prompt_row: dict, k: int = 10) -> go.Figure:
             y=[repr(str(r.get("token", ""))) for r in rows],
             x=[_delta(r) for r in rows],
             customdata=[[r.get("before"), r.get("after")] for r in rows],
-            hovertemplate="%{y}: %{customdata[0]:.3g} → %{customdata[1]:.3g} (Δ %{x:+.3g})<extra></extra>",
+            hovertemplate="%{y}: P %{customdata[0]:.3g} → %{customdata[1]:.3g} (Δ log P %{x:+.3g})<extra></extra>",
         )
-    fig.update_xaxes(title="Δ probability (after − before)")
+    fig.update_xaxes(title="Δ log P (nats, after − before)")
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, f"Risers and fallers: {_short(prompt_row.get('prompt', ''), 60)}",
                    height=max(HEIGHT, 24 * (len(risers) + len(fallers)) + 120))
 
 
 def _delta(r: dict) -> float | None:
-    if isinstance(r.get("delta"), (int, float)):
-        return r["delta"]
-    if isinstance(r.get("before"), (int, float)) and isinstance(r.get("after"), (int, float)):
-        return r["after"] - r["before"]
+    if isinstance(r.get("dlogp"), (int, float)):
+        return r["dlogp"]
+    if isinstance(r.get("before"), (int, float)) and isinstance(r.get("after"), (int, float)) and r["before"] > 0 \
+            and r["after"] > 0:
+        import math
+
+        return math.log(r["after"]) - math.log(r["before"])
     return None
 
 

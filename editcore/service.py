@@ -523,42 +523,91 @@ def _num(v: Any) -> float | None:
     return None
 
 
+def _families(result: dict) -> dict:
+    return (result.get("report") or {}).get("families") or {}
+
+
+def _mean(ci: Any) -> float | None:
+    """The mean of a metrics CI dict (None when it has no samples)."""
+    if isinstance(ci, dict):
+        return float(ci["mean"]) if ci.get("n") and isinstance(ci.get("mean"), (int, float)) else None
+    return float(ci) if isinstance(ci, (int, float)) and not isinstance(ci, bool) else None
+
+
+def _pooled(sets: dict, field: str) -> float | None:
+    """n-weighted mean of ``field`` over several probe sets (portability: one-hop, subject replace, ...)."""
+    total = weight = 0.0
+    for s in (sets or {}).values():
+        ci = s.get(field) if isinstance(s, dict) else None
+        if isinstance(ci, dict) and ci.get("n"):
+            total += ci["mean"] * ci["n"]
+            weight += ci["n"]
+    return total / weight if weight else None
+
+
 def scorecard(result: dict) -> dict:
-    """The headline numbers of one result (None where the evaluation did not produce one)."""
-    r = result.get("report", {})
+    """The headline numbers of one result (None where the evaluation has no data for one), plus the
+    unedited model's value where one exists (``<key>_pre``), for before/after deltas."""
+    f = _families(result)
+    cf = f.get("counterfact") or {}
+    cf_pre = (result.get("report") or {}).get("counterfact_pre") or {}
+    gen = f.get("general") or {}
     return {
-        "efficacy": _num(_find(r, "counterfact.efficacy", "efficacy", "es", "counterfact.es")),
-        "generalisation": _num(_find(r, "counterfact.generalisation", "counterfact.generalization",
-                                     "generalisation", "generalization", "ps", "counterfact.ps")),
-        "neighbourhood": _num(_find(r, "counterfact.neighbourhood", "counterfact.neighborhood",
-                                    "neighbourhood_score", "neighborhood_score", "ns", "counterfact.ns")),
-        "nkl": _num(_find(r, "nkl.mean", "nkl", "neighbourhood_kl")),
-        "portability": _num(_find(r, "portability.mean", "portability")),
-        "fluency": _num(_find(r, "fluency.entropy", "fluency.ngram_entropy", "fluency")),
-        "seconds": float(result.get("seconds", {}).get("edit", 0.0)),
+        "efficacy": _mean(cf.get("es")), "efficacy_pre": _mean(cf_pre.get("es")),
+        "generalisation": _mean(cf.get("ps")), "generalisation_pre": _mean(cf_pre.get("ps")),
+        "neighbourhood": _mean(cf.get("ns")), "neighbourhood_pre": _mean(cf_pre.get("ns")),
+        "score": _mean(cf.get("score")),
+        "nkl": _mean((f.get("nkl") or {}).get("nkl")),
+        "nkl_distracted": _mean((f.get("nkl") or {}).get("distracted_nkl")),
+        "portability": _pooled(f.get("portability"), "token_acc"),
+        "portability_pre": _pooled(f.get("portability"), "token_acc_pre"),
+        "fluency": _mean(gen.get("fluency_post")), "fluency_pre": _mean(gen.get("fluency_pre")),
+        "perplexity": _mean(gen.get("perplexity_post")), "perplexity_pre": _mean(gen.get("perplexity_pre")),
+        "seconds": float((result.get("seconds") or {}).get("edit", 0.0)),
     }
 
 
+def _moved(shift: dict, k: int = 6) -> list[dict]:
+    toks = list(shift.get("risers", [])) + list(shift.get("fallers", []))
+    toks.sort(key=lambda t: -abs(t.get("dlogp") or 0.0))
+    return [{"token": t["token"], "before": t["p_pre"], "after": t["p_post"], "dlogp": t["dlogp"]} for t in toks[:k]]
+
+
 def nkl_rows(result: dict) -> list[dict]:
-    """One row per neighbourhood prompt: prompt, kind (plain/distracted), nkl, top moved tokens."""
-    r = result.get("report", {})
-    raw = _find(r, "nkl.prompts", "nkl.rows", "nkl_prompts")
-    rows = []
-    for item in raw or []:
-        if isinstance(item, dict):
-            rows.append({"prompt": item.get("prompt", ""), "kind": item.get("kind", "plain"),
-                         "nkl": _num(item.get("nkl", item.get("kl"))),
-                         "top_moved": item.get("top_moved") or item.get("top_tokens") or []})
+    """One row per neighbourhood prompt (plain and distracted): NKL and, where the probability-shift
+    analysis covered the same prompt, the tokens that moved most."""
+    f = _families(result)
+    nkl = f.get("nkl") or {}
+    moved = {p["prompt"]: _moved(p) for p in (f.get("shifts") or {}).get("prompts", [])}
+    rows = [{"prompt": p, "kind": "plain", "nkl": v, "top_moved": moved.get(p, [])}
+            for p, v in zip(nkl.get("prompts", []), nkl.get("per_prompt", []))]
+    rows += [{"prompt": p, "kind": "distracted", "nkl": v, "top_moved": moved.get(p, [])}
+             for p, v in zip(nkl.get("distracted_prompts", []), nkl.get("distracted_per_prompt", []))]
     return rows
 
 
 def shift_views(result: dict) -> dict:
-    """Risers/fallers per prompt and related-word probabilities before vs after."""
-    r = result.get("report", {})
-    shifts = _find(r, "shifts", "probability_shifts") or {}
-    return {"prompts": shifts.get("prompts", []) if isinstance(shifts, dict) else [],
-            "related": shifts.get("related", []) if isinstance(shifts, dict) else [],
-            "bleed": shifts.get("bleed") if isinstance(shifts, dict) else None}
+    """Risers/fallers per prompt group (subject, neighbourhood, unrelated) and per prompt, related words of
+    the new and old target before vs after, and the bleed of the new target."""
+    sh = _families(result).get("shifts") or {}
+    groups = []
+    for name, g in (sh.get("groups") or {}).items():
+        groups.append({"prompt": f"{name} prompts (mean over the group)", "kind": name,
+                       "risers": [_tok(t) for t in g.get("risers", [])],
+                       "fallers": [_tok(t) for t in g.get("fallers", [])]})
+    per_prompt = [{"group": p["group"], "prompt": p["prompt"], "top before": p["top_pre"], "top after": p["top_post"],
+                   "changed": p["top_pre"] != p["top_post"]} for p in sh.get("prompts", [])]
+    label = {"new": f"new target ({sh.get('target_new', '')})", "old": f"old target ({sh.get('target_old', '')})"}
+    related = [{"word": r["word"], "group": label.get(r["of"], r["of"]), "before": r["p_pre"], "after": r["p_post"],
+                "dlogp": _mean(r.get("dlogp")), "source": r.get("source", "")} for r in sh.get("related", [])]
+    bleed = sh.get("bleed") or {}
+    return {"groups": groups, "per_prompt": per_prompt, "related": related,
+            "bleed": {"rate": _mean(bleed.get("rate")), "rise": _mean(bleed.get("rise")),
+                      "n": len(bleed.get("prompts", []))} if bleed else None}
+
+
+def _tok(t: dict) -> dict:
+    return {"token": t["token"], "before": t["p_pre"], "after": t["p_post"], "dlogp": t["dlogp"]}
 
 
 def result_csv_rows(result: dict) -> list[dict]:
@@ -575,6 +624,7 @@ def result_csv_rows(result: dict) -> list[dict]:
         else:
             rows.append({"name": prefix, "value": v})
 
+    rows.extend({"name": f"scorecard.{k}", "value": v} for k, v in scorecard(result).items())
     for section in ("request", "method", "seconds", "probabilities", "report"):
         walk(section, result.get(section, {}))
     return rows

@@ -26,3 +26,10 @@ def app() -> AppTest:
 def page(name: str) -> str:
     # AppTest resolves page paths relative to the main script's folder (app/).
     return f"../pages/{name}.py"
+
+
+def shared_lm(name: str):
+    """The very LM object the app's st.cache_resource hands to every session."""
+    from app import ui
+
+    return ui._shared_model(name)

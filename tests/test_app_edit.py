@@ -1,0 +1,140 @@
+"""AppTest: the Edit page end to end on a tiny random model (MEMIT with tiny-model hyper-parameters)."""
+
+import threading
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import app_harness as h
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tiny(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        h.tiny_env(mp, tmp_path_factory.mktemp("edit"))
+        yield
+
+
+def edit_page() -> AppTest:
+    at = h.app()
+    at.switch_page(h.page("edit")).run(timeout=h.TIMEOUT)
+    assert not at.exception, at.exception
+    return at
+
+
+def set_tiny_memit(at: AppTest) -> None:
+    at.selectbox(key="edit_method").select("memit").run(timeout=h.TIMEOUT)
+    at.text_input(key="edit_hp_memit_layers").set_value("[1, 2]")
+    at.number_input(key="edit_hp_memit_stats_samples").set_value(2000)
+
+
+def free_form(at: AppTest, subject: str, prompt: str, old: str, new: str) -> None:
+    at.radio(key="edit_source").set_value("Free-form").run(timeout=h.TIMEOUT)
+    at.text_input(key="edit_prompt").set_value(prompt)
+    at.text_input(key="edit_subject").set_value(subject)
+    at.text_input(key="edit_old").set_value(old)
+    at.text_input(key="edit_new").set_value(new)
+
+
+def run(at: AppTest) -> AppTest:
+    at.button(key="edit_run").click().run(timeout=h.TIMEOUT)
+    assert not at.exception, at.exception
+    return at
+
+
+def shown_text(at: AppTest) -> str:
+    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+
+
+def test_free_form_edit_shows_every_section_and_restores_the_model():
+    lm = h.shared_lm("tiny-gpt2")
+    before = lm.digest()
+    at = edit_page()
+    free_form(at, "The Louvre", "The Louvre is located in", "Paris", "London")
+    set_tiny_memit(at)
+    run(at)
+    assert not at.error, [e.value for e in at.error]
+    labels = [m.label for m in at.metric]
+    assert labels == ["Efficacy", "Generalisation", "Neighbourhood score", "NKL", "Portability", "Fluency", "Seconds"]
+    assert float(at.metric[-1].value) > 0  # seconds spent on the edit
+    text = shown_text(at)
+    assert "London" in text and "before the edit" in text
+    assert [s.value for s in at.subheader][:2] == ["Before vs after", "Scorecard"]
+    assert len(at.get("download_button")) >= 3  # JSON, CSV and at least one chart
+    assert lm.digest() == before
+
+
+def test_catalog_fact_edit_then_the_same_request_comes_from_the_cache():
+    at = edit_page()
+    at.text_input(key="edit_search").set_value("Louvre").run(timeout=h.TIMEOUT)
+    fact = at.selectbox(key="edit_fact")
+    assert fact.value == "P276:louvre" and all("Louvre" in o for o in fact.options)
+    set_tiny_memit(at)
+    run(at)
+    assert not at.error, [e.value for e in at.error]
+    assert "from the results cache" not in shown_text(at)
+    run(at)
+    assert "from the results cache" in shown_text(at)
+    assert len(at.metric) == 7
+
+
+def test_new_target_equal_to_the_old_answer_is_a_clear_error():
+    at = edit_page()
+    free_form(at, "The Louvre", "The Louvre is located in", "Paris", "paris")
+    set_tiny_memit(at)
+    run(at)
+    assert [e.value for e in at.error] == ["the new target 'paris' equals the current answer"]
+    assert not at.metric
+
+
+def test_absurd_hyper_parameter_is_a_clear_error():
+    at = edit_page()
+    free_form(at, "The Louvre", "The Louvre is located in", "Paris", "London")
+    set_tiny_memit(at)
+    at.number_input(key="edit_hp_memit_v_lr").set_value(-3.0)
+    run(at)
+    assert any("v_lr must be >=" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_prompt_over_the_context_length_is_a_clear_error():
+    at = edit_page()
+    free_form(at, "The Louvre", "The Louvre is located in " + "very " * 200, "Paris", "London")
+    set_tiny_memit(at)
+    run(at)
+    assert any("over" in e.value and "limit" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_two_sessions_editing_at_once_each_see_only_their_own_edit():
+    lm = h.shared_lm("tiny-gpt2")
+    before = lm.digest()
+    facts = {"a": ("The Colosseum", "The Colosseum is in", "Rome", "Tokyo"),
+             "b": ("Big Ben", "Big Ben stands in", "London", "Berlin")}
+    sessions, errors = {}, []
+    # Widgets are set up one session at a time; the two runs (edit + evaluation) then overlap.
+    for name in facts:
+        at = edit_page()
+        free_form(at, *facts[name])
+        set_tiny_memit(at)
+        sessions[name] = at
+
+    def session(name):
+        try:
+            run(sessions[name])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=session, args=(n,)) for n in facts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    for name, (subject, _prompt, _old, new) in facts.items():
+        at = sessions[name]
+        assert not at.error, [e.value for e in at.error]
+        result = at.session_state["edit_result"]
+        assert result["request"]["target_new"] == new
+        assert subject in result["request"]["prompt"]
+        other = facts["b" if name == "a" else "a"]
+        assert other[0] not in shown_text(at)
+    assert lm.digest() == before
