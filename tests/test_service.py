@@ -65,8 +65,15 @@ def test_word_diff_marks_only_changed_words():
 
 
 def test_scorecard_reads_nested_reports_and_leaves_missing_values_empty():
-    card = service.scorecard({"report": {"counterfact": {"efficacy": {"mean": 1.0}}}, "seconds": {"edit": 2.5}})
-    assert card["efficacy"] == 1.0 and card["seconds"] == 2.5 and card["nkl"] is None
+    report = {"families": {"counterfact": {"es": {"mean": 1.0, "n": 1}, "ps": {"mean": 0.0, "n": 0}},
+                           "portability": {"a": {"token_acc": {"mean": 1.0, "n": 1}},
+                                           "b": {"token_acc": {"mean": 0.0, "n": 3}}}},
+              "counterfact_pre": {"es": {"mean": 0.0, "n": 1}}}
+    card = service.scorecard({"report": report, "seconds": {"edit": 2.5}})
+    assert card["efficacy"] == 1.0 and card["efficacy_pre"] == 0.0 and card["seconds"] == 2.5
+    assert card["generalisation"] is None  # no paraphrases: no number, not a zero
+    assert card["nkl"] is None
+    assert card["portability"] == 0.25  # pooled over probes, not a mean of set means
 
 
 def test_chart_builders_take_plain_rows():
