@@ -151,7 +151,13 @@ def test_check_model_reports_per_prompt_results(monkeypatch, facts, tmp_path):
     def fake_greedy(lm, prompts, max_new_tokens=8, batch_size=16):
         return [" Athens, Greece" if "Acropolis" in p else " nowhere" for p in prompts]
 
+    def fake_scores(lm, prompts, targets, batch_size=16):
+        # The model "knows" Athens for the Acropolis and nothing else.
+        return [text.TargetScore([-0.1, -0.1], [("Acropolis" in p and t == "Athens")] * 2)
+                for p, t in zip(prompts, targets)]
+
     monkeypatch.setattr(text, "greedy", fake_greedy)
+    monkeypatch.setattr(text, "score_targets", fake_scores)
     report = catalog.check_model(ScriptedLM(), cases)
     assert report["summary"]["facts"] == 3
     first = report["facts"]["P276:acropolis"]
@@ -169,7 +175,8 @@ def test_check_on_tiny_model_runs_end_to_end(facts):
 
     report = catalog.check_model(tiny_lm("gpt2"), facts[:2], max_new_tokens=2)
     assert report["summary"]["facts"] == 2
-    assert all(isinstance(p["output"], str) for e in report["facts"].values() for p in e["prompts"])
+    assert all(isinstance(p["correct"], bool) for e in report["facts"].values() for p in e["prompts"])
+    assert all(isinstance(e["prompts"][0]["output"], str) for e in report["facts"].values())
 
 
 @pytest.mark.parametrize("model", ["gemma-3-270m", "smollm2-135m"])
