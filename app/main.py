@@ -22,15 +22,6 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 
 st.set_page_config(page_title="EditScope", page_icon="🔬", layout="wide")
 
-PAGES = [
-    st.Page(ROOT / "pages" / "edit.py", title="Edit a fact", icon="✏️", url_path="edit", default=True),
-    st.Page(ROOT / "pages" / "compare.py", title="Compare methods", icon="⚖️", url_path="compare"),
-    st.Page(ROOT / "pages" / "sequential.py", title="Sequential edits", icon="📈", url_path="sequential"),
-    st.Page(ROOT / "pages" / "pitfalls.py", title="Pitfall benchmarks", icon="🕳️", url_path="pitfalls"),
-    st.Page(ROOT / "pages" / "methods.py", title="Methods & metrics", icon="📖", url_path=ui.METHODS_PAGE),
-    st.Page(ROOT / "pages" / "generate.py", title="Generate", icon="💬", url_path="generate"),
-]
-
-nav = st.navigation(PAGES)
+nav = st.navigation([ui.page(name) for name in ui.PAGES])
 ui.sidebar_model_picker()
 nav.run()

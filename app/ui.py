@@ -11,6 +11,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -23,6 +24,24 @@ log = logging.getLogger("editscope.app")
 MODEL_KEY = "model_name"
 OTHER_MODEL = "other (local path or hub id)…"
 METHODS_PAGE = "methods"  # url_path of the Methods & metrics page (anchors link into it)
+
+PAGES_DIR = Path(__file__).resolve().parents[1] / "pages"
+# url_path -> (file, title, icon); the order is the sidebar's.
+PAGES = {
+    "edit": ("edit.py", "Edit a fact", "✏️"),
+    "compare": ("compare.py", "Compare methods", "⚖️"),
+    "sequential": ("sequential.py", "Sequential edits", "📈"),
+    "pitfalls": ("pitfalls.py", "Pitfall benchmarks", "🕳️"),
+    METHODS_PAGE: ("methods.py", "Methods & metrics", "📖"),
+    "generate": ("generate.py", "Generate", "💬"),
+}
+
+
+def page(url_path: str):
+    """The st.Page for one of our pages (the same definition the router uses, so switch_page finds it)."""
+    file, title, icon = PAGES[url_path]
+    return st.Page(PAGES_DIR / file, title=title, icon=icon, url_path=url_path, default=url_path == "edit")
+
 
 # label, one-line help, anchor on the Methods & metrics page
 METRIC_HELP: dict[str, tuple[str, str, str]] = {

@@ -15,6 +15,12 @@ from editcore import service
 SOURCES = ("Catalog", "Benchmark", "Free-form")
 
 
+def copyable(prefix: str) -> tuple[str, ...]:
+    """Key prefixes of the fact-picker and hyper-parameter widgets (to carry a choice to another page)."""
+    return tuple(f"{prefix}_{k}" for k in ("source", "search", "known", "fact", "target", "bench", "prompt",
+                                           "subject", "old", "new", "hp_"))
+
+
 def fact_picker(prefix: str, lm) -> tuple[dict | None, int]:
     """Choose a fact and a new target. Returns ``(case spec or None, target index)``."""
     source = st.radio("Fact from", SOURCES, horizontal=True, key=f"{prefix}_source")

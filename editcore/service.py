@@ -273,29 +273,28 @@ def catalog_entries(lm=None, known_only: bool = False, query: str = "") -> list[
     return out
 
 
+# Benchmarks that hold other kinds of cases (multi-hop, conflicts, round trips) are for the pitfall page.
+# Downstream task sets (PIQA, SST-2, ...) are not edits at all.
+_NOT_SINGLE_FACT = ("mquake", "conflictedit", "roundedit", "ripple_edits", "piqa", "sst2", "gsm8k", "nq_open",
+                    "samsum")
+
+
 def benchmark_names() -> list[str]:
-    """Public benchmarks that :mod:`editcore.benchmarks` can read from the local data folder."""
+    """Single-fact public benchmarks whose local file is present (editcore.benchmarks)."""
     bench = _optional("benchmarks")
     if bench is None:
         return []
-    for fn in ("available", "names", "list_benchmarks"):
-        if callable(getattr(bench, fn, None)):
-            return list(getattr(bench, fn)())
-    return []
+    data = paths.shared_data()
+    return [name for name, b in bench.BENCHMARKS.items()
+            if name not in _NOT_SINGLE_FACT and (data / b.default).is_file()]
 
 
 def benchmark_cases(name: str, limit: int = 50, path: str | None = None) -> list[Case]:
     bench = _optional("benchmarks")
     if bench is None:
-        raise EditScopeError("benchmark loaders (editcore.benchmarks) are not installed yet")
-    for fn in ("load", "load_benchmark", "load_cases"):
-        if callable(getattr(bench, fn, None)):
-            kwargs = {"limit": int(limit)}
-            if path:
-                kwargs["path"] = path
-            cases = getattr(bench, fn)(name, **kwargs)
-            return [c for c in cases if isinstance(c, Case)][: int(limit)]
-    raise EditScopeError("editcore.benchmarks has no loader function this dashboard knows")
+        raise EditScopeError("benchmark loaders (editcore.benchmarks) are not installed")
+    cases = bench.load_benchmark(name, path=path or None, limit=int(limit))
+    return [c for c in cases if isinstance(c, Case)]
 
 
 def benchmark_entries(name: str, limit: int = 50, path: str | None = None) -> list[dict]:
@@ -793,3 +792,108 @@ def sequential_run(lm, cfg: dict, progress: Progress | None = None, on_update: C
 
 def _same(a: str, b: str) -> bool:
     return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+
+
+# ==== pitfall benchmarks (Li et al. 2024) =========================================================
+PITFALL_SOURCES = {
+    "conflicts (catalog)": "ConflictEdit-style reverse / composite / coverage pairs from the built-in catalog",
+    "round trips (catalog)": "RoundEdit-style o → o' → o from the built-in catalog",
+    "conflictedit (public)": "ConflictEdit files from a local folder (reverse_edit / composite_edit / coverage_edit)",
+    "roundedit (public)": "RoundEdit easy / hard file from a local path",
+}
+CONFLICT_TYPES = ("reverse", "composite", "coverage")
+
+
+def _pitfall_cases(source: str, n: int, path: str | None) -> list:
+    from . import catalog
+
+    if source == "conflicts (catalog)":
+        cases = catalog.load_conflicts()
+    elif source == "round trips (catalog)":
+        cases = catalog.load_roundtrips()
+    elif source in ("conflictedit (public)", "roundedit (public)"):
+        bench = _optional("benchmarks")
+        name = source.split(" ")[0]
+        if bench is None:
+            raise EditScopeError("benchmark loaders (editcore.benchmarks) are not installed")
+        if name == "conflictedit" and path and Path(path).is_dir():
+            cases = []
+            for t in CONFLICT_TYPES:
+                f = Path(path) / f"{t}_edit.json"
+                if f.is_file():
+                    cases += bench.load_benchmark(name, path=str(f), limit=n)[:n]
+            if not cases:
+                raise InputError(f"no reverse_edit/composite_edit/coverage_edit.json in {path}")
+            return cases
+        cases = bench.load_benchmark(name, path=path or None, limit=n)
+    else:
+        raise InputError(f"unknown pitfall benchmark {source!r}")
+    if source.startswith("conflict"):
+        # n cases of each conflict type, so every column of Table 3 is filled alike.
+        return [c for t in CONFLICT_TYPES for c in [c for c in cases if c.type == t][:n]]
+    return list(cases)[:n]
+
+
+def pitfall_run(lm, sources: list[str], methods: list[str], n_cases: int, path: str | None = None,
+                overrides: dict | None = None, progress: Progress | None = None, use_cache: bool = True) -> dict:
+    """Run ConflictEdit / RoundEdit evaluations (metrics.conflicts) for every method; returns the rows of
+    the survey's Table 3 (CS, CM, TFD per conflict type) and Table 4 (Succ, D, IR, FR)."""
+    from .metrics import conflicts as cm
+
+    if not sources or not methods:
+        raise InputError("choose at least one benchmark and one method")
+    if not 1 <= int(n_cases) <= 200:
+        raise InputError("the number of cases must be between 1 and 200")
+    cache = default_cache()
+    jobs = [(s, m) for s in sources for m in methods]
+    table3, table4 = [], []
+    for ji, (source, name) in enumerate(jobs):
+        m, hp, hp_dict = _method_and_hparams(name, lm.name, (overrides or {}).get(name))
+        cases = _pitfall_cases(source, int(n_cases), path)
+        key = make_key(kind="pitfall", fingerprint=lm.fingerprint, method=m.name, method_version=str(m.version),
+                       hparams=hp_dict, case=[c.to_dict() for c in cases], extra={"source": source})
+        hit = cache.get(key) if use_cache else None
+        if hit is None:
+            def patch_of(lm_, req, _m=m, _hp=hp):
+                return _m.compute(lm_, [req], _hp, None).patch
+
+            outcomes = []
+            with _exclusive(lm, progress):
+                for ci, case in enumerate(cases):
+                    _report(progress, f"[{name}] {source}: case {ci + 1}/{len(cases)}",
+                            (ji + ci / max(len(cases), 1)) / len(jobs))
+                    if source.startswith("conflict"):
+                        outcomes.append(cm.run_conflict(lm, cm.conflict_spec_from_case(case), patch_of))
+                    else:
+                        outcomes.append(cm.run_roundtrip(lm, cm.round_spec_from_case(case), patch_of))
+            if source.startswith("conflict"):
+                hit = {"kind": "conflict", "by_type": {t: cm.ConflictSummary([o for o in outcomes if o.type == t])
+                                                       .to_dict() for t in CONFLICT_TYPES}}
+            else:
+                hit = {"kind": "round", "summary": cm.RoundSummary(outcomes).to_dict()}
+            hit = cache.put(key, _jsonable(hit))
+        if hit["kind"] == "conflict":
+            row = {"method": name, "benchmark": source}
+            for t in CONFLICT_TYPES:
+                summ = hit["by_type"][t]
+                row[f"{t} n"] = len(summ["outcomes"])
+                row[f"{t} CS"] = _mean(summ["cs"])
+                row[f"{t} CM"] = _mean(summ["cm"])
+                if t == "composite":
+                    row[f"{t} TFD"] = _mean(summ["tfd"])
+            table3.append(row)
+        else:
+            summ = hit["summary"]
+            table4.append({"method": name, "benchmark": source, "n": len(summ["outcomes"]),
+                           "Succ": _mean(summ["success"]), "D (JS, nats)": _mean(summ["distortion"]),
+                           "IR": _mean(summ["ir"]), "FR": _mean(summ["fr"])})
+    _report(progress, "done", 1.0)
+    return {"table3": table3, "table4": table4, "model": lm.name,
+            "published_gptj": PUBLISHED_GPTJ}
+
+
+# The survey's GPT-J rows (Li et al. 2024, Tables 3 and 4). The exact published values could not be read
+# from any source available while this was written (the repository shows the tables only as images), so
+# the column stays empty rather than holding numbers from memory.
+PUBLISHED_GPTJ: dict = {"table3": {}, "table4": {},
+                        "note": "published GPT-J numbers not available offline; see Li et al. 2024, Tables 3-4"}

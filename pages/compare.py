@@ -1,4 +1,53 @@
-"""placeholder (page under construction)."""
+"""Compare methods: one fact, several methods, every metric side by side."""
+
 import streamlit as st
 
-st.info("This page is being built.")
+from app import ui, widgets
+from editcore import charts, service
+
+st.title("Compare methods")
+
+lm = ui.current_lm()
+spec, target_index = widgets.fact_picker("cmp", lm)
+methods = [m["name"] for m in (ui.call(service.list_methods) or [])]
+if not methods:
+    st.info("No editing method is installed yet.")
+    st.stop()
+st.markdown("**Methods**")
+cols = st.columns(len(methods))
+chosen = [name for col, name in zip(cols, methods)
+          if col.checkbox(name, value=name in ("rome", "memit", "ft_l"), key=f"cmp_m_{name}")]
+overrides = {name: widgets.hparam_editor("cmp", name, lm.name) for name in chosen}
+run = st.button("Compare", key="cmp_run", type="primary")
+
+if run and spec is not None and all(v is not None for v in overrides.values()):
+    with ui.status_box(f"Running {len(chosen)} methods") as progress:
+        st.session_state["cmp_result"] = ui.call(service.compare_methods, lm, spec, chosen, overrides,
+                                                 target_index, progress)
+        st.session_state["cmp_spec"] = (spec, target_index)
+result = st.session_state.get("cmp_result")
+if not result:
+    st.info("Choose a fact and some methods, then press **Compare**. Each run is cached, so the detailed "
+            "view of a method opens instantly.")
+    st.stop()
+
+metrics = [m for m in service.SCORECARD]
+table = [{"method": r["method"], **{label: r.get(key) for key, label, _h in metrics}} for r in result["rows"]]
+st.dataframe(table, hide_index=True, key="cmp_table")
+c1, c2 = st.columns(2)
+with c1:
+    st.plotly_chart(charts.compare_heatmap(result["rows"], metrics), key="cmp_heat")
+with c2:
+    rates = [m for m in metrics if m[0] in ("efficacy", "generalisation", "neighbourhood", "portability")]
+    st.plotly_chart(charts.compare_radar(result["rows"], rates), key="cmp_radar")
+
+st.markdown("**Detailed view of one method** (opens the Edit page with the same fact, method and settings)")
+bcols = st.columns(max(len(result["rows"]), 1))
+for col, row in zip(bcols, result["rows"]):
+    if col.button(f"details: {row['method']}", key=f"cmp_detail_{row['method']}"):
+        # Copy this page's fact and hyper-parameter widgets onto the Edit page's keys.
+        copied = {"edit" + k[len("cmp"):]: v for k, v in st.session_state.items()
+                  if isinstance(k, str) and k.startswith(widgets.copyable("cmp"))}
+        copied["edit_method"] = row["method"]
+        st.session_state["edit_prefill"] = {"widgets": copied}
+        st.switch_page(ui.page("edit"))

@@ -28,18 +28,22 @@ run = b1.button("Run", key="seq_run", type="primary")
 b2.button("Stop", key="seq_stop", help="Stops between edits; what was measured so far is kept.")
 
 cfg = ui.call(service.sequential_config, chosen, int(n_edits), source, int(seed), min(int(every), int(n_edits)),
-              None, known)
+              st.session_state.get("seq_overrides"), known)
 if cfg is None:
     st.stop()
 
 chart_slots = {key: st.empty() for key in service.SEQ_CURVES}
 
 
+draws = [0]  # live redraws replace the charts in place; each redraw needs fresh element keys
+
+
 def draw(result: dict) -> None:
+    draws[0] += 1
     runs = {name: r["points"] for name, r in result["runs"].items()}
     for key, (label, log_y) in service.SEQ_CURVES.items():
         if any(p.get(key) is not None for pts in runs.values() for p in pts):
-            chart_slots[key].plotly_chart(charts.curves(runs, key, label, log_y=log_y))
+            chart_slots[key].plotly_chart(charts.curves(runs, key, label, log_y=log_y), key=f"seq_{key}_{draws[0]}")
 
 
 if run:

@@ -1,0 +1,93 @@
+"""AppTests for the Compare, Sequential, Pitfalls and Methods pages on a tiny random model."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import app_harness as h
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tiny(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        h.tiny_env(mp, tmp_path_factory.mktemp("pages"))
+        yield
+
+
+def open_page(name: str) -> AppTest:
+    at = h.app()
+    at.switch_page(h.page(name)).run(timeout=h.TIMEOUT)
+    assert not at.exception, at.exception
+    return at
+
+
+def tiny_memit(at: AppTest, prefix: str) -> None:
+    at.text_input(key=f"{prefix}_hp_memit_layers").set_value("[1, 2]")
+    at.number_input(key=f"{prefix}_hp_memit_stats_samples").set_value(2000)
+
+
+def test_compare_table_charts_and_details_link():
+    at = open_page("compare")
+    for cb in at.checkbox:
+        if cb.key.startswith("cmp_m_"):
+            cb.set_value(cb.key == "cmp_m_memit")
+    at.text_input(key="cmp_search").set_value("Louvre").run(timeout=h.TIMEOUT)
+    tiny_memit(at, "cmp")
+    at.button(key="cmp_run").click().run(timeout=h.TIMEOUT)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    table = at.dataframe[0].value
+    assert list(table["method"]) == ["memit"] and table["Seconds"].iloc[0] > 0
+    assert len(at.get("plotly_chart")) == 2
+    at.button(key="cmp_detail_memit").click().run(timeout=h.TIMEOUT)
+    assert not at.exception, at.exception
+    # The Edit page opened with the same fact and method, straight from the results cache.
+    assert at.session_state["edit_result"]["method"]["name"] == "memit"
+    assert "Louvre" in at.session_state["edit_result"]["request"]["prompt"]
+    assert any("from the results cache" in c.value for c in at.caption)
+
+
+def test_sequential_run_draws_curves_and_a_reload_shows_the_stored_run():
+    at = open_page("sequential")
+    at.multiselect(key="seq_methods").set_value(["memit"])
+    at.number_input(key="seq_n").set_value(3)
+    at.number_input(key="seq_every").set_value(1)
+    at.run(timeout=h.TIMEOUT)
+    # the tiny hyper-parameters go through the run config's overrides (no editor on this page)
+    at.session_state["seq_overrides"] = {"memit": {"layers": [1, 2], "stats_samples": 2000}}
+    at.button(key="seq_run").click().run(timeout=h.TIMEOUT)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) >= 3  # retention, locality, drift (+ perplexity when measured)
+    assert any("complete" in m.value for m in at.markdown)
+    again = open_page("sequential")
+    again.session_state["seq_overrides"] = {"memit": {"layers": [1, 2], "stats_samples": 2000}}
+    again.multiselect(key="seq_methods").set_value(["memit"])
+    again.number_input(key="seq_n").set_value(3)
+    again.number_input(key="seq_every").set_value(1).run(timeout=h.TIMEOUT)
+    assert any("stored result" in c.value for c in again.caption)
+    assert len(again.get("plotly_chart")) >= 3
+
+
+def test_pitfalls_tables_with_an_empty_published_column():
+    at = open_page("pitfalls")
+    at.multiselect(key="pit_methods").set_value(["memit"])
+    at.number_input(key="pit_n").set_value(1)
+    at.session_state["pit_overrides"] = {"memit": {"layers": [1, 2], "stats_samples": 2000}}
+    at.button(key="pit_run").click().run(timeout=h.TIMEOUT)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    t3 = at.dataframe[0].value
+    assert {"reverse CS", "composite TFD", "coverage CM"} <= set(t3.columns)
+    assert t3["published GPT-J (Li et al. 2024)"].isna().all()
+    t4 = at.dataframe[1].value
+    assert {"Succ", "IR", "FR"} <= set(t4.columns)
+    assert 0.0 <= t4["Succ"].iloc[0] <= 1.0
+
+
+def test_methods_page_has_an_anchor_for_every_metric_link():
+    from app import ui
+
+    at = open_page("methods")
+    anchors = {hd.proto.anchor for hd in at.header}
+    assert {anchor for _label, _text, anchor in ui.METRIC_HELP.values()} <= anchors
+    assert len(at.latex) >= 4
