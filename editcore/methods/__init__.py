@@ -8,6 +8,9 @@ from ..errors import InputError
 
 # name -> module that defines ``METHOD``. Add a line here when a method lands.
 _MODULES: dict[str, str] = {
+    "ft": "editcore.methods.ft",
+    "ft_l": "editcore.methods.ft_l",
+    "kn": "editcore.methods.kn",
     "memit": "editcore.methods.memit",
     "rome": "editcore.methods.rome",
 }
