@@ -99,7 +99,6 @@ def test_batch_restores_model_and_touches_each_layer(corpus):
 @pytest.mark.parametrize("override, message", [
     ({"layers": [0, 99]}, "out of range"),
     ({"mom2_update_weight": math.nan}, "finite"),
-    ({"layers": []}, "at least one layer"),
     ({"bogus": 1}, "unknown hyper-parameter"),
 ])
 def test_bad_hparams(override, message, corpus):

@@ -48,7 +48,7 @@ _BOOL = (True, False)
 
 @dataclass(frozen=True)
 class Hparams:
-    layers: tuple[int, ...] = hparam((3, 4, 5, 6, 7, 8), lo=0, hi=1023, help="layers R whose MLPs are edited")
+    layers: tuple[int, ...] = hparam((), lo=0, hi=1023, help="layers R whose MLPs are edited; () = auto")
     v_num_grad_steps: int = hparam(25, lo=1, hi=1000, help="max Adam steps for z*")
     v_lr: float = hparam(0.5, lo=1e-6, hi=100.0, help="Adam learning rate for z*")
     v_weight_decay: float = hparam(0.5, lo=0.0, hi=1e6, help="weight of ||delta|| / ||z_init||^2")
@@ -63,6 +63,15 @@ class Hparams:
     mom2_update_weight: float = hparam(15000.0, lo=0.0, hi=1e9, help="lambda, the weight of C")
     stats_samples: int = hparam(stats.DEFAULT_TOKENS, lo=0, hi=10**9, help="tokens for C; 0 = identity")
     stats_corpus: str = hparam("auto", help="'auto', 'model', 'hf:<dataset>' or a local text file")
+
+
+def auto_layers(lm) -> list[int]:
+    """Default range for models without a sweep: five layers ending where ROME's automatic layer is
+    (MEMIT's GPT-J range 3..8 of 28 layers ends at ROME's critical layer in the same way)."""
+    from .rome import auto_layer
+
+    top = auto_layer(lm)
+    return list(range(max(0, top - 4), top + 1))
 
 
 def memit_update(residual: torch.Tensor, keys: torch.Tensor, cov: torch.Tensor | None, lam: float) -> torch.Tensor:
@@ -91,9 +100,7 @@ class _Memit:
         if not requests:
             raise InputError("no edit requests")
         reqs = [validate_request(lm, r) for r in requests]
-        if not hp.layers:
-            raise InputError("MEMIT needs at least one layer")
-        layers = sorted({lm.adapter.check_layer(int(x)) for x in hp.layers})
+        layers = sorted({lm.adapter.check_layer(int(x)) for x in hp.layers}) if hp.layers else auto_layers(lm)
         with lm.lock:
             return self._compute(lm, reqs, layers, hp, progress, t0)
 

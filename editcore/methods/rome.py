@@ -51,7 +51,7 @@ _BOOL = (True, False)
 
 @dataclass(frozen=True)
 class Hparams:
-    layer: int = hparam(5, lo=0, hi=1023, help="layer whose MLP output projection is edited")
+    layer: int = hparam(-1, lo=-1, hi=1023, help="layer whose MLP output projection is edited; -1 = auto")
     v_num_grad_steps: int = hparam(20, lo=1, hi=1000, help="max Adam steps for v*")
     v_lr: float = hparam(0.5, lo=1e-6, hi=100.0, help="Adam learning rate for v*")
     v_weight_decay: float = hparam(0.5, lo=0.0, hi=1e6, help="weight of ||delta|| / ||v_init||^2")
@@ -66,6 +66,12 @@ class Hparams:
     stats_samples: int = hparam(stats.DEFAULT_TOKENS, lo=0, hi=10**9, help="tokens for C; 0 = identity")
     stats_corpus: str = hparam("auto", help="'auto', 'model', 'hf:<dataset>' or a local text file")
     consistent_keys: bool = hparam(False, choices=_BOOL, help="r-ROME: use k* in the update too")
+
+
+def auto_layer(lm) -> int:
+    """Default layer for models without a sweep: a third of the way up (ROME's GPT-2 XL layer is 17 of 48,
+    its GPT-J layer 5 of 28; the bundled models' layers come from sweeps in ``editcore/hparams/rome``)."""
+    return max(0, round(lm.adapter.n_layers / 3) - 1)
 
 
 def rank_one_update(weight: torch.Tensor, c_inv_k: torch.Tensor, key: torch.Tensor, v_target: torch.Tensor,
@@ -93,7 +99,7 @@ class _Rome:
         if len(requests) != 1:
             raise InputError(f"ROME edits one fact at a time (got {len(requests)}); use MEMIT for batches")
         req = validate_request(lm, requests[0])
-        layer = lm.adapter.check_layer(hp.layer)
+        layer = lm.adapter.check_layer(auto_layer(lm) if hp.layer == -1 else hp.layer)
         with lm.lock:
             return self._compute(lm, req, layer, hp, progress, t0)
 

@@ -1,0 +1,345 @@
+"""Speed and quality bench of the registered editing methods on the bundled models, and layer sweeps.
+
+Quality numbers (CounterFact-style, on catalog facts the model knows):
+
+* **success**: every token of the new target is the top-1 choice after the edit prompt (teacher-forced),
+  i.e. greedy decoding starts with the new target;
+* **efficacy**: ``P(new) > P(old)`` on the edit prompt (CounterFact's efficacy score);
+* **neighbourhood score**: fraction of neighbourhood prompts where ``P(old answer) > P(new target)`` after
+  the edit (CounterFact's NS; 1 is perfect locality).
+
+Timing is wall-clock seconds of ``method.compute`` with statistics already cached (their one-off cost is
+reported separately). Peak memory is the process's peak resident set size (``ru_maxrss``; it includes the
+loaded model) and, on CUDA, ``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .errors import EditScopeError, InputError
+from .types import Request
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+BENCH_MODELS = ("gemma-3-270m", "smollm2-135m")
+
+
+@dataclass
+class Fact:
+    id: str
+    request: Request
+    neighbours: tuple[tuple[str, str], ...]  # (prompt, old answer)
+
+
+def known_facts(lm, n: int, exclude: Sequence[str] = ()) -> list[Fact]:
+    """``n`` catalog facts whose old answer the model gives (teacher-forced top-1), spread round-robin over
+    relations in catalog order, so the pick is deterministic."""
+    from .catalog import load_catalog
+    from .text import score_targets
+
+    by_rel: dict[str, list] = {}
+    for case in load_catalog():
+        if case.id not in exclude and case.neighbourhood:
+            by_rel.setdefault(case.relation_id, []).append(case)
+    order = []
+    queues = list(by_rel.values())
+    while any(queues):
+        for q in queues:
+            if q:
+                order.append(q.pop(0))
+    picked: list[Fact] = []
+    for start in range(0, len(order), 32):
+        chunk = order[start:start + 32]
+        with lm.scope():
+            scores = score_targets(lm, [c.edit_prompt for c in chunk], [c.target_true for c in chunk])
+        for case, sc in zip(chunk, scores):
+            if all(sc.token_correct):
+                picked.append(Fact(case.id, case.request(0),
+                                   tuple((p.prompt, p.answer) for p in case.neighbourhood)))
+                if len(picked) == n:
+                    return picked
+    if len(picked) < n:
+        log.warning("only %d known facts found for %s (wanted %d)", len(picked), lm.name, n)
+    return picked
+
+
+def judge(lm, facts: Sequence[Fact]) -> list[dict]:
+    """Quality of the model *as it is now* (call inside a scope with the edit applied)."""
+    from .text import score_targets
+
+    out = []
+    for f in facts:
+        r = f.request
+        prompts = [r.text, r.text] + [p for p, _ in f.neighbours for _ in range(2)]
+        targets = [r.target_new, r.target_true] + [t for _, a in f.neighbours for t in (a, r.target_new)]
+        sc = score_targets(lm, prompts, targets)
+        nb = [sc[i].logprob > sc[i + 1].logprob for i in range(2, len(sc), 2)]
+        out.append({"fact": f.id, "success": all(sc[0].token_correct), "efficacy": sc[0].logprob > sc[1].logprob,
+                    "p_new": float(torch.tensor(sc[0].logprob).exp()),
+                    "neighbourhood": sum(nb) / len(nb) if nb else float("nan")})
+    return out
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+
+
+def run_method(lm, method, hp, facts: Sequence[Fact], batch: bool | None = None) -> dict:
+    """Edit each fact alone (or all at once for batched methods) and judge it; the model is restored."""
+    batch = method.batched if batch is None else batch
+    groups = [list(facts)] if batch else [[f] for f in facts]
+    times, judged, diags = [], [], []
+    if lm.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(lm.device)
+    for group in groups:
+        with lm.scope() as s:
+            t0 = time.perf_counter()
+            edit = method.compute(lm, [f.request for f in group], hp)
+            times.append(time.perf_counter() - t0)
+            s.apply(edit.patch)
+            judged.extend(judge(lm, group))
+        diags.append({k: v for k, v in edit.diagnostics.items() if isinstance(v, (int, float, bool))})
+    n = len(judged)
+    res = {
+        "method": method.name, "n_facts": n, "batched": batch,
+        "seconds_median": statistics.median(times), "seconds_min": min(times), "seconds_max": max(times),
+        "seconds_per_edit": sum(times) / n if n else float("nan"),
+        "success": sum(j["success"] for j in judged) / n, "efficacy": sum(j["efficacy"] for j in judged) / n,
+        "neighbourhood": sum(j["neighbourhood"] for j in judged) / n,
+        "steps_mean": statistics.mean(d.get("steps", 0) for d in diags),
+        "peak_rss_mb": peak_rss_mb(), "per_fact": judged,
+    }
+    if lm.device.type == "cuda":
+        res["cuda_peak_mb"] = torch.cuda.max_memory_allocated(lm.device) / 2**20
+    return res
+
+
+def sweep_layers(lm, method_name: str, layer_sets: Sequence, facts: Sequence[Fact], overrides: dict,
+                 progress: Progress | None = None) -> list[dict]:
+    """One row per layer (ROME) or layer range (MEMIT): success, efficacy, neighbourhood score, seconds."""
+    from .methods import get_method
+    from .methods.base import load_hparams
+
+    method = get_method(method_name)
+    rows = []
+    for i, layers in enumerate(layer_sets):
+        key = "layers" if method_name == "memit" else "layer"
+        hp = load_hparams(method_name, method.Hparams, lm.name, {**overrides, key: layers})
+        r = run_method(lm, method, hp, facts, batch=False)
+        rows.append({key: layers, **{k: r[k] for k in ("success", "efficacy", "neighbourhood", "seconds_median",
+                                                          "steps_mean")}})
+        if progress:
+            progress(f"{method_name} sweep {layers}", (i + 1) / len(layer_sets))
+        log.info("sweep %s %s: %s", method_name, layers, rows[-1])
+    return rows
+
+
+def environment(lm=None) -> dict:
+    env = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "cpus": os.cpu_count(), "machine": platform.machine(),
+           "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    if lm is not None:
+        env.update(device=str(lm.device), dtype=str(lm.dtype))
+    return env
+
+
+def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None, methods: Sequence[str],
+                extras: bool, progress: Progress | None = None) -> dict:
+    from .methods import get_method, stats
+    from .methods.base import load_hparams
+    from .models import load_model
+
+    t0 = time.perf_counter()
+    lm = load_model(name)
+    out: dict = {"model": name, "load_seconds": time.perf_counter() - t0, "environment": environment(lm)}
+    facts = known_facts(lm, facts_n)
+    out["facts"] = [f.id for f in facts]
+    common = {"stats_samples": stats_samples, "stats_corpus": corpus or "auto"}
+
+    # Statistics first, timed on their own (the layers the default ROME/MEMIT hyper-parameters use).
+    layers = set()
+    for mname in ("rome", "memit"):
+        if mname in methods:
+            hp = load_hparams(mname, get_method(mname).Hparams, name, common)
+            layers.update(hp.layers if mname == "memit" else [hp.layer])
+    layers = sorted(_resolve_layers(lm, layers))
+    t = time.perf_counter()
+    stats.second_moments(lm, layers, stats_samples, corpus, progress)
+    out["stats"] = {"layers": layers, "tokens": stats_samples, "corpus": stats.resolve_corpus(corpus),
+                    "seconds_total": time.perf_counter() - t,
+                    "seconds_per_layer_when_computed": {
+                        str(layer): float((stats.cached_info(lm, layer, stats_samples, corpus) or {}).get("seconds",
+                                                                                                        "nan"))
+                        for layer in layers}}
+
+    out["methods"] = {}
+    for mname in methods:
+        method = get_method(mname)
+        overrides = common if {"stats_samples", "stats_corpus"} <= set(method.Hparams.__dataclass_fields__) else {}
+        try:
+            hp = load_hparams(mname, method.Hparams, name, overrides)
+            out["methods"][mname] = run_method(lm, method, hp, facts)
+        except EditScopeError as exc:
+            out["methods"][mname] = {"error": str(exc)}
+        log.info("%s %s: %s", name, mname, {k: v for k, v in out["methods"][mname].items() if k != "per_fact"})
+
+    if extras and "rome" in methods:
+        out["speedups"] = _speedups(lm, facts[:3], common)
+        out["stats_sweep"] = _stats_sweep(lm, facts, corpus, sorted({0, 2048, 8192, stats_samples}))
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def _resolve_layers(lm, layers) -> list[int]:
+    from .methods.memit import auto_layers
+    from .methods.rome import auto_layer
+
+    out = set()
+    for layer in layers:
+        out.update([auto_layer(lm)] if layer == -1 else [layer])
+    return sorted(out) or auto_layers(lm)
+
+
+def _speedups(lm, facts, common) -> list[dict]:
+    """ROME's seconds per edit with each speed-up switched off, on the same facts (statistics cached)."""
+    from .methods import _common, get_method
+    from .methods.base import load_hparams
+
+    rome = get_method("rome")
+    variants = [
+        ("EditScope defaults", {}, True),
+        ("no block replay (full forward every step)", {}, False),
+        ("no early stop at P(target)>=0.9 (ROME's loss<0.05 rule only)", {"v_stop_prob": 1.0}, True),
+        ("ROME's 20 context prefixes instead of 5", {"context_prefixes": 20, "context_tokens": 10}, True),
+    ]
+    rows = []
+    orig = _common._Replay.__init__
+    for label, ov, replay in variants:
+        hp = load_hparams("rome", rome.Hparams, lm.name, {**common, **ov})
+
+        def no_replay(self, *a, **k):
+            orig(self, *a, **k)
+            self.use_replay = False
+
+        if not replay:
+            _common._Replay.__init__ = no_replay
+        try:
+            r = run_method(lm, rome, hp, facts)
+        finally:
+            _common._Replay.__init__ = orig
+        rows.append({"variant": label, "seconds_median": r["seconds_median"], "success": r["success"],
+                     "steps_mean": r["steps_mean"], "n_facts": r["n_facts"]})
+    return rows
+
+
+def _stats_sweep(lm, facts, corpus, counts) -> list[dict]:
+    from .methods import get_method
+    from .methods.base import load_hparams
+
+    rows = []
+    for name in ("rome", "memit"):
+        method = get_method(name)
+        for n in counts:
+            hp = load_hparams(name, method.Hparams, lm.name, {"stats_samples": n, "stats_corpus": corpus or "auto"})
+            r = run_method(lm, method, hp, facts)
+            rows.append({"method": name, "stats_tokens": n, "success": r["success"], "efficacy": r["efficacy"],
+                         "neighbourhood": r["neighbourhood"], "seconds_median": r["seconds_median"]})
+    return rows
+
+
+# ---- report ---------------------------------------------------------------------------------------------
+def to_markdown(report: dict) -> str:
+    lines = ["# EditScope bench", "",
+             "Generated by `make bench` (`python -m editcore bench --out reports`); numbers are measured, "
+             "not copied. Success = new target top-1 on the edit prompt (teacher-forced, all tokens); efficacy "
+             "= P(new) > P(old); neighbourhood = fraction of neighbourhood prompts where P(old) > P(new) after "
+             "the edit. Seconds: `method.compute` only, statistics cached. Peak RSS includes the loaded model.",
+             ""]
+    env = report.get("environment", {})
+    lines += [f"Environment: {json.dumps(env)}", ""]
+    for m in report["models"]:
+        lines += [f"## {m['model']}", "", f"Facts ({len(m['facts'])}, known by the model): "
+                  + ", ".join(f"`{f}`" for f in m["facts"]), ""]
+        st = m["stats"]
+        lines += [f"Layer statistics: layers {st['layers']}, {st['tokens']} tokens of `{st['corpus']}`; "
+                  f"{st['seconds_total']:.1f}s in this run (0 if cached); seconds per layer when computed: "
+                  f"{st['seconds_per_layer_when_computed']}", ""]
+        lines += ["| method | facts | s/edit median | min | max | success | efficacy | neighbourhood | "
+                  "mean steps | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, r in m["methods"].items():
+            if "error" in r:
+                lines.append(f"| {name} | error: {r['error']} | | | | | | | | |")
+                continue
+            med = r["seconds_median"] / (r["n_facts"] if r["batched"] else 1)
+            lines.append(f"| {name}{' (batch of %d)' % r['n_facts'] if r['batched'] else ''} | {r['n_facts']} | "
+                         f"{med:.2f} | {r['seconds_min']:.2f} | {r['seconds_max']:.2f} | {r['success']:.0%} | "
+                         f"{r['efficacy']:.0%} | {r['neighbourhood']:.2f} | {r['steps_mean']:.1f} | "
+                         f"{r['peak_rss_mb']:.0f} |")
+        lines.append("")
+        lines.append("Batched methods: min/max are the whole batch's seconds; s/edit is batch seconds / facts.")
+        lines.append("")
+        if m.get("speedups"):
+            lines += ["### What bought how much (ROME, same facts, statistics cached)", "",
+                      "| variant | s/edit median | mean steps | success |", "|---|---|---|---|"]
+            for r in m["speedups"]:
+                lines.append(f"| {r['variant']} | {r['seconds_median']:.2f} | {r['steps_mean']:.1f} | "
+                             f"{r['success']:.0%} |")
+            lines.append("")
+        if m.get("stats_sweep"):
+            lines += ["### Statistics sample count (0 = identity covariance)", "",
+                      "| method | tokens | success | efficacy | neighbourhood | s/edit median |",
+                      "|---|---|---|---|---|---|"]
+            for r in m["stats_sweep"]:
+                lines.append(f"| {r['method']} | {r['stats_tokens']} | {r['success']:.0%} | {r['efficacy']:.0%} | "
+                             f"{r['neighbourhood']:.2f} | {r['seconds_median']:.2f} |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def sweep_markdown(model: str, method: str, rows: list[dict], facts: Sequence[Fact], overrides: dict,
+                   env: dict) -> str:
+    key = "layers" if method == "memit" else "layer"
+    lines = [f"# {method.upper()} layer sweep on {model}", "",
+             f"Generated by `python -m editcore bench --sweep {method} --model {model}`. {len(facts)} catalog facts "
+             "the model knows; success = new target top-1 on the edit prompt; efficacy = P(new) > P(old); "
+             "neighbourhood = fraction of neighbourhood prompts with P(old) > P(new) after the edit.",
+             f"Overrides: `{json.dumps(overrides)}`. Environment: `{json.dumps(env)}`.", "",
+             f"| {key} | success | efficacy | neighbourhood | s/edit median | mean steps |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r[key]} | {r['success']:.0%} | {r['efficacy']:.0%} | {r['neighbourhood']:.2f} | "
+                     f"{r['seconds_median']:.2f} | {r['steps_mean']:.1f} |")
+    lines += ["", "Facts: " + ", ".join(f"`{f.id}`" for f in facts), ""]
+    return "\n".join(lines)
+
+
+def run_bench(out_dir, models: Sequence[str] = BENCH_MODELS, facts_n: int = 10, stats_samples: int | None = None,
+              corpus: str | None = None, methods: Sequence[str] | None = None, extras: bool = True,
+              progress: Progress | None = None) -> dict:
+    from pathlib import Path
+
+    from .methods import available, stats
+
+    methods = list(methods or available())
+    if facts_n < 1:
+        raise InputError("the bench needs at least one fact")
+    n = stats.DEFAULT_TOKENS if stats_samples is None else stats_samples
+    report = {"environment": environment(), "models": []}
+    for i, name in enumerate(models):
+        report["models"].append(bench_model(name, facts_n, n, corpus, methods, extras and i == 0, progress))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / "bench.md").write_text(to_markdown(report))
+    return report

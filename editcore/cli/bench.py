@@ -1,0 +1,99 @@
+"""``python -m editcore bench --out reports``: speed and quality of every registered method on the bundled
+models (see :mod:`editcore.bench`); ``--sweep rome|memit --model NAME`` runs a layer sweep instead."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="time and score the editing methods on the bundled models",
+                       description="Writes OUT/bench.json and OUT/bench.md (or, with --sweep, a layer-sweep table).")
+    p.add_argument("--out", default="reports", help="output folder (default: reports)")
+    p.add_argument("--models", nargs="+", default=None, help="models to bench (default: the bundled ones)")
+    p.add_argument("--methods", nargs="+", default=None, help="methods (default: every registered one)")
+    p.add_argument("--facts", type=int, default=10, help="known catalog facts per model (default 10)")
+    p.add_argument("--stats-samples", type=int, default=None, help="tokens for the layer statistics")
+    p.add_argument("--corpus", default=None,
+                   help="statistics corpus: a local text file, 'hf:<dataset>', 'model' or 'auto' (default: "
+                        "../shared/data/wikitext/wiki.test.raw when present, else auto)")
+    p.add_argument("--no-extras", action="store_true", help="skip the speed-up and statistics-count tables")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--sweep", choices=("rome", "memit"), default=None, help="run a layer sweep instead")
+    p.add_argument("--model", default="gemma-3-270m", help="model for --sweep")
+    p.add_argument("--layers", default=None,
+                   help="--sweep candidates: '2,4,6' (ROME) or '2-6,4-8' (MEMIT ranges); default: every 2nd layer")
+    p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="overrides for --sweep")
+    p.set_defaults(func=run)
+
+
+def _default_corpus() -> str | None:
+    from ..paths import shared_data
+
+    wiki = shared_data() / "wikitext" / "wiki.test.raw"
+    return str(wiki) if wiki.is_file() else None
+
+
+def _parse_layers(spec: str | None, method: str, n_layers: int) -> list:
+    if not spec:
+        singles = list(range(1, n_layers - 1, 2))
+        return singles if method == "rome" else [list(range(max(0, x - 4), x + 1)) for x in singles if x >= 4]
+    out = []
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-"))
+                out.append(list(range(lo, hi + 1)))
+            else:
+                out.append(int(part) if method == "rome" else [int(part)])
+        except ValueError:
+            raise InputError(f"bad layer spec {part!r}: use '6' or '4-8'") from None
+    return out
+
+
+def run(args) -> int:
+    import torch
+
+    from ..bench import environment, known_facts, run_bench, sweep_layers, sweep_markdown
+    from .edit import parse_overrides
+    from .progress import Bar
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    corpus = args.corpus or _default_corpus()
+    if args.sweep:
+        from ..models import load_model
+
+        lm = load_model(args.model)
+        overrides = {"stats_corpus": corpus or "auto", **parse_overrides(args.hparam)}
+        if args.stats_samples is not None:
+            overrides["stats_samples"] = args.stats_samples
+        from ..methods import stats
+
+        facts = known_facts(lm, max(args.facts, 1))
+        layer_sets = _parse_layers(args.layers, args.sweep, lm.adapter.n_layers)
+        flat = sorted({x for s in layer_sets for x in (s if isinstance(s, list) else [s])})
+        # All candidate layers' statistics in one pass (cheaper than one pass per layer).
+        stats.second_moments(lm, flat, overrides.get("stats_samples", stats.DEFAULT_TOKENS),
+                             overrides["stats_corpus"], Bar())
+        rows = sweep_layers(lm, args.sweep, layer_sets, facts, overrides, Bar())
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        md = sweep_markdown(lm.name, args.sweep, rows, facts, overrides, environment(lm))
+        (out / f"sweep_{lm.name}.md").write_text(md)
+        (out / f"sweep_{lm.name}.json").write_text(json.dumps(rows, indent=1))
+        print(md)
+        return 0
+    from ..models.registry import BUILTIN
+
+    report = run_bench(args.out, args.models or list(BUILTIN), args.facts, args.stats_samples, corpus,
+                       args.methods, not args.no_extras, Bar())
+    print((Path(args.out) / "bench.md").read_text())
+    return 0 if report["models"] else 1

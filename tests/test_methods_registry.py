@@ -1,0 +1,59 @@
+"""Every registered method honours the contract: loadable hparams, a Patch on the model's parameters,
+the model bit-identical after compute and after the scope; plus the shipped hparam files load."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import tiny
+from editcore.errors import InputError
+from editcore.methods import available, get_method
+from editcore.methods.base import HPARAMS_DIR, load_hparams
+from editcore.scope import param_digest
+from editcore.types import Request
+
+REQ = Request("{} is located in the city of", "The Louvre", "London")
+
+
+def test_rome_and_memit_registered():
+    assert {"rome", "memit"} <= set(available())
+    with pytest.raises(InputError, match="unknown method"):
+        get_method("nonesuch")
+
+
+@pytest.mark.parametrize("name", ["rome", "memit"])
+def test_shipped_hparam_files_load(name):
+    method = get_method(name)
+    files = sorted((HPARAMS_DIR / name).glob("*.json"))
+    assert any(f.stem == "default" for f in files)
+    for f in files:
+        json.loads(f.read_text())
+        load_hparams(name, method.Hparams, f.stem)
+
+
+@pytest.mark.parametrize("name", ["rome", "memit"])
+@pytest.mark.parametrize("family", ["gpt2", "qwen2"])
+def test_contract_on_tiny_models(name, family, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITSCOPE_HOME", str(tmp_path / "home"))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(tiny.CORPUS * 20))
+    lm = tiny.lm(family)
+    method = get_method(name)
+    # default.json: automatic layer choice must work on any depth.
+    hp = load_hparams(name, method.Hparams, "no-such-model",
+                      {"stats_samples": 400, "stats_corpus": str(corpus), "v_num_grad_steps": 2,
+                       "context_prefixes": 1, "context_tokens": 2})
+    before = param_digest(lm.model)
+    edit = method.compute(lm, [REQ], hp)
+    assert param_digest(lm.model) == before
+    params = dict(lm.model.named_parameters())
+    for pname, delta in edit.patch.deltas.items():
+        assert pname in params and delta.shape == params[pname].shape
+        assert pname.endswith(".weight") and "mlp" in pname
+    s = edit.summary()
+    assert s["method"] == name and s["seconds"] >= 0 and s["update_norms"]
+    json.dumps(s)  # summaries are plain data
+    with lm.scope(edit.patch):
+        pass
+    assert param_digest(lm.model) == before
