@@ -1,0 +1,132 @@
+"""evaluate() on tiny random models with hand-built patches: identities, caching rules, restoring."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import tiny
+from editcore.cases import Case, Probe
+from editcore.metrics import evaluate, scoring
+from editcore.metrics.nkl import neighbourhood_kl
+from editcore.metrics.scoring import Scorer
+from editcore.scope import Patch
+
+CASE = Case(
+    id="t:louvre", relation_id="P276", relation="location", prompt="{} is located in the city of",
+    subject="The Louvre", target_true="Paris", targets_new=("London",),
+    paraphrases=("The Louvre stands in",),
+    neighbourhood=(Probe("The Eiffel Tower is in", "Paris"), Probe("Big Ben stands in", "London")),
+    attributes=(Probe("The Louvre is a", "museum"),), aliases=("Louvre Museum",),
+    reverse=Probe("The museum in London is the", "Louvre"), related=(("London", ("Big Ben", "Thames")),),
+    one_hop=(Probe("The Louvre is in the country of", "England", target="London"),),
+    generation_prompts=("The Louvre is",))
+
+FAST = dict(general_sizes={"sentiment": 2, "piqa": 2, "qa": 1, "arithmetic": 1, "summarisation": 0},
+            heldout_chars=300)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny.lm("llama")
+
+
+def _patch(lm, scale, seed=0):
+    name = lm.adapter.mlp_out_param_name(1)
+    w = dict(lm.model.named_parameters())[name]
+    g = torch.Generator().manual_seed(seed)
+    return Patch({name: torch.randn(w.shape, generator=g).to(w) * scale})
+
+
+def _finite(x):
+    if isinstance(x, dict):
+        return all(_finite(v) for v in x.values())
+    if isinstance(x, list):
+        return all(_finite(v) for v in x)
+    return not isinstance(x, float) or math.isfinite(x)
+
+
+def test_zero_patch_changes_nothing(lm):
+    scoring.clear_cache()
+    r = evaluate(lm, CASE, _patch(lm, 0.0), suggest=0, **FAST).to_dict()
+    f = r["families"]
+    assert f["nkl"]["nkl"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    assert f["nkl"]["distracted_nkl"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    assert f["locality"]["other_attribution"]["agreement"]["mean"] == 1.0
+    for key in ("es", "ps", "ns", "em", "pm", "nm"):
+        assert f["counterfact"][key]["mean"] == pytest.approx(r["counterfact_pre"][key]["mean"])
+    assert f["general"]["perplexity_pre"] == pytest.approx(f["general"]["perplexity_post"])
+    assert f["shifts"]["bleed"]["rate"]["mean"] == 0.0
+    json.dumps(r, allow_nan=False)
+
+
+def test_random_patch_moves_things_and_restores_model(lm):
+    before = lm.digest()
+    rep = evaluate(lm, CASE, _patch(lm, 0.5), suggest=3, nkl_generated_tokens=3, **FAST)
+    assert lm.digest() == before  # the scope restored every weight
+    r = rep.to_dict()
+    f = r["families"]
+    assert f["nkl"]["nkl"]["mean"] > 0 and f["nkl"]["nkl"]["n"] == 2
+    assert len(f["nkl"]["per_prompt_generated"]) == 2
+    assert f["nkl"]["vocab_size"] == lm.model.config.vocab_size
+    assert f["shifts"]["groups"]["subject"]["risers"], "a real change must produce risers"
+    assert {w["word"] for w in f["shifts"]["related"] if w["of"] == "new"} == {"Big Ben", "Thames"}
+    assert any(w["source"] == "suggested" for w in f["shifts"]["related"])  # none given for Paris
+    assert set(f["portability"]) == {"subject_replace", "reverse_relation", "one_hop"}
+    assert f["portability"]["one_hop"]["token_acc"]["n"] == 1
+    assert _finite(r)
+    json.dumps(r, allow_nan=False)
+    assert "CounterFact" in rep.render()
+
+
+def test_pre_cache_is_reused_and_never_filled_while_edited(lm):
+    scoring.clear_cache()
+    evaluate(lm, CASE, _patch(lm, 0.3), families=("counterfact", "nkl"), suggest=0)
+    filled = scoring.cache_sizes()
+    assert filled["pairs"] > 0 and filled["dists"] > 0
+    # Pre-edit values of a second evaluation come from the cache: no pre-edit forward pass at all.
+    pre = Scorer(lm, pre=True)
+    before = lm.digest()
+    with lm.scope():
+        neighbourhood_kl(pre, pre, [p.prompt for p in CASE.neighbourhood], edit_prompt=CASE.edit_prompt,
+                         target_new="London")
+    assert pre.passes == 0
+    # A frozen pre-edit scorer refuses to read the (edited) model for something new.
+    pre.freeze()
+    with lm.scope(_patch(lm, 0.3)):
+        with pytest.raises(RuntimeError):
+            pre.dists(["Something never asked before"])
+    assert scoring.cache_sizes()["dists"] == filled["dists"]
+    assert lm.digest() == before
+
+
+def test_post_scorer_does_not_touch_the_cache(lm):
+    scoring.clear_cache()
+    with lm.scope(_patch(lm, 0.3)):
+        Scorer(lm).pairs(["The Louvre is in"], ["Paris"])
+    assert scoring.cache_sizes() == {"pairs": 0, "dists": 0, "texts": 0}
+
+
+def test_cached_pre_values_equal_fresh_ones(lm):
+    scoring.clear_cache()
+    a = Scorer(lm, pre=True).pairs(["The Louvre is in"], ["Paris"])[0]
+    b = Scorer(lm, pre=True).pairs(["The Louvre is in"], ["Paris"])[0]  # from the cache
+    c = Scorer(lm).pairs(["The Louvre is in"], ["Paris"])[0]  # fresh pass
+    assert a == b
+    assert a.token_logprobs == pytest.approx(c.token_logprobs, abs=1e-5)
+
+
+def test_free_form_case_without_old_answer(lm):
+    case = Case(id="free", relation_id="", relation="", prompt="{} is located in", subject="Big Ben",
+                target_true="", targets_new=("Rome",))
+    r = evaluate(lm, case, _patch(lm, 0.1), families=("counterfact",), suggest=0)
+    assert r.target_true  # taken from the model's greedy answer
+    assert any("greedy" in n for n in r.notes)
+
+
+def test_unknown_family_is_a_user_error(lm):
+    from editcore.errors import InputError
+
+    with pytest.raises(InputError):
+        evaluate(lm, CASE, _patch(lm, 0.0), families=("nope",))
