@@ -1,8 +1,9 @@
 """General abilities and collapse: does the edited model still work as a language model?
 
-* Perplexity on held-out text: exp(Σ NLL / Σ tokens) over non-overlapping windows of ``context`` tokens
-  (each window starts with the model's BOS if it has one; the window's first text token is predicted from
-  BOS, so every text token is scored exactly once). Token-weighted; the context length is reported.
+* Perplexity on held-out text: exp(Σ NLL / Σ tokens) over consecutive windows of ``context`` tokens
+  (each window starts with the model's BOS if it has one, else with the previous window's last token, so
+  every text token is scored exactly once, except the very first one of a BOS-less model).
+  Token-weighted; the context length and token count are reported.
 * Log-likelihood probes (zero/few-shot; demonstrations are the first ``shots`` items, left out of scoring):
   - sentiment (SST-2 style): argmax over the choices " positive"/" negative" of log P(choice | prompt);
   - physical commonsense (PIQA style): argmax over the two solutions of the *mean-normalised*
@@ -121,11 +122,12 @@ def perplexity_parts(lm, text: str, context: int = 256) -> tuple[float, int]:
     body = list(tok(text, add_special_tokens=False)["input_ids"])
     bos = tok.bos_token_id if textmod.prompt_ids(tok, "x")[:1] == [tok.bos_token_id] else None
     context = min(context, textmod.context_length(lm))
-    step = context - (1 if bos is not None else 0)
+    # Every window holds ``context`` tokens: BOS + step text tokens, or (no BOS) the previous window's last
+    # token + step new ones, so each text token is predicted exactly once.
+    step = context - 1
     nll, n = 0.0, 0
     for s in range(0, len(body), step):
-        chunk = body[s:s + step]
-        ids = ([bos] if bos is not None else []) + chunk
+        ids = [bos] + body[s:s + step] if bos is not None else body[max(0, s - 1):s + step]
         if len(ids) < 2:
             continue
         a, b = _window_nll(lm, ids)
