@@ -20,7 +20,7 @@ from app import ui  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-st.set_page_config(page_title="EditScope", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="EditScope", page_icon=":material/biotech:", layout="wide")
 
 nav = st.navigation([ui.page(name) for name in ui.PAGES])
 ui.sidebar_model_picker()

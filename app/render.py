@@ -41,11 +41,12 @@ def generations(result: dict) -> None:
 def scorecard(result: dict) -> dict:
     st.subheader("Scorecard")
     card = service.scorecard(result)
-    cols = st.columns(len(service.SCORECARD))
+    # Two rows, so that labels are not cut at 1280 px; deltas are relative to the unedited model.
+    cols = st.columns(4) + st.columns(4)[:3]
     for col, (key, label, higher) in zip(cols, service.SCORECARD):
         v, pre = card.get(key), card.get(f"{key}_pre")
         value = "—" if v is None else (f"{v:.2f}" if key == "seconds" else f"{v:.3f}")
-        delta = None if v is None or pre is None else f"{v - pre:+.3f} vs unedited"
+        delta = None if v is None or pre is None else f"{v - pre:+.3f}"
         col.metric(label, value, delta=delta, delta_color="normal" if higher else "inverse",
                    help=ui.metric_help(key))
     extra = []

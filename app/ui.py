@@ -28,12 +28,13 @@ METHODS_PAGE = "methods"  # url_path of the Methods & metrics page (anchors link
 PAGES_DIR = Path(__file__).resolve().parents[1] / "pages"
 # url_path -> (file, title, icon); the order is the sidebar's.
 PAGES = {
-    "edit": ("edit.py", "Edit a fact", "✏️"),
-    "compare": ("compare.py", "Compare methods", "⚖️"),
-    "sequential": ("sequential.py", "Sequential edits", "📈"),
-    "pitfalls": ("pitfalls.py", "Pitfall benchmarks", "🕳️"),
-    METHODS_PAGE: ("methods.py", "Methods & metrics", "📖"),
-    "generate": ("generate.py", "Generate", "💬"),
+    # Material icons ship with Streamlit's own font; emoji would need a system emoji font.
+    "edit": ("edit.py", "Edit a fact", ":material/edit:"),
+    "compare": ("compare.py", "Compare methods", ":material/compare_arrows:"),
+    "sequential": ("sequential.py", "Sequential edits", ":material/stacked_line_chart:"),
+    "pitfalls": ("pitfalls.py", "Pitfall benchmarks", ":material/warning:"),
+    METHODS_PAGE: ("methods.py", "Methods & metrics", ":material/menu_book:"),
+    "generate": ("generate.py", "Generate", ":material/chat:"),
 }
 
 

@@ -22,7 +22,8 @@ def _short(text: str, n: int = 48) -> str:
 
 def _layout(fig: go.Figure, title: str, **kw) -> go.Figure:
     fig.update_layout(title=title, height=kw.pop("height", HEIGHT), margin=dict(l=10, r=10, t=50, b=10),
-                      template="plotly_white", legend=dict(orientation="h", y=-0.2), **kw)
+                      template="plotly_white",
+                      legend=dict(orientation="h", x=1, y=1.02, xanchor="right", yanchor="bottom"), **kw)
     return fig
 
 

@@ -80,7 +80,10 @@ def load_model(name: str, progress: Progress | None = None):
     if name in TINY_MODELS:
         if not tiny_enabled():
             raise ModelNotFoundError(f"{name!r} is a test model; set {TINY_ENV}=1 to use it")
-        return _tiny_module().lm(name.removeprefix("tiny-"))
+        # EDITSCOPE_TEST_TINY_LAYERS lets the browser test build a deeper tiny model, so that the methods'
+        # default layer choices (e.g. MEMIT's 3..8) exist in it.
+        layers = int(os.environ.get("EDITSCOPE_TEST_TINY_LAYERS", "3"))
+        return _tiny_module().lm(name.removeprefix("tiny-"), n_layers=layers)
     from .models import load_model as _load
 
     return _load(name, progress=progress)

@@ -13,12 +13,23 @@ if prefill:
     for k, v in prefill["widgets"].items():
         st.session_state[k] = v
 
+# Links may carry the fact and method (?fact=P276:louvre&method=rome); they seed the widgets once.
+if not st.session_state.get("edit_query_applied"):
+    st.session_state["edit_query_applied"] = True
+    if st.query_params.get("fact"):
+        st.session_state["edit_source"] = "Catalog"
+        st.session_state["edit_fact"] = st.query_params["fact"]
+    if st.query_params.get("method"):
+        st.session_state["edit_method"] = st.query_params["method"]
+
 lm = ui.current_lm()
 spec, target_index = widgets.fact_picker("edit", lm)
 methods = [m["name"] for m in (ui.call(service.list_methods) or [])]
 if not methods:
     st.info("No editing method is installed yet.")
     st.stop()
+if st.session_state.get("edit_method") not in methods:
+    st.session_state["edit_method"] = "rome" if "rome" in methods else methods[0]
 method = st.selectbox("Method", methods, key="edit_method")
 overrides = widgets.hparam_editor("edit", method, lm.name)
 c1, c2 = st.columns([1, 5])
