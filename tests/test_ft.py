@@ -10,7 +10,7 @@ import torch
 import tiny
 from editcore.errors import InputError
 from editcore.methods import get_method
-from editcore.methods.base import load_hparams
+from editcore.methods.base import HPARAMS_DIR, load_hparams
 from editcore.methods.ft import FTHparams, FTLHparams, build_batch
 from editcore.text import next_token_logprobs, score_targets, target_ids
 from editcore.types import Request
@@ -161,6 +161,7 @@ def test_bad_layer_and_hparams(gpt2_tiny):
 @pytest.mark.parametrize("method", ["ft", "ft_l"])
 @pytest.mark.parametrize("model", ["gemma-3-270m", "smollm2-135m"])
 def test_bundled_defaults_load_and_fit(method, model):
+    assert (HPARAMS_DIR / method / f"{model}.json").is_file()
     m = get_method(method)
     hp = load_hparams(method, m.Hparams, model)
     n_layers = {"gemma-3-270m": 18, "smollm2-135m": 30}[model]
