@@ -39,7 +39,7 @@ def _naive_ig(lm, prompt, answer_id, layer, steps):
             p = torch.softmax(lm.model(input_ids=ids).logits[0, -1].float(), -1)[answer_id]
             g, = torch.autograd.grad(p, leaf)
         h.remove()
-        values.append(float(p))
+        values.append(float(p.detach()))
         if k > 0:
             total += g
     return act * total / steps, values
