@@ -23,7 +23,7 @@ if any("public" in s for s in sources):
     path = st.text_input("Local path of the public files (folder for ConflictEdit, file for RoundEdit; empty: "
                          "the shared data folder)", key="pit_path")
 c1, c2 = st.columns([3, 1])
-chosen = c1.multiselect("Methods", methods, default=methods[:1], key="pit_methods")
+chosen = c1.multiselect("Methods", methods, default=["rome"] if "rome" in methods else methods[:1], key="pit_methods")
 n_cases = c2.number_input("Cases per benchmark (and conflict type)", 1, 200, 5, key="pit_n")
 run = st.button("Run", key="pit_run", type="primary")
 
