@@ -96,7 +96,7 @@ def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, tar
              convention: str = "product", pre_state: str | None = "base", related_new: Sequence[str] = (),
              related_old: Sequence[str] = (), suggest: int = 6, general_sizes: dict[str, int] | None = None,
              general_paths: dict[str, str] | None = None, heldout: str | None = None, heldout_chars: int = 1500,
-             nkl_generated_tokens: int = 0, shift_k: int = 10, progress: Progress | None = None) -> EvalReport:
+             nkl_generated_tokens: int = 0, shift_k: int = 10, max_related: int = 5, progress: Progress | None = None) -> EvalReport:
     """Evaluate one edit of ``case`` (see the module docstring). ``target_new`` defaults to the case's
     first new target; related words come from the caller, the case, and (``suggest`` > 0, when neither
     has any) from :func:`~editcore.metrics.shifts.suggest_related` on the unedited model."""
@@ -126,22 +126,26 @@ def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, tar
                 raise InputError("the fact has no old answer and the model gave none")
             case = replace(case, target_true=target_true)
             notes.append(f"old answer taken from the unedited model's greedy continuation: {target_true!r}")
-        rel_new = sh.related_words(case, target_new, related_new)
-        rel_old = sh.related_words(case, target_true, related_old)
+        # Capped: every word is scored on every subject prompt, before and after.
+        rel_new = sh.related_words(case, target_new, related_new)[:max_related]
+        rel_old = sh.related_words(case, target_true, related_old)[:max_related]
         if suggest > 0:
             if not rel_new:
-                rel_new = [(w, "suggested") for w in sh.suggest_related(lm, target_new, suggest, scorer=pre)]
+                rel_new = [(w, "suggested") for w in sh.suggest_related(lm, target_new, min(suggest, max_related), scorer=pre)]
             if not rel_old:
-                rel_old = [(w, "suggested") for w in sh.suggest_related(lm, target_true, suggest, scorer=pre)]
+                rel_old = [(w, "suggested") for w in sh.suggest_related(lm, target_true, min(suggest, max_related), scorer=pre)]
 
     neighbours = cf.case_neighbours(case)
     subject_prompts = list(dict.fromkeys([case.edit_prompt, *case.paraphrases, *(p.prompt for p in case.attributes)]))
+    # Related words are read where the edited fact is asked (edit prompt + paraphrases), not after
+    # attribute prompts such as "The Louvre is a famous", where they are not a natural continuation.
+    fact_prompts = list(dict.fromkeys([case.edit_prompt, *case.paraphrases]))
     runners: dict[str, Callable[[Scorer, Scorer], Any]] = {
         "counterfact": lambda a, b: cf.counterfact_from_scores(case.edit_prompt, case.paraphrases, neighbours,
                                                                target_new, target_true, b, convention),
         "nkl": lambda a, b: nklmod.neighbourhood_kl(a, b, [p for p, _ in neighbours], edit_prompt=case.edit_prompt,
                                                     target_new=target_new, generated_tokens=nkl_generated_tokens),
-        "shifts": lambda a, b: sh.probability_shifts(a, b, subject_prompts=subject_prompts,
+        "shifts": lambda a, b: sh.probability_shifts(a, b, subject_prompts=subject_prompts, fact_prompts=fact_prompts,
                                                      neighbour_prompts=[p for p, _ in neighbours],
                                                      target_new=target_new, target_old=target_true,
                                                      related_new=rel_new, related_old=rel_old, k=shift_k),

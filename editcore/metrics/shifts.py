@@ -9,7 +9,8 @@ Three views, all comparing the pre- and post-edit model on the same prompts:
     1e-9 (large Δ, no visible effect) would crowd the list. Group lists average Δ over the group's prompts.
 (b) **Related words.** For words tied to the new target (Big Ben, Thames, British for London) and to the
     old one (Eiffel, Seine, French for Paris), the change of their teacher-forced multi-token probability
-    (product over tokens) on the subject prompts: mean Δ log P and mean P before/after. Words come from
+    (product over tokens) on the prompts that ask for the edited fact (edit prompt, paraphrases): mean
+    Δ log P and mean P before/after. Words come from
     ``case.related_words(target)``, from the caller, or from :func:`suggest_related`.
 (c) **Bleed.** How often the new target now appears where it should not: the fraction of neighbourhood and
     unrelated prompts where the new target's first token is the post-edit top-1 next token but was not
@@ -73,9 +74,9 @@ class RelatedShift:
     word: str
     of: str  # "new" or "old": which target the word is related to
     source: str  # "case", "user" or "suggested"
-    p_pre: float  # mean over subject prompts
+    p_pre: float  # mean over the fact prompts
     p_post: float
-    dlogp: CI  # mean over subject prompts of Δ log P (nats)
+    dlogp: CI  # mean over the fact prompts of Δ log P (nats)
 
 
 @dataclass
@@ -177,8 +178,9 @@ def probability_shifts(pre, post, *, subject_prompts: Sequence[str], neighbour_p
                        target_new: str, target_old: str, related_new: Sequence[tuple[str, str]] = (),
                        related_old: Sequence[tuple[str, str]] = (),
                        unrelated_prompts: Sequence[str] = UNRELATED_PROMPTS, k: int = 10,
-                       min_prob: float = 1e-3) -> ShiftReport:
-    """All three views (see the module docstring) for one edit; ``pre``/``post`` are Scorers."""
+                       min_prob: float = 1e-3, fact_prompts: Sequence[str] | None = None) -> ShiftReport:
+    """All three views (see the module docstring) for one edit; ``pre``/``post`` are Scorers.
+    Related words are scored on ``fact_prompts`` (default: all subject prompts)."""
     tok = pre.lm.tokenizer
     groups = {"subject": list(subject_prompts), "neighbourhood": list(neighbour_prompts),
               "unrelated": list(unrelated_prompts)}
@@ -200,8 +202,8 @@ def probability_shifts(pre, post, *, subject_prompts: Sequence[str], neighbour_p
 
     related: list[RelatedShift] = []
     words = [(w, "new", s) for w, s in related_new] + [(w, "old", s) for w, s in related_old]
-    if words and subject_prompts:
-        sp = list(subject_prompts)
+    sp = list(fact_prompts if fact_prompts is not None else subject_prompts)
+    if words and sp:
         prompts = [p for _ in words for p in sp]
         targets = [w for w, _, _ in words for _ in sp]
         s_pre, s_post = pre.pairs(prompts, targets), post.pairs(prompts, targets)
