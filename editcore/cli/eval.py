@@ -31,6 +31,8 @@ def register(sub) -> None:
     p.add_argument("--related", default="", help="comma-separated words related to the new target")
     p.add_argument("--nkl-tokens", type=int, default=0, help="also average NKL over this many generated tokens")
     p.add_argument("--heldout", help="text file for perplexity (default: data/probes/heldout.txt)")
+    p.add_argument("--probe-size", type=int, default=0,
+                   help="items per general-ability probe (default: the small dashboard sizes)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_eval)
 
@@ -98,6 +100,10 @@ def _eval(args) -> int:
     from ..metrics import FAMILIES, evaluate, render
     from ..models import load_model
 
+    if not 0 <= args.probe_size <= 500:
+        raise InputError("--probe-size must be between 0 and 500")
+    sizes = ({t: args.probe_size for t in ("sentiment", "piqa", "qa", "arithmetic", "summarisation")}
+             if args.probe_size else None)
     if args.nkl_tokens < 0 or args.nkl_tokens > 64:
         raise InputError("--nkl-tokens must be between 0 and 64")
     families = tuple(f.strip() for f in args.families.split(",") if f.strip()) or FAMILIES
@@ -113,7 +119,7 @@ def _eval(args) -> int:
         edit = method.compute(lm, [request], hp, Bar())
     report = evaluate(lm, case, edit, families=families, target_new=target, convention=args.convention,
                       related_new=[w.strip() for w in args.related.split(",") if w.strip()],
-                      nkl_generated_tokens=args.nkl_tokens, heldout=args.heldout)
+                      nkl_generated_tokens=args.nkl_tokens, heldout=args.heldout, general_sizes=sizes)
     data = report.to_dict()
     data["edit"] = {"method": method.name, "version": str(getattr(method, "version", "")),
                     "seconds": float(edit.seconds), "update_norms": edit.patch.norms()}

@@ -95,7 +95,7 @@ def _patch_of(edit_or_patch) -> Patch:
 def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, target_new: str | None = None,
              convention: str = "product", pre_state: str | None = "base", related_new: Sequence[str] = (),
              related_old: Sequence[str] = (), suggest: int = 6, general_sizes: dict[str, int] | None = None,
-             general_paths: dict[str, str] | None = None, heldout: str | None = None, heldout_chars: int = 1500,
+             general_paths: dict[str, str] | None = None, heldout: str | None = None, heldout_chars: int = 1000,
              nkl_generated_tokens: int = 0, shift_k: int = 10, max_related: int = 5, progress: Progress | None = None) -> EvalReport:
     """Evaluate one edit of ``case`` (see the module docstring). ``target_new`` defaults to the case's
     first new target; related words come from the caller, the case, and (``suggest`` > 0, when neither
@@ -153,7 +153,7 @@ def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, tar
         "locality": lambda a, b: loc.locality(a, b, case, target_new, convention),
         "general": lambda a, b: gen.general_abilities(a, b, sizes=general_sizes, paths=general_paths,
                                                       heldout=heldout, heldout_chars=heldout_chars,
-                                                      generation_prompts=case.generation_prompts[:3]),
+                                                      generation_prompts=case.generation_prompts[:2]),
     }
     chosen = [f for f in FAMILIES if f in families]
     seconds: dict[str, float] = {}
