@@ -160,22 +160,35 @@ def check_model(lm, cases: Sequence[Case] | None = None, max_new_tokens: int = M
     whole catalog take minutes on a CPU instead of hours. The greedy continuation itself is recorded
     only for the edit prompts (for display).
     """
-    from .text import greedy, score_targets
+    from .text import greedy, score_targets, target_ids
 
     cases = load_catalog() if cases is None else list(cases)
     rows = [(ci, kind, prompt, answer) for ci, case in enumerate(cases) for kind, prompt, answer in _prompts_of(case)]
     pairs = sorted({(r[2], r[3]) for r in rows})
     firsts = {(p, a): a.split()[0].strip(",.;:") for p, a in pairs}
-    want = sorted(set(pairs) | {(p, f) for (p, _), f in firsts.items() if f})
-    hits: dict[tuple[str, str], bool] = {}
+    # Score each (prompt, answer) once; its first word needs a pass of its own only when the first
+    # word's tokens are not a prefix of the answer's (otherwise the answer's per-token flags tell).
+    ids = {a: target_ids(lm.tokenizer, a) for a in {a for _, a in pairs} | {f for f in firsts.values() if f}}
+    extra = {(p, f) for (p, a), f in firsts.items() if f and ids[f] != ids[a][:len(ids[f])]}
+    want = sorted(set(pairs) | extra, key=lambda pa: (len(pa[0]) + len(pa[1]), pa))  # similar lengths batch together
+    flags: dict[tuple[str, str], list[bool]] = {}
     step = batch_size * 8
     for start in range(0, len(want), step):
         chunk = want[start:start + step]
         scores = score_targets(lm, [p for p, _ in chunk], [a for _, a in chunk], batch_size=batch_size)
-        hits.update({pa: all(sc.token_correct) for pa, sc in zip(chunk, scores)})
+        flags.update({pa: list(sc.token_correct) for pa, sc in zip(chunk, scores)})
         if progress:
             progress(min(start + len(chunk), len(want)), len(want) + len(cases))
-    correct = {pa: hits[pa] or bool(firsts[pa] and hits[(pa[0], firsts[pa])]) for pa in pairs}
+
+    def first_word_ok(p: str, a: str) -> bool:
+        f = firsts[(p, a)]
+        if not f:
+            return False
+        if (p, f) in flags:
+            return all(flags[(p, f)])
+        return all(flags[(p, a)][:len(ids[f])])
+
+    correct = {(p, a): all(flags[(p, a)]) or first_word_ok(p, a) for p, a in pairs}
     edit_prompts = sorted({case.edit_prompt for case in cases})
     outputs = dict(zip(edit_prompts, greedy(lm, edit_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)))
     if progress:

@@ -143,6 +143,12 @@ class ScriptedLM:
     name = "scripted"
     fingerprint = "f"
 
+    @property
+    def tokenizer(self):
+        from tiny import tokenizer
+
+        return tokenizer()
+
 
 def test_check_model_reports_per_prompt_results(monkeypatch, facts, tmp_path):
     cases = catalog.filter_cases(facts, relation="P276")[:3]
