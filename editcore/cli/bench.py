@@ -3,7 +3,6 @@ models (see :mod:`editcore.bench`); ``--sweep rome|memit --model NAME`` runs a l
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -88,7 +87,6 @@ def run(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         md = sweep_markdown(lm.name, args.sweep, rows, facts, overrides, environment(lm))
         (out / f"sweep_{lm.name}.md").write_text(md)
-        (out / f"sweep_{lm.name}.json").write_text(json.dumps(rows, indent=1))
         print(md)
         return 0
     from ..models.registry import BUILTIN

@@ -42,8 +42,9 @@ Progress = Callable[[str, float], None]
 
 VERSION = 1
 SEQ_LEN = 128
-# Chosen so one layer of Gemma-3-270M takes well under 2 minutes on 2 CPU cores (see reports/bench.md).
-DEFAULT_TOKENS = 32768
+# Chosen so one layer of Gemma-3-270M takes under 2 minutes on 2 CPU cores: measured 30 s for 8192 tokens
+# and 192 s for 32768 tokens with 2 threads on a shared machine (load average ~9); see reports/bench.md.
+DEFAULT_TOKENS = 16384
 _BATCH_TOKENS = 4096
 
 
