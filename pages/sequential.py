@@ -15,7 +15,7 @@ if not methods:
     st.info("No editing method is installed yet.")
     st.stop()
 c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
-chosen = c1.multiselect("Methods (overlaid)", methods, default=["memit"] if "memit" in methods else methods[:1],
+chosen = c1.multiselect("Methods (overlaid)", methods, default=["rome"] if "rome" in methods else methods[:1],
                         key="seq_methods")
 n_edits = c2.number_input("Edits", 1, service.SEQ_MAX_EDITS, 20, key="seq_n")
 every = c3.number_input("Evaluate every k", 1, service.SEQ_MAX_EDITS, 5, key="seq_every")
