@@ -7,6 +7,15 @@ PORT   ?= 8501
 MODEL  ?= gemma-3-270m
 EDITSCOPE_HOME ?= $(HOME)/.cache/editscope
 export EDITSCOPE_HOME
+# Layer statistics need a text corpus; offline, a local WikiText sample beats sampling text from the model
+# (minutes on a CPU). Use the one beside the checkout when it is there, unless the user set their own.
+# (Only for run and bench: tests pick their corpora explicitly.)
+WIKITEXT := $(abspath ../shared/data/wikitext/wiki.test.raw)
+ifeq ($(origin EDITSCOPE_STATS_CORPUS),undefined)
+ifneq ($(wildcard $(WIKITEXT)),)
+run bench: export EDITSCOPE_STATS_CORPUS := $(WIKITEXT)
+endif
+endif
 
 .PHONY: install prepare run test test-fast bench clean-cache
 

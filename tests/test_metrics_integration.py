@@ -17,8 +17,10 @@ def rome():
         pytest.skip("ROME is not registered in editcore.methods yet")
 
 
-def test_rome_louvre_to_london(gemma, rome):
+def test_rome_louvre_to_london(gemma, rome, monkeypatch):
     import dataclasses
+
+    from editcore.paths import shared_data
 
     from editcore.catalog import load_catalog
     from editcore.methods.base import load_hparams
@@ -29,7 +31,12 @@ def test_rome_louvre_to_london(gemma, rome):
 
     case = next(c for c in load_catalog() if c.id == "P276:louvre")
     case = dataclasses.replace(case, targets_new=("London",), distracting_neighbourhood=())
-    hp = load_hparams(rome.name, rome.Hparams, gemma.name)
+    # The same statistics as tests/test_rome.py (shared WikiText sample, cached once); the offline default,
+    # text sampled from the model, takes many minutes on a CPU.
+    monkeypatch.delenv("EDITSCOPE_HOME", raising=False)
+    corpus = shared_data() / "wikitext" / "wiki.test.raw"
+    overrides = {"stats_samples": 8192, "stats_corpus": str(corpus)} if corpus.is_file() else {"stats_samples": 0}
+    hp = load_hparams(rome.name, rome.Hparams, gemma.name, overrides)
     with gemma.scope():
         edit = rome.compute(gemma, [case.request()], hp)
     before = gemma.digest()

@@ -13,7 +13,9 @@ Corpora (``corpus=``):
   SHA-256);
 * ``"hf:<dataset>[:<config>[:<split>]]"``: a ``datasets`` dataset with a ``text`` column (needs it cached or
   the hub reachable);
-* ``"auto"`` (default): WikiText-103 train through ``datasets`` when the hub is reachable, else ``"model"``;
+* ``"auto"`` (default): ``$EDITSCOPE_STATS_CORPUS`` when set (a local text file; ``make run`` sets it to
+  the WikiText-2 sample in ``../shared/data`` when that folder exists), else WikiText-103 train through
+  ``datasets`` when the hub is reachable, else ``"model"``;
 * ``"model"``: text sampled from the model itself (plain sampling from BOS, seed 0). This is the offline
   default because no corpus ships with EditScope; it is an *approximation* of the pre-training key
   distribution (ROME used 100k Wikipedia samples), reported as such. The sampled token ids are cached.
@@ -72,6 +74,8 @@ def _hub_online() -> bool:
 def resolve_corpus(corpus: str | None) -> str:
     """A stable corpus id for ``corpus`` (see the module docstring); raises :class:`InputError` if unusable."""
     spec = (corpus or "auto").strip()
+    if spec == "auto" and os.environ.get("EDITSCOPE_STATS_CORPUS"):
+        spec = os.environ["EDITSCOPE_STATS_CORPUS"]  # a local corpus the user (or `make run`) pointed at
     if spec == "auto":
         spec = "hf:Salesforce/wikitext:wikitext-103-raw-v1:train" if _hub_online() else "model"
     if spec == "model" or spec.startswith("hf:"):
