@@ -116,9 +116,15 @@ async def _drive(cdp_port: int, app: str) -> dict:
         await p.wait_text("Scorecard", 120)
         seen["edit"] = await p.wait_text("Neighbour KL", 30)
         # Metric labels are not part of innerText (they sit in tooltip wrappers); read the DOM's leaves.
-        seen["metrics"] = await p.js("[...document.querySelectorAll('[data-testid=\"stMetric\"] *')]"
-                                     ".filter(e => e.children.length === 0).map(e => e.textContent.trim())"
-                                     ".filter(t => t.length > 0)")
+        # Streamlit may still be re-mounting the scorecard when the heading is there: poll briefly.
+        deadline = time.time() + 30
+        while True:
+            seen["metrics"] = await p.js("[...document.querySelectorAll('[data-testid=\"stMetric\"] *')]"
+                                         ".filter(e => e.children.length === 0).map(e => e.textContent.trim())"
+                                         ".filter(t => t.length > 0)")
+            if "Seconds" in (seen["metrics"] or []) or time.time() > deadline:
+                break
+            await asyncio.sleep(0.5)
         await asyncio.sleep(1.5)  # let plotly draw
         await p.shot("02_edit_result")
         await p.js("window.scrollTo(0, document.body.scrollHeight / 2)")
