@@ -25,3 +25,19 @@ def gemma():
     from editcore.models import load_model
 
     return load_model("gemma-3-270m")
+
+
+@pytest.fixture
+def tmp_home(tmp_path, monkeypatch):
+    """A private $EDITSCOPE_HOME for one test (caches of prefixes and statistics)."""
+    monkeypatch.setenv("EDITSCOPE_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """A small local text corpus for layer statistics on tiny models."""
+    import tiny
+
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(tiny.CORPUS * 30))
+    return str(path)

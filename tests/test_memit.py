@@ -17,16 +17,8 @@ REQ = Request("{} is located in the city of", "The Louvre", "London")
 REQ2 = Request("The capital of {} is", "Japan", "Paris")
 
 
-@pytest.fixture(autouse=True)
-def _home(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDITSCOPE_HOME", str(tmp_path / "home"))
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n".join(tiny.CORPUS * 30))
-    return str(path)
+# Caches (context prefixes, statistics) go to a temporary home: no test sees another's files.
+pytestmark = pytest.mark.usefixtures("tmp_home")
 
 
 def _hp(corpus, **kw):

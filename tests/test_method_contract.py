@@ -37,9 +37,8 @@ class _Boom(Exception):
     pass
 
 
-@pytest.fixture(autouse=True)
-def _home(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDITSCOPE_HOME", str(tmp_path / "home"))
+# Caches (context prefixes, statistics) go to a temporary home: no test sees another's files.
+pytestmark = pytest.mark.usefixtures("tmp_home")
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +58,6 @@ def _tiny_hparams(name, corpus):
         elif "steps" in f.name and isinstance(f.default, int) and not isinstance(f.default, bool):
             overrides[f.name] = max(lo if lo is not None else 1, min(f.default, 3))
     return method, load_hparams(name, method.Hparams, None, overrides)
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n".join(tiny.CORPUS * 30))
-    return str(path)
 
 
 def test_registry_lists_the_baselines():
