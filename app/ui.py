@@ -8,6 +8,7 @@ layer does the work).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, ScriptControlException
 
 from editcore import service
 from editcore.errors import EditScopeError
@@ -108,45 +110,121 @@ def current_lm(where=None):
 
 
 # ---- calling the service ------------------------------------------------------------------------
+# The status box a service call runs in (if any), so that ``call`` can mark it failed or stopped.
+_CURRENT_BOX: contextvars.ContextVar[StatusProgress | None] = contextvars.ContextVar("editscope_box", default=None)
+
+
 def call(fn: Callable, *args, where=None, **kwargs) -> Any:
     """Run a service function; user errors become an error box next to the widgets, anything else
-    a short 'internal error' box (the traceback goes to the log, never to the page)."""
+    a short 'internal error' box (the traceback goes to the log, never to the page). Returns None on
+    failure, and marks the enclosing :func:`status_box` failed (or stopped, for a cancelled run)."""
     target = where if where is not None else st
+    box = _CURRENT_BOX.get()
     try:
         return fn(*args, **kwargs)
+    except service.Cancelled as exc:
+        if box is not None:
+            box.mark("stopped")
+        target.warning(str(exc))
     except EditScopeError as exc:
+        if box is not None:
+            box.mark("failed")
         target.error(str(exc))
     except Exception as exc:  # noqa: BLE001 - a bug must not put a traceback on the page
         log.exception("internal error in %s", getattr(fn, "__name__", fn))
+        if box is not None:
+            box.mark("failed")
         target.error(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
     return None
 
 
-@contextlib.contextmanager
-def status_box(label: str) -> Iterator[Callable[[str, float], None]]:
-    """A ``st.status`` box with a progress bar; yields a ``progress(stage, fraction)`` callback.
+class StatusProgress:
+    """The ``progress(stage, fraction)`` callback of a :func:`status_box`, plus its outcome.
 
-    A click on any widget (e.g. the Stop button) makes Streamlit rerun the script, which interrupts the
-    work at its next progress report; the service's scopes restore the model on the way out.
+    ``outcome`` is "done" until :meth:`mark` says "failed" or "stopped" (failed wins). With
+    ``defer_interrupts`` a widget click during the work does not abort it at the next progress report;
+    :attr:`interrupted` turns true instead, so a ``should_stop`` callback can end the work cleanly
+    (e.g. between two sequential edits) and keep what it measured; the rerun then happens when the
+    box closes.
+    """
+
+    def __init__(self, box, defer_interrupts: bool):
+        self._bar = box.progress(0.0)
+        self._line = box.empty()
+        self._defer = defer_interrupts
+        self.deferred: ScriptControlException | None = None
+        self.outcome = "done"
+
+    @property
+    def interrupted(self) -> bool:
+        return self.deferred is not None
+
+    def mark(self, outcome: str) -> None:
+        if outcome not in ("failed", "stopped"):
+            raise ValueError(outcome)
+        if self.outcome != "failed":
+            self.outcome = outcome
+
+    @contextlib.contextmanager
+    def shield(self) -> Iterator[None]:
+        """Drawing inside this block does not abort the work on a click (when deferring): Streamlit
+        raises its rerun request from whatever element is drawn next, so every drawing call made
+        while the work runs (progress, live charts) has to go through here."""
+        try:
+            yield
+        except RerunException as exc:
+            # A second click while the first is pending aborts at once (the user insists).
+            if not self._defer or self.deferred is not None:
+                raise
+            self.deferred = exc
+
+    def __call__(self, stage: str, frac: float) -> None:
+        with self.shield():
+            self._bar.progress(min(max(float(frac), 0.0), 1.0))
+            self._line.caption(escape_md(stage))
+
+
+def shield() -> contextlib.AbstractContextManager:
+    """:meth:`StatusProgress.shield` of the status box the code runs in (a no-op outside one)."""
+    box = _CURRENT_BOX.get()
+    return box.shield() if box is not None else contextlib.nullcontext()
+
+
+_ENDINGS = {"done": ("done", "complete"), "failed": ("failed", "error"), "stopped": ("stopped", "error")}
+
+
+@contextlib.contextmanager
+def status_box(label: str, defer_interrupts: bool = False) -> Iterator[StatusProgress]:
+    """A ``st.status`` box with a progress bar; yields a :class:`StatusProgress` callback.
+
+    The box ends "complete" only when the work inside it succeeded: a :func:`call` that failed, a
+    :meth:`StatusProgress.mark`, an exception or a Streamlit stop/rerun leave it in the "error" state
+    with a label that says failed or stopped. A click on any widget (e.g. a Stop button) makes
+    Streamlit rerun the script, which interrupts the work at its next progress report (unless
+    ``defer_interrupts``); the service's scopes restore the model on the way out.
     """
     box = st.status(label, expanded=True)
-    bar = box.progress(0.0)
-    line = box.empty()
-    state = {"failed": False}
+    progress = StatusProgress(box, defer_interrupts)
+    token = _CURRENT_BOX.set(progress)
 
-    def progress(stage: str, frac: float) -> None:
-        bar.progress(min(max(float(frac), 0.0), 1.0))
-        line.caption(escape_md(stage))
+    def close() -> None:
+        word, state = _ENDINGS[progress.outcome]
+        box.update(label=f"{label} — {word}", state=state, expanded=False)
 
     try:
         yield progress
-    except BaseException:
-        state["failed"] = True
-        box.update(label=f"{label} — stopped", state="error", expanded=False)
+    except BaseException as exc:
+        # A Streamlit stop/rerun (not an Exception) interrupted the work; anything else is a failure.
+        progress.mark("failed" if isinstance(exc, Exception) else "stopped")
+        close()
         raise
     finally:
-        if not state["failed"]:
-            box.update(label=f"{label} — done", state="complete", expanded=False)
+        _CURRENT_BOX.reset(token)
+    if progress.interrupted:
+        progress.mark("stopped")
+    close()
+    if progress.deferred is not None:
+        raise progress.deferred  # the rerun the click asked for, now that the work has ended cleanly
 
 
 # ---- safe text ----------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ def test_free_form_edit_shows_every_section_and_restores_the_model():
     assert "London" in text and "before the edit" in text
     assert [s.value for s in at.subheader][:2] == ["Before vs after", "Scorecard"]
     assert len(at.get("download_button")) >= 3  # JSON, CSV and at least one chart
+    assert [(b.state, b.label) for b in at.status] == [("complete", "Editing with memit — done")]
     assert lm.digest() == before
 
 
@@ -84,6 +85,16 @@ def test_new_target_equal_to_the_old_answer_is_a_clear_error():
     set_tiny_memit(at)
     run(at)
     assert [e.value for e in at.error] == ["the new target 'paris' equals the current answer"]
+    assert not at.metric
+
+
+def test_a_failing_edit_ends_its_status_box_as_failed_not_done():
+    at = edit_page()
+    free_form(at, "Big Ben", "The Louvre is located in", "Paris", "London")  # subject not in the prompt
+    set_tiny_memit(at)
+    run(at)
+    assert [e.value for e in at.error] == ["the subject 'Big Ben' does not occur in the prompt"]
+    assert [(b.state, b.label) for b in at.status] == [("error", "Editing with memit — failed")]
     assert not at.metric
 
 
