@@ -762,34 +762,46 @@ def sequential_run(lm, cfg: dict, progress: Progress | None = None, on_update: C
         base = mi / n_methods
         span = 1.0 / n_methods
         drift: dict[str, torch.Tensor] = {}
+        applied = 0
         with _exclusive(lm, progress), lm.scope() as scope:
-            _report(progress, f"[{name}] evaluating the unedited model", base)
-            run["points"].append(_seq_point(lm, 0, cases, neighbours, 0.0, general))
-            for i, case in enumerate(cases):
-                if should_stop is not None and should_stop():
-                    run["stopped_after"] = i
-                    break
-                _report(progress, f"[{name}] edit {i + 1}/{len(cases)}: {case.edit_prompt} → {case.target_new}",
-                        base + span * i / len(cases))
-                edit = m.compute(lm, [case.request(0)], hp, None)
-                scope.apply(edit.patch, checkpoint=False)
-                run["edit_seconds"] += float(edit.seconds)
-                for pname, d in edit.patch.deltas.items():
-                    d = d.detach().float()
-                    drift[pname] = drift[pname] + d.to(drift[pname].device) if pname in drift else d.clone()
-                n = i + 1
-                if n % cfg["every"] == 0 or n == len(cases):
-                    total = float(sum(float(t.norm()) ** 2 for t in drift.values()) ** 0.5)
-                    run["points"].append(_seq_point(lm, n, cases, neighbours, total, general))
-                    cache.put(key, run)  # a stopped or crashed run still shows what it measured
-                    if on_update:
-                        on_update(out)
-            else:
-                run["complete"] = True
+            try:
+                _report(progress, f"[{name}] evaluating the unedited model", base)
+                run["points"].append(_seq_point(lm, 0, cases, neighbours, 0.0, general))
+                for i, case in enumerate(cases):
+                    if should_stop is not None and should_stop():
+                        run["stopped_after"] = i
+                        break
+                    _report(progress, f"[{name}] edit {i + 1}/{len(cases)}: {case.edit_prompt} → {case.target_new}",
+                            base + span * i / len(cases))
+                    edit = m.compute(lm, [case.request(0)], hp, None)
+                    scope.apply(edit.patch, checkpoint=False)
+                    applied = i + 1
+                    run["edit_seconds"] += float(edit.seconds)
+                    for pname, d in edit.patch.deltas.items():
+                        d = d.detach().float()
+                        drift[pname] = drift[pname] + d.to(drift[pname].device) if pname in drift else d.clone()
+                    n = i + 1
+                    if n % cfg["every"] == 0 or n == len(cases):
+                        total = float(sum(float(t.norm()) ** 2 for t in drift.values()) ** 0.5)
+                        run["points"].append(_seq_point(lm, n, cases, neighbours, total, general))
+                        cache.put(key, run)  # a stopped or crashed run still shows what it measured
+                        if on_update:
+                            on_update(out)
+                else:
+                    run["complete"] = True
+            except BaseException:
+                # Interrupted from outside (a dashboard rerun, Ctrl-C) or failed: the stored partial run
+                # says how many edits were applied; the scope still restores the model.
+                run["stopped_after"] = applied
+                cache.put(key, run)
+                raise
         cache.put(key, run)
         if on_update:
             on_update(out)
-    _report(progress, "done", 1.0)
+        if run["stopped_after"] is not None:
+            break  # a stop ends the whole run, not just this method's part
+    else:
+        _report(progress, "done", 1.0)
     return out
 
 

@@ -7,7 +7,19 @@ from editcore import charts, service
 
 st.title("Sequential edits")
 st.caption("Edits are applied one after another, each computed on the already-edited model; every k edits "
-           "the model is evaluated. The base model is restored when the run ends or is stopped.")
+           "the model is evaluated. The base model is restored when the run ends or is stopped. "
+           "[Definitions of the curves](methods#sequential)")
+
+SEQ_STOP = "seq_stop_requested"  # set by the Stop button, cleared by Run; read between two edits
+
+
+def _request_stop() -> None:
+    st.session_state[SEQ_STOP] = True
+
+
+def _clear_stop() -> None:
+    st.session_state[SEQ_STOP] = False
+
 
 lm = ui.current_lm()
 methods = [m["name"] for m in (ui.call(service.list_methods) or [])]
@@ -15,8 +27,9 @@ if not methods:
     st.info("No editing method is installed yet.")
     st.stop()
 c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
-chosen = c1.multiselect("Methods (overlaid)", methods, default=["rome"] if "rome" in methods else methods[:1],
-                        key="seq_methods")
+# MEMIT is the method made for many edits; ROME where MEMIT is not installed.
+default = next(([m] for m in ("memit", "rome") if m in methods), methods[:1])
+chosen = c1.multiselect("Methods (overlaid)", methods, default=default, key="seq_methods")
 n_edits = c2.number_input("Edits", 1, service.SEQ_MAX_EDITS, 20, key="seq_n")
 every = c3.number_input("Evaluate every k", 1, service.SEQ_MAX_EDITS, 5, key="seq_every")
 seed = c4.number_input("Seed", 0, 10**6, 0, key="seq_seed")
@@ -25,8 +38,9 @@ c5, c6 = st.columns([3, 1])
 source = c5.selectbox("Facts (drawn at random with the seed, one per subject)", sources, key="seq_source")
 known = c6.checkbox("known by this model", key="seq_known")
 b1, b2 = st.columns([1, 5])
-run = b1.button("Run", key="seq_run", type="primary")
-b2.button("Stop", key="seq_stop", help="Stops between edits; what was measured so far is kept.")
+run = b1.button("Run", key="seq_run", type="primary", on_click=_clear_stop)
+b2.button("Stop", key="seq_stop", on_click=_request_stop,
+          help="Stops after the edit in progress; what was measured so far is kept and shown.")
 
 cfg = ui.call(service.sequential_config, chosen, int(n_edits), source, int(seed), min(int(every), int(n_edits)),
               st.session_state.get("seq_overrides"), known)
@@ -42,14 +56,23 @@ draws = [0]  # live redraws replace the charts in place; each redraw needs fresh
 def draw(result: dict) -> None:
     draws[0] += 1
     runs = {name: r["points"] for name, r in result["runs"].items()}
-    for key, (label, log_y) in service.SEQ_CURVES.items():
-        if any(p.get(key) is not None for pts in runs.values() for p in pts):
-            chart_slots[key].plotly_chart(charts.curves(runs, key, label, log_y=log_y), key=f"seq_{key}_{draws[0]}")
+    # Shielded: a click while a live chart is drawn must stop the run between edits, not abort it here.
+    with ui.shield():
+        for key, (label, log_y) in service.SEQ_CURVES.items():
+            if any(p.get(key) is not None for pts in runs.values() for p in pts):
+                chart_slots[key].plotly_chart(charts.curves(runs, key, label, log_y=log_y),
+                                              key=f"seq_{key}_{draws[0]}")
 
 
 if run:
-    with ui.status_box(f"{cfg['n_edits']} sequential edits") as progress:
-        result = ui.call(service.sequential_run, lm, cfg, progress, draw)
+    # A click (Stop) during the run only reaches this script as a rerun request, before Stop's on_click
+    # has run; the box defers it and reports it as ``interrupted``, so the run ends after the current
+    # edit, stores what it measured, and the rerun then shows the stored result.
+    with ui.status_box(f"{cfg['n_edits']} sequential edits", defer_interrupts=True) as progress:
+        result = ui.call(service.sequential_run, lm, cfg, progress, draw,
+                         lambda: progress.interrupted or bool(st.session_state.get(SEQ_STOP)))
+        if result and any(r.get("stopped_after") is not None for r in result["runs"].values()):
+            progress.mark("stopped")
 else:
     result = ui.call(service.sequential_cached, lm, cfg)
     if result is None:
@@ -62,7 +85,14 @@ if result is None:
 draw(result)
 for name, r in result["runs"].items():
     last = r["points"][-1] if r["points"] else {}
-    state = "complete" if r.get("complete") else f"stopped after {last.get('n_edits', 0)} evaluated edits"
+    evaluated, done = last.get("n_edits", 0), r.get("stopped_after")
+    if r.get("complete"):
+        state = "complete"
+    elif done is None:  # stored by an older version that did not record the count
+        state = f"stopped after {evaluated} evaluated edits"
+    else:
+        state = (f"stopped after {done} edit{'' if done == 1 else 's'}"
+                 + (f" (last evaluated after {evaluated})" if done != evaluated else ""))
     st.markdown(f"**{ui.escape_md(name)}**: {state}; {r.get('edit_seconds', 0.0):.1f} s spent computing edits; "
                 f"retention {ui.fmt(last.get('retention'))}, neighbourhood score "
                 f"{ui.fmt(last.get('neighbourhood_score'))}")

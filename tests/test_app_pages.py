@@ -68,6 +68,53 @@ def test_sequential_run_draws_curves_and_a_reload_shows_the_stored_run():
     assert len(again.get("plotly_chart")) >= 3
 
 
+def test_sequential_defaults_to_memit_and_a_stop_keeps_and_shows_the_partial_run(monkeypatch):
+    from editcore import service
+
+    lm = h.shared_lm("tiny-gpt2")
+    before = lm.digest()
+    at = open_page("sequential")
+    assert at.multiselect(key="seq_methods").value == ["memit"]
+    at.number_input(key="seq_n").set_value(4)
+    at.number_input(key="seq_every").set_value(1)
+    at.number_input(key="seq_seed").set_value(7)
+    at.run(timeout=h.TIMEOUT)
+    at.session_state["seq_overrides"] = {"memit": {"layers": [1, 2], "stats_samples": 2000}}
+    # Press Stop while edit 2 is being evaluated: AppTest cannot click during a run, so the evaluation
+    # sets the flag the Stop button sets (it runs in the script's thread, with its session state).
+    real, calls = service._seq_point, {"n": 0}
+
+    def point_then_stop(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:  # points after 0, 1, 2 edits
+            import streamlit as st
+
+            st.session_state["seq_stop_requested"] = True
+        return real(*a, **k)
+
+    monkeypatch.setattr(service, "_seq_point", point_then_stop)
+    at.button(key="seq_run").click().run(timeout=h.TIMEOUT)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert [(b.state, b.label) for b in at.status] == [("error", "4 sequential edits — stopped")]
+    assert any("memit**: stopped after 2 edits;" in m.value for m in at.markdown), [m.value for m in at.markdown]
+    assert lm.digest() == before
+    # The partial run is on disk: opening the page again with the same configuration shows it.
+    again = open_page("sequential")
+    again.session_state["seq_overrides"] = {"memit": {"layers": [1, 2], "stats_samples": 2000}}
+    again.number_input(key="seq_n").set_value(4)
+    again.number_input(key="seq_every").set_value(1)
+    again.number_input(key="seq_seed").set_value(7).run(timeout=h.TIMEOUT)
+    assert any("stored result" in c.value for c in again.caption)
+    assert any("memit**: stopped after 2 edits;" in m.value for m in again.markdown)
+    # Run clears the earlier Stop of that session: the next run goes to the end.
+    monkeypatch.setattr(service, "_seq_point", real)
+    assert at.session_state["seq_stop_requested"]
+    at.button(key="seq_run").click().run(timeout=h.TIMEOUT)
+    assert [(b.state, b.label) for b in at.status] == [("complete", "4 sequential edits — done")]
+    assert any("memit**: complete;" in m.value for m in at.markdown)
+
+
 def test_pitfalls_tables_with_an_empty_published_column():
     at = open_page("pitfalls")
     at.multiselect(key="pit_methods").set_value(["memit"])

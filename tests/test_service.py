@@ -197,3 +197,7 @@ def test_a_failing_sequential_run_restores_the_model(lm, monkeypatch):
     with pytest.raises(RuntimeError):
         service.sequential_run(lm, cfg)
     assert lm.digest() == before
+    # What was measured before the failure is stored, with how many edits had been applied.
+    stored = service.sequential_cached(lm, cfg)["runs"]["memit"]
+    assert not stored["complete"] and stored["stopped_after"] == 2
+    assert [p["n_edits"] for p in stored["points"]] == [0, 1]
