@@ -41,12 +41,16 @@ def generations(result: dict) -> None:
 def scorecard(result: dict) -> dict:
     st.subheader("Scorecard")
     card = service.scorecard(result)
+    skipped = service.not_computed(result)
     # Two rows, so that labels are not cut at 1280 px; deltas are relative to the unedited model.
     cols = st.columns(4) + st.columns(4)[:3]
     for col, (key, label, higher) in zip(cols, service.SCORECARD):
         v, pre = card.get(key), card.get(f"{key}_pre")
-        value = "—" if v is None else (f"{v:.2f}" if key == "seconds" else f"{v:.3f}")
-        delta = None if v is None or pre is None else f"{v - pre:+.3f}"
+        if key in skipped:  # not measured at all: never a number (and never 0)
+            value, delta = "not computed", None
+        else:  # "—": measured, but this fact has no data for it
+            value = "—" if v is None else (f"{v:.2f}" if key == "seconds" else f"{v:.3f}")
+            delta = None if v is None or pre is None else f"{v - pre:+.3f}"
         col.metric(label, value, delta=delta, delta_color="normal" if higher else "inverse",
                    help=ui.metric_help(key))
     extra = []
@@ -58,6 +62,9 @@ def scorecard(result: dict) -> dict:
         extra.append(f"perplexity {ui.fmt(card.get('perplexity_pre'), 2)} → **{card['perplexity']:.2f}**")
     if extra:
         st.markdown(" · ".join(extra))
+    if (result.get("evaluation") or {}).get("quick"):
+        st.caption("Quick evaluation: fluency, perplexity and the downstream-task probes were not computed "
+                   "(switch **Quick evaluation** off and run again to compute them).")
     notes = (result.get("report") or {}).get("notes") or []
     if notes:
         st.caption(" · ".join(ui.escape_md(n) for n in notes))

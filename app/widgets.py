@@ -18,7 +18,19 @@ SOURCES = ("Catalog", "Benchmark", "Free-form")
 def copyable(prefix: str) -> tuple[str, ...]:
     """Key prefixes of the fact-picker and hyper-parameter widgets (to carry a choice to another page)."""
     return tuple(f"{prefix}_{k}" for k in ("source", "search", "known", "fact", "target", "bench", "prompt",
-                                           "subject", "old", "new", "hp_"))
+                                           "subject", "old", "new", "hp_", "quick"))
+
+
+def quick_toggle(prefix: str, container=st) -> bool:
+    """The "quick evaluation" switch (on by default): skip the slow metric families."""
+    key = f"{prefix}_quick"
+    # The default goes through session state, so a value copied from another page wins without a warning.
+    st.session_state.setdefault(key, True)
+    return bool(container.toggle(
+        "Quick evaluation", key=key,
+        help="Skips fluency (greedy generation), perplexity and the downstream-task probes, the slow part of "
+             "the evaluation; efficacy, generalisation, neighbourhood score, NKL, portability, locality and "
+             "probability shifts are still computed. Quick and full results are cached separately."))
 
 
 def fact_picker(prefix: str, lm) -> tuple[dict | None, int]:

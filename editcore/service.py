@@ -365,19 +365,24 @@ def _generation_prompts(case: Case, n_generation: int = 3) -> list[tuple[str, st
     return prompts
 
 
-def _evaluate(lm, case: Case, edit, progress: Progress | None) -> dict:
+# What the quick evaluation leaves out: the "general" family holds every generation-based and
+# general-ability measure (fluency's greedy continuations, the downstream probes, held-out perplexity),
+# which is most of the evaluation time on a CPU.
+QUICK_SKIPPED = ("general",)
+
+
+def evaluation_families(quick: bool = False) -> list[str]:
+    """The metric families a (quick or full) evaluation runs, in the metrics module's order."""
+    metrics = _optional("metrics")
+    families = list(getattr(metrics, "FAMILIES", ())) if metrics is not None else []
+    return [f for f in families if not (quick and f in QUICK_SKIPPED)]
+
+
+def _evaluate(lm, case: Case, edit, progress: Progress | None, families: list[str]) -> dict:
     metrics = _optional("metrics")
     if metrics is None or not hasattr(metrics, "evaluate"):
         raise EditScopeError("the evaluation metrics (editcore.metrics) are not installed yet")
-    kwargs = {}
-    try:
-        import inspect
-
-        if "progress" in inspect.signature(metrics.evaluate).parameters:
-            kwargs["progress"] = progress
-    except (TypeError, ValueError):
-        pass
-    report = metrics.evaluate(lm, case, edit, **kwargs)
+    report = metrics.evaluate(lm, case, edit, families=families, progress=progress)
     return report.to_dict() if hasattr(report, "to_dict") else dict(report)
 
 
@@ -393,14 +398,17 @@ def _target_probs(lm, case: Case) -> dict:
     return out
 
 
-def edit_key(lm, case: Case, method: str, version: str, hparams: dict) -> str:
+def edit_key(lm, case: Case, method: str, version: str, hparams: dict, families: list[str]) -> str:
+    # The evaluated families are part of the key: a quick result must never stand in for a full one.
     return make_key(kind="edit", fingerprint=lm.fingerprint, method=method, method_version=version,
-                    hparams=hparams, case=case.to_dict())
+                    hparams=hparams, case=case.to_dict(), extra={"families": list(families)})
 
 
 def run_edit(lm, spec: dict, method: str, overrides: dict | None = None, target_index: int = 0,
-             progress: Progress | None = None, use_cache: bool = True, cache: ResultsCache | None = None) -> dict:
-    """Compute one edit, evaluate it and return plain data (cached on disk).
+             progress: Progress | None = None, use_cache: bool = True, cache: ResultsCache | None = None,
+             quick: bool = False) -> dict:
+    """Compute one edit, evaluate it and return plain data (cached on disk). ``quick`` skips the
+    families in :data:`QUICK_SKIPPED` (see :func:`not_computed`).
 
     The model is shared: the whole computation runs under its lock, and the edit exists only inside
     ``lm.scope(patch)`` blocks, so the model is pristine again when this returns or raises.
@@ -411,7 +419,8 @@ def run_edit(lm, spec: dict, method: str, overrides: dict | None = None, target_
     case = _with_target_first(resolve_case(spec, lm), int(target_index))
     request = case.request(0).validate()
     m, hp, hp_dict = _method_and_hparams(method, lm.name, overrides)
-    key = edit_key(lm, case, m.name, str(m.version), hp_dict)
+    families = evaluation_families(bool(quick))
+    key = edit_key(lm, case, m.name, str(m.version), hp_dict, families)
     if use_cache and (hit := cache.get(key)) is not None:
         _report(progress, "loaded from the results cache", 1.0)
         return {**hit, "cached": True}
@@ -432,7 +441,7 @@ def run_edit(lm, spec: dict, method: str, overrides: dict | None = None, target_
         t_eval = time.perf_counter()
         _report(progress, "evaluating", 0.66)
         with lm.scope():
-            report = _evaluate(lm, case, edit, _scaled(progress, 0.66, 0.99, "evaluating: "))
+            report = _evaluate(lm, case, edit, _scaled(progress, 0.66, 0.99, "evaluating: "), families)
         eval_seconds = time.perf_counter() - t_eval
 
     result = {
@@ -448,6 +457,7 @@ def run_edit(lm, spec: dict, method: str, overrides: dict | None = None, target_
         "generations": [{"kind": kind, "prompt": p, "pre": a, "post": b, "diff": word_diff(a, b)}
                         for (kind, p), a, b in zip(gens, pre, post)],
         "report": _jsonable(report),
+        "evaluation": {"quick": bool(quick), "families": families},
         "computed_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     _report(progress, "done", 1.0)
@@ -473,14 +483,14 @@ def _jsonable(obj: Any) -> Any:
 
 # ==== comparing methods ========================================================================
 def compare_methods(lm, spec: dict, methods: list[str], overrides: dict | None = None, target_index: int = 0,
-                    progress: Progress | None = None, use_cache: bool = True) -> dict:
+                    progress: Progress | None = None, use_cache: bool = True, quick: bool = False) -> dict:
     """Run every method on the same fact; one row of metrics (and time) per method."""
     if not methods:
         raise InputError("choose at least one method")
     rows, results = [], {}
     for i, name in enumerate(methods):
         sub = _scaled(progress, i / len(methods), (i + 1) / len(methods), f"[{name}] ")
-        res = run_edit(lm, spec, name, (overrides or {}).get(name), target_index, sub, use_cache)
+        res = run_edit(lm, spec, name, (overrides or {}).get(name), target_index, sub, use_cache, quick=quick)
         results[name] = res
         rows.append({"method": name, **scorecard(res)})
     return {"rows": rows, "results": results}
@@ -496,6 +506,18 @@ SCORECARD = (  # (key, label, higher is better)
     ("fluency", "Fluency", True),
     ("seconds", "Seconds", False),
 )
+
+
+# The metric family each scorecard number comes from ("seconds" is always measured).
+SCORECARD_FAMILY = {"efficacy": "counterfact", "generalisation": "counterfact", "neighbourhood": "counterfact",
+                    "nkl": "nkl", "portability": "portability", "fluency": "general", "perplexity": "general"}
+
+
+def not_computed(result: dict) -> set[str]:
+    """Scorecard keys whose family this evaluation did not run (a quick evaluation, or a family that
+    did not exist yet): the page says "not computed" for them, which is not the same as no data."""
+    ran = _families(result)
+    return {key for key, family in SCORECARD_FAMILY.items() if family not in ran}
 
 
 def _find(d: Any, *names: str) -> Any:

@@ -18,12 +18,14 @@ cols = st.columns(len(methods))
 chosen = [name for col, name in zip(cols, methods)
           if col.checkbox(name, value=name in ("rome", "memit", "ft_l"), key=f"cmp_m_{name}")]
 overrides = {name: widgets.hparam_editor("cmp", name, lm.name) for name in chosen}
-run = st.button("Compare", key="cmp_run", type="primary")
+c1, c2 = st.columns([1, 5])
+run = c1.button("Compare", key="cmp_run", type="primary")
+quick = widgets.quick_toggle("cmp", c2)
 
 if run and spec is not None and all(v is not None for v in overrides.values()):
     with ui.status_box(f"Running {len(chosen)} methods") as progress:
         st.session_state["cmp_result"] = ui.call(service.compare_methods, lm, spec, chosen, overrides,
-                                                 target_index, progress)
+                                                 target_index, progress, quick=quick)
         st.session_state["cmp_spec"] = (spec, target_index)
 result = st.session_state.get("cmp_result")
 if not result:
@@ -34,6 +36,8 @@ if not result:
 metrics = [m for m in service.SCORECARD]
 table = [{"method": r["method"], **{label: r.get(key) for key, label, _h in metrics}} for r in result["rows"]]
 st.dataframe(table, hide_index=True, key="cmp_table")
+if any((r.get("evaluation") or {}).get("quick") for r in result["results"].values()):
+    st.caption("Quick evaluation: Fluency was not computed (empty cells, not zeros).")
 c1, c2 = st.columns(2)
 with c1:
     st.plotly_chart(charts.compare_heatmap(result["rows"], metrics), key="cmp_heat")

@@ -32,15 +32,16 @@ if st.session_state.get("edit_method") not in methods:
     st.session_state["edit_method"] = "rome" if "rome" in methods else methods[0]
 method = st.selectbox("Method", methods, key="edit_method")
 overrides = widgets.hparam_editor("edit", method, lm.name)
-c1, c2 = st.columns([1, 5])
+c1, c2, c3 = st.columns([1, 1, 4])
 run = c1.button("Run edit", key="edit_run", type="primary") or bool(prefill)
 c2.button("Stop", key="edit_stop", help="Interrupts the running edit; the model is restored.")
+quick = widgets.quick_toggle("edit", c3)
 
 if st.session_state.get("edit_stop") and not run:
     st.warning("Stopped. The model was restored; nothing was kept.")
 if run and spec is not None and overrides is not None:
     with ui.status_box(f"Editing with {method}") as progress:
-        result = ui.call(service.run_edit, lm, spec, method, overrides, target_index, progress)
+        result = ui.call(service.run_edit, lm, spec, method, overrides, target_index, progress, quick=quick)
     st.session_state["edit_result"] = result  # a failed run must not leave the previous result on show
 
 result = st.session_state.get("edit_result")

@@ -79,6 +79,32 @@ def test_catalog_fact_edit_then_the_same_request_comes_from_the_cache():
     assert len(at.metric) == 7
 
 
+def test_quick_evaluation_is_on_by_default_and_cached_apart_from_the_full_one():
+    at = edit_page()
+    assert at.toggle(key="edit_quick").value is True
+    at.text_input(key="edit_search").set_value("Parthenon").run(timeout=h.TIMEOUT)
+    assert at.selectbox(key="edit_fact").value == "P276:parthenon"  # a fact with generation prompts
+    set_tiny_memit(at)
+    run(at)
+    assert not at.error, [e.value for e in at.error]
+    card = {m.label: m.value for m in at.metric}
+    assert card["Fluency"] == "not computed" and card["Efficacy"] not in ("not computed", "—")
+    assert "general" not in at.session_state["edit_result"]["report"]["families"]
+    assert any("Quick evaluation" in c.value for c in at.caption)
+    # Full evaluation of the same edit: a different cache entry, with fluency measured.
+    at.toggle(key="edit_quick").set_value(False)
+    run(at)
+    assert "from the results cache" not in shown_text(at)
+    card = {m.label: m.value for m in at.metric}
+    assert card["Fluency"] not in ("not computed", "—")
+    assert "general" in at.session_state["edit_result"]["report"]["families"]
+    # Back to quick: that one is in the cache.
+    at.toggle(key="edit_quick").set_value(True)
+    run(at)
+    assert "from the results cache" in shown_text(at)
+    assert {m.label: m.value for m in at.metric}["Fluency"] == "not computed"
+
+
 def test_new_target_equal_to_the_old_answer_is_a_clear_error():
     at = edit_page()
     free_form(at, "The Louvre", "The Louvre is located in", "Paris", "paris")

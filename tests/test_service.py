@@ -74,6 +74,16 @@ def test_scorecard_reads_nested_reports_and_leaves_missing_values_empty():
     assert card["generalisation"] is None  # no paraphrases: no number, not a zero
     assert card["nkl"] is None
     assert card["portability"] == 0.25  # pooled over probes, not a mean of set means
+    # Families that did not run at all are "not computed", unlike a family that ran without data.
+    assert service.not_computed({"report": report}) == {"nkl", "fluency", "perplexity"}
+
+
+def test_quick_evaluation_skips_general_and_has_its_own_cache_key(lm):
+    full, quick = service.evaluation_families(False), service.evaluation_families(True)
+    assert "general" in full and quick == [f for f in full if f != "general"]
+    case = service.resolve_case({"source": "catalog", "id": "P276:louvre"})
+    keys = {service.edit_key(lm, case, "memit", "1", TINY_MEMIT, fams) for fams in (full, quick)}
+    assert len(keys) == 2
 
 
 def test_chart_builders_take_plain_rows():
