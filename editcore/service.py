@@ -929,8 +929,11 @@ def pitfall_run(lm, sources: list[str], methods: list[str], n_cases: int, path: 
             "published_gptj": PUBLISHED_GPTJ}
 
 
-# The survey's GPT-J rows (Li et al. 2024, Tables 3 and 4). The exact published values could not be read
-# from any source available while this was written (the repository shows the tables only as images), so
-# the column stays empty rather than holding numbers from memory.
+# The paper's GPT-J rows (Li et al. 2024, ICLR). Empty on purpose: no source that could be read here gives
+# the published values as text. Looked up (for issue #7): the arXiv HTML of 2310.02129 and its ar5iv copy
+# (only the opening sections are stored), and zjunlp/PitfallsKnowledgeEditing README.md, whose results are
+# images (img/knowledge_conflict_results.png, img/knowledge_distortion_results.png). Numbers quoted in
+# third-party reviews are not the paper's tables and are not used. Fill a value only with its source.
 PUBLISHED_GPTJ: dict = {"table3": {}, "table4": {},
-                        "note": "published GPT-J numbers not available offline; see Li et al. 2024, Tables 3-4"}
+                        "note": "the published GPT-J values (Li et al. 2024) could not be read from any available "
+                                "source (the authors' repository shows its result tables only as images)"}
