@@ -64,9 +64,27 @@ METRIC_HELP: dict[str, tuple[str, str, str]] = {
 }
 
 
+def definition_url(anchor: str) -> str:
+    """Link to a section of the Methods & metrics page (Streamlit scrolls to a heading's anchor on load).
+    Relative, so that it also works when the app is served under a base path (``/<base>/methods``);
+    links in markdown open in a new tab, which keeps the current page's result."""
+    return f"{METHODS_PAGE}#{anchor}"
+
+
+def metric_label(key: str) -> str:
+    """A metric's label as a markdown link to its definition."""
+    label, _text, anchor = METRIC_HELP.get(key, (key, "", key))
+    return f"[{label}]({definition_url(anchor)})"
+
+
 def metric_help(key: str) -> str:
     label, text, anchor = METRIC_HELP.get(key, (key, "", key))
-    return f"{text} [Definition](/{METHODS_PAGE}#{anchor})"
+    return f"{text} [Definition]({definition_url(anchor)})"
+
+
+def definitions_caption(keys) -> str:
+    """One line of links to the definitions of ``keys`` (for tables, whose headers cannot hold links)."""
+    return "Definitions: " + " · ".join(metric_label(k) for k in keys)
 
 
 # ---- the shared model ---------------------------------------------------------------------------
@@ -141,11 +159,15 @@ def call(fn: Callable, *args, where=None, **kwargs) -> Any:
 class StatusProgress:
     """The ``progress(stage, fraction)`` callback of a :func:`status_box`, plus its outcome.
 
-    ``outcome`` is "done" until :meth:`mark` says "failed" or "stopped" (failed wins). With
-    ``defer_interrupts`` a widget click during the work does not abort it at the next progress report;
-    :attr:`interrupted` turns true instead, so a ``should_stop`` callback can end the work cleanly
-    (e.g. between two sequential edits) and keep what it measured; the rerun then happens when the
-    box closes.
+    ``outcome`` is "done" until :meth:`mark` says "failed" or "stopped" (failed wins).
+
+    With ``defer_interrupts`` a widget click during the work does not abort it at the next progress
+    report; :attr:`interrupted` turns true instead, so a ``should_stop`` callback can end the work
+    cleanly (e.g. between two sequential edits) and keep what it measured. A click reaches a running
+    script in one of two ways: with Streamlit's default ``runner.fastReruns`` this run is told to stop
+    (a StopException at every later drawing call) while a new run of the page starts at once; without
+    it, this run gets the rerun request (a RerunException, once) and the new run waits for it. Either
+    exception is raised again when the box closes.
     """
 
     def __init__(self, box, defer_interrupts: bool):
@@ -168,15 +190,19 @@ class StatusProgress:
     @contextlib.contextmanager
     def shield(self) -> Iterator[None]:
         """Drawing inside this block does not abort the work on a click (when deferring): Streamlit
-        raises its rerun request from whatever element is drawn next, so every drawing call made
+        raises its stop/rerun request from whatever element is drawn next, so every drawing call made
         while the work runs (progress, live charts) has to go through here."""
         try:
             yield
-        except RerunException as exc:
-            # A second click while the first is pending aborts at once (the user insists).
-            if not self._defer or self.deferred is not None:
+        except ScriptControlException as exc:
+            if not self._defer:
                 raise
-            self.deferred = exc
+            # A second rerun request while the first is pending aborts at once (the user insists); a
+            # stopped run raises StopException on every call, which is the same single request.
+            if isinstance(exc, RerunException) and self.deferred is not None:
+                raise
+            if self.deferred is None:
+                self.deferred = exc
 
     def __call__(self, stage: str, frac: float) -> None:
         with self.shield():
@@ -222,9 +248,11 @@ def status_box(label: str, defer_interrupts: bool = False) -> Iterator[StatusPro
         _CURRENT_BOX.reset(token)
     if progress.interrupted:
         progress.mark("stopped")
-    close()
-    if progress.deferred is not None:
-        raise progress.deferred  # the rerun the click asked for, now that the work has ended cleanly
+    try:
+        close()  # a stopped run raises its StopException again here
+    finally:
+        if progress.deferred is not None:
+            raise progress.deferred  # the stop/rerun the click asked for, now that the work ended cleanly
 
 
 # ---- safe text ----------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Sequential edits: many edits one after another; watch the model degrade."""
 
+import threading
+
 import streamlit as st
 
 from app import ui
@@ -8,9 +10,11 @@ from editcore import charts, service
 st.title("Sequential edits")
 st.caption("Edits are applied one after another, each computed on the already-edited model; every k edits "
            "the model is evaluated. The base model is restored when the run ends or is stopped. "
-           "[Definitions of the curves](methods#sequential)")
+           f"[Definitions of the curves]({ui.definition_url('sequential')})")
 
 SEQ_STOP = "seq_stop_requested"  # set by the Stop button, cleared by Run; read between two edits
+SEQ_RUNNING = "seq_run_finished"  # threading.Event of this session's latest run, set once it has ended
+STOP_WAIT_S = 600  # how long a page shown after Stop waits for the run to store its partial result
 
 
 def _request_stop() -> None:
@@ -65,15 +69,27 @@ def draw(result: dict) -> None:
 
 
 if run:
-    # A click (Stop) during the run only reaches this script as a rerun request, before Stop's on_click
-    # has run; the box defers it and reports it as ``interrupted``, so the run ends after the current
-    # edit, stores what it measured, and the rerun then shows the stored result.
-    with ui.status_box(f"{cfg['n_edits']} sequential edits", defer_interrupts=True) as progress:
-        result = ui.call(service.sequential_run, lm, cfg, progress, draw,
-                         lambda: progress.interrupted or bool(st.session_state.get(SEQ_STOP)))
-        if result and any(r.get("stopped_after") is not None for r in result["runs"].values()):
-            progress.mark("stopped")
+    # A click (Stop) during the run reaches it as a stop/rerun request, not through Stop's on_click; the
+    # box defers that request and reports it as ``interrupted`` (and with Streamlit's fast reruns the new
+    # page run sets the Stop flag while this one still works), so the run ends after the current edit
+    # and stores what it measured.
+    finished = threading.Event()
+    st.session_state[SEQ_RUNNING] = finished
+    try:
+        with ui.status_box(f"{cfg['n_edits']} sequential edits", defer_interrupts=True) as progress:
+            result = ui.call(service.sequential_run, lm, cfg, progress, draw,
+                             lambda: progress.interrupted or bool(st.session_state.get(SEQ_STOP)))
+            if result and any(r.get("stopped_after") is not None for r in result["runs"].values()):
+                progress.mark("stopped")
+    finally:
+        finished.set()
 else:
+    # With fast reruns (Streamlit's default) the page runs again at once after a click, while the run it
+    # interrupted finishes its edit: wait for it, or the result read below would be its previous state.
+    pending = st.session_state.get(SEQ_RUNNING)
+    if pending is not None and not pending.is_set():
+        with st.spinner("stopping after the edit in progress…"):
+            pending.wait(STOP_WAIT_S)
     result = ui.call(service.sequential_cached, lm, cfg)
     if result is None:
         st.info("Set up the run and press **Run**. Results are kept on disk, keyed by this configuration.")

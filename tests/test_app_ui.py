@@ -1,7 +1,7 @@
 """app/ui.py helpers without a running app: how a status box ends, and how it defers a click."""
 
 import pytest
-from streamlit.runtime.scriptrunner_utils.exceptions import RerunException
+from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
 from streamlit.runtime.scriptrunner_utils.script_requests import RerunData
 
 from app import ui
@@ -36,6 +36,18 @@ def test_a_click_during_deferring_work_is_held_until_the_work_ends():
     el.raise_next = RerunException(RerunData())
     with pytest.raises(RerunException):  # a second click aborts at once
         progress("edit 3/4", 0.75)
+
+
+def test_a_stopped_run_keeps_going_to_its_clean_end_when_deferring():
+    # With fastReruns a click stops this run (StopException at every drawing call) and starts a new one.
+    el = _Element()
+    progress = ui.StatusProgress(el, defer_interrupts=True)
+    first = StopException()
+    el.raise_next = first
+    progress("edit 2/4", 0.5)
+    el.raise_next = StopException()
+    progress("edit 3/4", 0.75)  # still the same request: no abort mid-edit
+    assert progress.deferred is first
 
 
 def test_without_deferring_a_click_aborts_at_the_next_progress_report():
