@@ -46,12 +46,16 @@ def scorecard(result: dict) -> dict:
     cols = st.columns(4) + st.columns(4)[:3]
     for col, (key, label, higher) in zip(cols, service.SCORECARD):
         v, pre = card.get(key), card.get(f"{key}_pre")
-        if key in skipped:  # not measured at all: never a number (and never 0)
-            value, delta = "not computed", None
-        else:  # "—": measured, but this fact has no data for it
-            value = "—" if v is None else (f"{v:.2f}" if key == "seconds" else f"{v:.3f}")
-            delta = None if v is None or pre is None else f"{v - pre:+.3f}"
-        col.metric(label, value, delta=delta, delta_color="normal" if higher else "inverse",
+        if key in skipped:
+            # Not measured at all: never a number (and never 0). The words go in the grey delta line,
+            # because a value as long as "not computed" is cut off at 1280 px.
+            col.metric(ui.metric_label(key), "—", delta="not computed", delta_color="off", delta_arrow="off",
+                       help=ui.metric_help(key))
+            continue
+        # "—" alone: measured, but this fact has no data for it.
+        value = "—" if v is None else (f"{v:.2f}" if key == "seconds" else f"{v:.3f}")
+        delta = None if v is None or pre is None else f"{v - pre:+.3f}"
+        col.metric(ui.metric_label(key), value, delta=delta, delta_color="normal" if higher else "inverse",
                    help=ui.metric_help(key))
     extra = []
     if card.get("score") is not None:
@@ -84,7 +88,8 @@ def nkl(result: dict) -> None:
 
 def shifts(result: dict) -> None:
     view = service.shift_views(result)
-    st.subheader("Probability shifts", help="What moved besides the edited fact. [Definition](/methods#shifts)")
+    st.subheader("Probability shifts",
+                 help=f"What moved besides the edited fact. [Definition]({ui.definition_url('shifts')})")
     if not view["groups"] and not view["related"]:
         st.info("This evaluation has no probability-shift data.")
         return

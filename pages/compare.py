@@ -36,6 +36,7 @@ if not result:
 metrics = [m for m in service.SCORECARD]
 table = [{"method": r["method"], **{label: r.get(key) for key, label, _h in metrics}} for r in result["rows"]]
 st.dataframe(table, hide_index=True, key="cmp_table")
+st.caption(ui.definitions_caption(key for key, _label, _h in metrics))
 if any((r.get("evaluation") or {}).get("quick") for r in result["results"].values()):
     st.caption("Quick evaluation: Fluency was not computed (empty cells, not zeros).")
 c1, c2 = st.columns(2)

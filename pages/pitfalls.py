@@ -9,7 +9,7 @@ from editcore import service
 st.title("Pitfall benchmarks")
 st.caption("Li et al., \"Unveiling the Pitfalls of Knowledge Editing for Large Language Models\", ICLR 2024: "
            "ConflictEdit (two edits that contradict each other; Table 3) and RoundEdit (edit o → o' and back; "
-           "Table 4). Definitions on the [Methods & metrics](/methods#pitfalls) page.")
+           f"Table 4). Definitions on the [Methods & metrics]({ui.definition_url('pitfalls')}) page.")
 
 lm = ui.current_lm()
 methods = [m["name"] for m in (ui.call(service.list_methods) or [])]

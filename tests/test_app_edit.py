@@ -54,8 +54,11 @@ def test_free_form_edit_shows_every_section_and_restores_the_model():
     set_tiny_memit(at)
     run(at)
     assert not at.error, [e.value for e in at.error]
+    # Every label is a link to its definition on the Methods & metrics page.
     labels = [m.label for m in at.metric]
-    assert labels == ["Efficacy", "Generalisation", "Neighbourhood score", "NKL", "Portability", "Fluency", "Seconds"]
+    assert labels == ["[Efficacy](methods#efficacy)", "[Generalisation](methods#generalisation)",
+                      "[Neighbourhood score](methods#neighbourhood-score)", "[NKL](methods#nkl)",
+                      "[Portability](methods#portability)", "[Fluency](methods#fluency)", "[Seconds](methods#time)"]
     assert float(at.metric[-1].value) > 0  # seconds spent on the edit
     text = shown_text(at)
     assert "London" in text and "before the edit" in text
@@ -87,22 +90,23 @@ def test_quick_evaluation_is_on_by_default_and_cached_apart_from_the_full_one():
     set_tiny_memit(at)
     run(at)
     assert not at.error, [e.value for e in at.error]
-    card = {m.label: m.value for m in at.metric}
-    assert card["Fluency"] == "not computed" and card["Efficacy"] not in ("not computed", "—")
+    card = {m.label.split("]")[0].lstrip("["): (m.value, m.delta) for m in at.metric}
+    assert card["Fluency"] == ("—", "not computed") and card["Efficacy"][0] != "—"
+    assert card["Efficacy"][1] != "not computed"
     assert "general" not in at.session_state["edit_result"]["report"]["families"]
     assert any("Quick evaluation" in c.value for c in at.caption)
     # Full evaluation of the same edit: a different cache entry, with fluency measured.
     at.toggle(key="edit_quick").set_value(False)
     run(at)
     assert "from the results cache" not in shown_text(at)
-    card = {m.label: m.value for m in at.metric}
-    assert card["Fluency"] not in ("not computed", "—")
+    card = {m.label.split("]")[0].lstrip("["): (m.value, m.delta) for m in at.metric}
+    assert card["Fluency"][0] != "—" and card["Fluency"][1] != "not computed"
     assert "general" in at.session_state["edit_result"]["report"]["families"]
     # Back to quick: that one is in the cache.
     at.toggle(key="edit_quick").set_value(True)
     run(at)
     assert "from the results cache" in shown_text(at)
-    assert {m.label: m.value for m in at.metric}["Fluency"] == "not computed"
+    assert at.metric[5].label.startswith("[Fluency]") and at.metric[5].delta == "not computed"
 
 
 def test_new_target_equal_to_the_old_answer_is_a_clear_error():

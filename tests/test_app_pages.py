@@ -37,6 +37,7 @@ def test_compare_table_charts_and_details_link():
     assert not at.error, [e.value for e in at.error]
     table = at.dataframe[0].value
     assert list(table["method"]) == ["memit"] and table["Seconds"].iloc[0] > 0
+    assert any("[Efficacy](methods#efficacy)" in c.value for c in at.caption)  # the table's metrics link too
     assert len(at.get("plotly_chart")) == 2
     at.button(key="cmp_detail_memit").click().run(timeout=h.TIMEOUT)
     assert not at.exception, at.exception
@@ -132,9 +133,19 @@ def test_pitfalls_tables_with_an_empty_published_column():
 
 
 def test_methods_page_has_an_anchor_for_every_metric_link():
+    import re
+
     from app import ui
 
     at = open_page("methods")
     anchors = {hd.proto.anchor for hd in at.header}
     assert {anchor for _label, _text, anchor in ui.METRIC_HELP.values()} <= anchors
     assert len(at.latex) >= 4
+    # Every definition link the pages draw (labels, help texts, captions) lands on one of these anchors.
+    linked = set()
+    for page in ("sequential", "pitfalls"):
+        other = open_page(page)
+        linked |= set(re.findall(r"\]\(methods#([\w-]+)\)", "\n".join(c.value for c in other.caption)))
+    linked |= set(re.findall(r"\]\(methods#([\w-]+)\)", "\n".join(ui.metric_help(k) for k in ui.METRIC_HELP)))
+    linked.add(ui.definition_url("shifts").split("#")[1])
+    assert {"sequential", "pitfalls", "efficacy", "nkl"} <= linked and linked <= anchors

@@ -20,7 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = ROOT / "reports" / "screenshots"
+# EDITSCOPE_SCREENSHOTS moves the screenshots elsewhere (e.g. while someone else works in reports/).
+SHOTS = Path(os.environ.get("EDITSCOPE_SCREENSHOTS") or ROOT / "reports" / "screenshots")
 pytestmark = pytest.mark.browser
 
 
@@ -125,6 +126,9 @@ async def _drive(cdp_port: int, app: str) -> dict:
             if "Seconds" in (seen["metrics"] or []) or time.time() > deadline:
                 break
             await asyncio.sleep(0.5)
+        # Metric labels are links to their definitions (resolved against the page's own URL).
+        seen["metric_links"] = await p.js("[...document.querySelectorAll('[data-testid=\"stMetric\"] a')]"
+                                          ".map(a => [a.textContent.trim(), a.href])")
         await asyncio.sleep(1.5)  # let plotly draw
         await p.shot("02_edit_result")
         await p.js("window.scrollTo(0, document.body.scrollHeight / 2)")
@@ -138,6 +142,15 @@ async def _drive(cdp_port: int, app: str) -> dict:
             seen[path] = await p.wait_text(needle, 60)
             await asyncio.sleep(1.0)
             await p.shot(f"{i:02d}_{path}")
+        # Following a definition link: the Methods page opens scrolled to that metric's heading.
+        await p.goto(f"{app}/methods#nkl")
+        await p.wait_text("Neighbourhood score", 60)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            seen["nkl_top"] = await p.js("document.getElementById('nkl')?.getBoundingClientRect().top")
+            if seen["nkl_top"] is not None and seen["nkl_top"] < 300:
+                break
+            await asyncio.sleep(0.5)
     return seen
 
 
@@ -179,6 +192,9 @@ def test_dashboard_in_headless_chromium(tmp_path):
         shutil.rmtree(profile, ignore_errors=True)
     assert "Traceback" not in out, out[-3000:]
     assert {"Efficacy", "Generalisation", "Neighbourhood score", "NKL", "Seconds"} <= set(seen["metrics"]), seen["metrics"]
+    assert ["NKL", f"http://127.0.0.1:{port}/methods#nkl"] in seen["metric_links"], seen["metric_links"]
+    assert len(seen["metric_links"]) == 7
+    assert seen["nkl_top"] is not None and 0 <= seen["nkl_top"] < 300, seen["nkl_top"]  # scrolled to the heading
     assert "internal error" not in seen["edit"]
     assert "Page not found" not in seen["edit"]
     assert "Table 3 layout" not in seen["pitfalls"]  # nothing run there: the page waits for the user
