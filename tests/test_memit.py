@@ -130,3 +130,58 @@ def test_memit_on_gemma_edits_known_facts(gemma, monkeypatch):
         hits = sum(top1_is_target(gemma, r) for r in reqs)
     assert gemma.digest() == before
     assert hits >= 9, f"MEMIT made only {hits}/10 new targets top-1"
+
+
+def _rms_norm(d: int, gain: torch.Tensor):
+    norm = torch.nn.RMSNorm(d, eps=1e-6, dtype=torch.float64)
+    with torch.no_grad():
+        norm.weight.copy_(gain)
+    return norm
+
+
+def test_through_post_norm_reaches_a_reachable_target():
+    """If the wanted output is itself a norm output, the returned change hits it exactly and keeps rms(m)."""
+    from editcore.methods.memit import through_post_norm
+
+    g = torch.Generator().manual_seed(1)
+    d = 16
+    gain = torch.rand(d, generator=g, dtype=torch.float64) * 3 + 0.1
+    norm = _rms_norm(d, gain)
+    m = torch.randn(3, d, generator=g, dtype=torch.float64) * 5
+    m_goal = torch.randn(3, d, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        r = norm(m_goal) - norm(m)
+        change = through_post_norm(norm, m, r)
+        got = norm(m + change)
+    assert torch.allclose(got, norm(m) + r, atol=1e-6)
+    assert torch.allclose((m + change).pow(2).mean(1), m.pow(2).mean(1), rtol=1e-6)
+
+
+def test_through_post_norm_zero_gain_and_unreachable_target():
+    """A coordinate with gain 0 cannot move and is left alone; an unreachable target gets the closest output
+    (closer than not moving at all), with no NaN."""
+    from editcore.methods.memit import through_post_norm
+
+    g = torch.Generator().manual_seed(2)
+    d = 10
+    gain = torch.linspace(0.0, 2.0, d, dtype=torch.float64)
+    norm = _rms_norm(d, gain)
+    m = torch.randn(2, d, generator=g, dtype=torch.float64)
+    r = torch.randn(2, d, generator=g, dtype=torch.float64) * 10
+    with torch.no_grad():
+        change = through_post_norm(norm, m, r)
+        want = norm(m) + r
+        got = norm(m + change)
+    assert torch.isfinite(change).all()
+    assert torch.all(change[:, 0] == 0)
+    assert torch.all((got - want).norm(dim=1) < (norm(m) - want).norm(dim=1))
+
+
+def test_through_post_norm_rejects_other_norms():
+    from editcore.methods.memit import through_post_norm
+
+    ln = torch.nn.LayerNorm(6, dtype=torch.float64)
+    with torch.no_grad():
+        ln.bias.fill_(0.5)
+    with pytest.raises(InputError, match="not an RMSNorm"):
+        through_post_norm(ln, torch.randn(2, 6, dtype=torch.float64), torch.zeros(2, 6, dtype=torch.float64))

@@ -19,12 +19,14 @@ for a smaller token count; the count only changes how noisy ``C_l`` is (it must 
 for ``C_l`` to be full rank). The bundled models' ``lambda`` was picked by the sweep in
 ``editcore/hparams/memit/``.
 
-Post-norm MLPs (Gemma 2/3 normalise the MLP output with an RMSNorm before adding it to the residual):
-``R_l`` is written into the projection's output space as in the reference method, which assumes the MLP
-output is added to the residual unchanged. On Gemma-3-270M this **fails**: measured 0/10 new targets with
-an update norm of ~2.6e4 (layers 1..5, lambda 15000, 8192 WikiText tokens), while the same code gives 4/4 on
-the pre-norm SmolLM2-135M. A fix needs the residual mapped through the post-norm (e.g. solving for the MLP
-output whose normalised value moves the block output by ``R_l``); until then use ROME on Gemma.
+Post-norm MLPs (Gemma 2/3 normalise the MLP output with an RMSNorm ``N(m) = g * m / rms(m)`` before adding it
+to the residual): the reference method writes ``R_l`` straight into the projection's output ``m``, which
+assumes the MLP output joins the residual unchanged. On Gemma-3-270M that fails (measured 0/10 new targets,
+update norm ~2.6e4). EditScope therefore maps ``R_l`` through the norm (:func:`through_post_norm`): it asks
+for ``N(m') = N(m) + R_l``. An RMSNorm's outputs all have ``rms(N(m)/g) = 1``, so the closest reachable
+output is found as a trust-region problem and ``m'`` keeps ``rms(m)``; the projection is then asked for
+``m' - m``. This is an EditScope adaptation (the MEMIT paper covers pre-norm GPT models only); any part of
+``R_l`` a layer cannot reach is left to the layers above, which see the updated model.
 """
 
 from __future__ import annotations
@@ -91,9 +93,50 @@ def memit_update(residual: torch.Tensor, keys: torch.Tensor, cov: torch.Tensor |
     return residual.double().to(k.device) @ adj.T
 
 
+def through_post_norm(norm: torch.nn.Module, m: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Change of the projection outputs ``m`` (``[n, d]``) that moves ``norm(m)`` by ``r`` (``[n, d]``) as
+    closely as an RMSNorm ``N(m) = g * m / rms(m)`` allows.
+
+    Every output of ``N`` is ``g * x`` with ``mean(x^2) = 1``. For the wanted output ``y = N(m) + r`` the
+    closest one minimises ``||g * x - y||^2`` subject to ``mean(x^2) = 1``: ``x = g y / (g^2 + mu)`` with the
+    multiplier ``mu`` found by bisection (``mean(x^2)`` falls as ``mu`` grows). ``m' = rms(m) x`` keeps the
+    output's size (``N`` ignores it), so the weight change stays small. Coordinates with gain zero (Gemma has a
+    few) do not reach the output and are left as they are. Raises :class:`InputError` if ``norm`` is not RMSNorm-shaped.
+    """
+    m = m.double()
+    with torch.no_grad():
+        dt = next(norm.parameters()).dtype
+        out = norm(m.to(dt)).double()
+        g = norm(torch.ones(1, m.shape[1], dtype=dt, device=m.device)).double()[0]
+        eps = float(getattr(norm, "eps", getattr(norm, "variance_epsilon", 1e-6)))
+        g = g * (1.0 + eps) ** 0.5  # norm(ones) = g / sqrt(1 + eps)
+        rms = (m.pow(2).mean(1, keepdim=True) + eps).sqrt()
+        if float((out - g * m / rms).abs().max()) > 1e-3 * max(1.0, float(out.abs().max())):
+            raise InputError("MEMIT: this model's post-MLP norm is not an RMSNorm; no mapping for it")
+        y = out + r.double().to(m.device)
+        g2, gy = g * g, g * y
+        nz = g2 > 0
+        lo = torch.full((m.shape[0], 1), -float(g2[nz].min()) * (1 - 1e-9), dtype=torch.float64, device=m.device)
+
+        # Coordinates with gain 0 do not reach the output: keep them (and their share of the rms) as they are.
+        keep = torch.where(nz, 0.0, m / rms)
+        budget = (m.shape[1] - keep.pow(2).sum(1, keepdim=True)).clamp_min(1e-12)
+        hi = (gy.pow(2).sum(1, keepdim=True) / budget).sqrt() + 1e-12  # sum x^2 <= budget from here up
+
+        def solve(mu: torch.Tensor) -> torch.Tensor:
+            return torch.where(nz, gy / torch.where(nz, g2 + mu, 1.0), 0.0)
+
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            big = solve(mid).pow(2).sum(1, keepdim=True) > budget
+            lo = torch.where(big, mid, lo)
+            hi = torch.where(big, hi, mid)
+        return rms * (solve(hi) + keep) - m
+
+
 class _Memit:
     name = "memit"
-    version = "1"
+    version = "2"
     Hparams = Hparams
     batched = True
 
@@ -132,6 +175,10 @@ class _Memit:
                 z_cur = module_io_at(lm, "block", z_layer, [p[0] for p in plain], [p[1] for p in plain],
                                      "out").double().T
                 resid = (z_target - z_cur) / (len(layers) - i)
+                norm = lm.adapter.post_mlp_norm(layer)
+                if norm is not None:  # Gemma 2/3: ask the projection for what the norm turns into resid
+                    m = module_io_at(lm, "mlp_out", layer, [p[0] for p in plain], [p[1] for p in plain], "out")
+                    resid = through_post_norm(norm, m, resid.T).T
                 delta = memit_update(resid, keys, covs[layer], hp.mom2_update_weight)
                 weight = lm.adapter.mlp_out_weight(layer)
                 name = lm.adapter.mlp_out_param_name(layer)

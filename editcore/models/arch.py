@@ -107,6 +107,12 @@ class ArchAdapter:
     def block(self, layer: int) -> nn.Module:
         return self._blocks[layer]
 
+    def post_mlp_norm(self, layer: int) -> nn.Module | None:
+        """The norm applied to the MLP output *before* it joins the residual stream (Gemma 2/3's
+        ``post_feedforward_layernorm``), or ``None`` for the usual pre-norm blocks. MEMIT needs it: a change
+        of the projection's output is not a change of the residual when a norm sits in between."""
+        return getattr(self.block(layer), "post_feedforward_layernorm", None)
+
     def check_layer(self, layer: int) -> int:
         if not isinstance(layer, int) or not 0 <= layer < len(self._blocks):
             from ..errors import InputError
@@ -145,5 +151,6 @@ class ArchAdapter:
             "d_model": self.d_model,
             "d_mlp": self.d_mlp,
             "gated_mlp": self.gated,
+            "post_mlp_norm": self.post_mlp_norm(0) is not None,
             "mlp_out": self.module_name("mlp_out", 0).replace(".0.", ".{i}."),
         }
