@@ -150,9 +150,16 @@ def next_token_logprobs(lm, prompts: Sequence[str], batch_size: int = 16) -> tor
 def greedy(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_size: int = 16) -> list[str]:
     """Greedy continuations (without the prompt), batched with left padding."""
     tok = lm.tokenizer
+    return [tok.decode(row, skip_special_tokens=True) for row in greedy_tokens(lm, prompts, max_new_tokens, batch_size)]
+
+
+def greedy_tokens(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_size: int = 16) -> list[list[int]]:
+    """Greedy continuation token ids (``max_new_tokens`` per prompt, padded after an early end). The first
+    ``n`` of them are the greedy continuation of length ``n``, so callers needing several lengths generate once."""
+    tok = lm.tokenizer
     dev = _device(lm)
     pad = _pad_id(tok)
-    outs: list[str] = []
+    outs: list[list[int]] = []
     for idx in _batches(len(prompts), batch_size):
         enc = [prompt_ids(tok, prompts[i]) for i in idx]
         for e in enc:
@@ -165,6 +172,5 @@ def greedy(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_size: int 
             mask[i, width - len(e):] = 1
         gen = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                 do_sample=False, pad_token_id=pad, num_beams=1)
-        for row in gen[:, width:]:
-            outs.append(tok.decode(row, skip_special_tokens=True))
+        outs.extend(row.tolist() for row in gen[:, width:])
     return outs

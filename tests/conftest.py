@@ -12,6 +12,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# The on-disk pre-edit score cache is per user; tests that want it turn it on in a private home.
+os.environ["EDITSCOPE_PRECACHE"] = "0"
 
 
 def pytest_configure(config):

@@ -130,3 +130,33 @@ def test_unknown_family_is_a_user_error(lm):
 
     with pytest.raises(InputError):
         evaluate(lm, CASE, _patch(lm, 0.0), families=("nope",))
+
+
+def test_pre_cache_persists_on_disk_for_the_base_model_only(lm, tmp_home, monkeypatch):
+    """A new process (simulated by emptying the memory LRU) reads base-model scores from disk, equal to the
+    originals; a scorer naming another state (sequential edits) never reads or writes the disk."""
+    monkeypatch.setenv("EDITSCOPE_PRECACHE", "1")
+    scoring.clear_cache()
+    first = Scorer(lm, pre=True)
+    pair = first.pairs(["The Louvre is in"], ["Paris"])[0]
+    dist = first.dists(["The Louvre is in"])[0]
+    text = first.greedy(["The Louvre is in"], 3)[0]
+    scoring.clear_cache(disk=False)
+    again = Scorer(lm, pre=True)
+    assert again.pairs(["The Louvre is in"], ["Paris"])[0] == pair
+    assert torch.equal(again.dists(["The Louvre is in"])[0], dist)
+    assert again.greedy(["The Louvre is in"], 3)[0] == text
+    assert again.passes == 0
+    scoring.clear_cache(disk=False)
+    other = Scorer(lm, pre=True, state="after 3 kept edits")
+    other.pairs(["The Louvre is in"], ["Paris"])
+    assert other.passes == 1
+    scoring.clear_cache(disk=False)
+    fresh = Scorer(lm, pre=True, state="after 3 kept edits")
+    fresh.pairs(["The Louvre is in"], ["Paris"])
+    assert fresh.passes == 1
+    # clear_cache() empties the disk too.
+    scoring.clear_cache()
+    gone = Scorer(lm, pre=True)
+    gone.pairs(["The Louvre is in"], ["Paris"])
+    assert gone.passes == 1

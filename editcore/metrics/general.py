@@ -25,6 +25,7 @@ Every probe is run before and after the edit ("Other-Task" locality, Yao et al. 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import Counter
@@ -220,7 +221,8 @@ PROMPT_OF = {
 
 def probe_requests(task: str, items: list[dict], n: int, fits: Callable[[str], bool] | None = None):
     """What one probe needs from a scorer: (metric name, run(scorer) -> (per-item scores, outputs),
-    number of items skipped because they do not fit the model's context)."""
+    number of items skipped because they do not fit the model's context, the greedy generations it will
+    ask for as (prompt, tokens) pairs, so a caller can generate them all in one batch)."""
     demos, evals = _split(task, items, n)
     skipped = 0
     if fits is not None:
@@ -235,7 +237,7 @@ def probe_requests(task: str, items: list[dict], n: int, fits: Callable[[str], b
             # Strict ">" for positive: a tie predicts negative (and is then right only for label 0).
             preds = [int(a.logprob > b.logprob) for a, b in zip(pos, neg)]
             return [float(p == it["label"]) for p, it in zip(preds, evals)], []
-        return "accuracy", run, skipped
+        return "accuracy", run, skipped, []
     if task == "piqa":
         prompts = [f"Question: {it['goal']}\nAnswer:" for it in evals]
 
@@ -245,33 +247,34 @@ def probe_requests(task: str, items: list[dict], n: int, fits: Callable[[str], b
             preds = [0 if x.logprob / len(x.token_logprobs) > y.logprob / len(y.token_logprobs) else 1
                      for x, y in zip(a, b)]
             return [float(p == it["label"]) for p, it in zip(preds, evals)], []
-        return "accuracy (mean-normalised log-likelihood)", run, skipped
+        return "accuracy (mean-normalised log-likelihood)", run, skipped, []
     if task == "qa":
         prompts = [_qa_prompt(demos, it) for it in evals]
 
         def run(sc):
             outs = sc.greedy(prompts, 8)
             return [float(exact_match(_short_answer(o), it["answers"])) for o, it in zip(outs, evals)], outs
-        return "exact match", run, skipped
+        return "exact match", run, skipped, [(p, 8) for p in prompts]
     if task == "arithmetic":
         prompts = [_arith_prompt(demos, it) for it in evals]
 
         def run(sc):
             outs = sc.greedy(prompts, 6)
             return [float(first_number(o) == first_number(it["answer"])) for o, it in zip(outs, evals)], outs
-        return "solve rate", run, skipped
+        return "solve rate", run, skipped, [(p, 6) for p in prompts]
     if task == "summarisation":
         prompts = [f"Dialogue:\n{it['dialogue']}\n\nShort summary:" for it in evals]
 
         def run(sc):
             outs = sc.greedy(prompts, 16)
             return [rouge_l(first_line(o), it["summary"]) for o, it in zip(outs, evals)], outs
-        return "ROUGE-L F1", run, skipped
+        return "ROUGE-L F1", run, skipped, [(p, 16) for p in prompts]
     raise ValueError(task)
 
 
 def _ppl_cached(scorer, text: str, context: int) -> tuple[float, int]:
-    key = (scorer.lm.fingerprint, scorer.state, "ppl", context, hash(text))
+    # A content digest, not hash(): that differs between processes, and this key is also used on disk.
+    key = (scorer.lm.fingerprint, scorer.state, "ppl", context, hashlib.sha256(text.encode()).hexdigest())
     if scorer.pre and (hit := _get(_TEXT_CACHE, key)) is not None:
         return hit
     memo = scorer._texts.get(("ppl", context, text))
@@ -297,12 +300,16 @@ def general_abilities(pre, post, *, sizes: dict[str, int] | None = None, paths: 
     def fits(prompt: str) -> bool:
         return len(textmod.prompt_ids(lm.tokenizer, prompt)) <= limit
 
-    results: dict[str, ProbeResult] = {}
+    probes = []
     for task, n in sizes.items():
-        if n <= 0:
-            continue
-        items = load_probe(task, paths.get(task), limit=SHOTS[task] + n)
-        metric, run, skipped = probe_requests(task, items, n, fits)
+        if n > 0:
+            items = load_probe(task, paths.get(task), limit=SHOTS[task] + n)
+            probes.append((task, *probe_requests(task, items, n, fits)))
+    wanted = [w for *_, needs in probes for w in needs] + [(p, fluency_tokens) for p in generation_prompts]
+    for sc in (pre, post):
+        sc.prefetch_greedy(wanted)
+    results: dict[str, ProbeResult] = {}
+    for task, metric, run, skipped, _ in probes:
         a, _ = run(pre)
         b, outs = run(post)
         results[task] = ProbeResult(task, metric, bootstrap_ci(a), bootstrap_ci(b), a, b, outs, skipped)

@@ -14,8 +14,11 @@ edits (sequential editing) pass a ``state`` that names them, or use ``pre=False`
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import text
+from .. import paths, text
 from .stats import LOG_FLOOR, floor_log
 
 log = logging.getLogger(__name__)
@@ -86,22 +89,113 @@ def _get(cache: OrderedDict, key):
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
-    return None
+    value = _disk_get(cache, key)
+    if value is not None:
+        _put(cache, key, value, None)
+    return value
 
 
-def _put(cache: OrderedDict, key, value, size: int) -> None:
+def _put(cache: OrderedDict, key, value, size: int | None) -> None:
+    """Store in memory (``size`` bounds the LRU; ``None``: the cache's own bound) and, for the pristine base
+    model, on disk."""
+    size = size if size is not None else _SIZES[id(cache)]
     with _CACHE_LOCK:
+        fresh = key not in cache
         cache[key] = value
         cache.move_to_end(key)
         while len(cache) > size:
             cache.popitem(last=False)
+    if fresh:
+        _disk_put(cache, key, value)
 
 
-def clear_cache() -> None:
+# ---- the pre-edit cache on disk ---------------------------------------------------------------------------
+# Reads of the *pristine* base model (state "base") are the same for every edit, every session and every
+# process, so they are also kept on disk: a CLI evaluation or a dashboard restart then spends its time on the
+# edited model only (the general-ability probes, for one, do not depend on the fact at all). Plain data
+# only: pair scores and texts as JSON, distributions as raw float32 bytes; keys are SHA-256 of canonical
+# JSON (model fingerprint first, so other weights never hit). EDITSCOPE_PRECACHE=0 switches it off.
+DISK_LIMIT_BYTES = 2 * 2**30
+_disk_state: dict = {}
+
+
+def _disk():
+    if os.environ.get("EDITSCOPE_PRECACHE", "1") == "0":
+        return None
+    where = str(paths.sub("prescores"))
+    with _CACHE_LOCK:
+        if _disk_state.get("where") != where:  # EDITSCOPE_HOME changed (tests): reopen
+            import diskcache
+
+            old = _disk_state.get("cache")
+            if old is not None:
+                old.close()
+            _disk_state.update(where=where, cache=diskcache.Cache(where, size_limit=DISK_LIMIT_BYTES))
+        return _disk_state["cache"]
+
+
+def _disk_key(cache: OrderedDict, key) -> str | None:
+    if len(key) < 2 or key[1] != "base":
+        return None
+    kind = _KINDS[id(cache)]
+    return hashlib.sha256(json.dumps([kind, *key], separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+
+
+def _encode(kind: str, value):
+    if kind == "dist":
+        return value.detach().to(torch.float32).contiguous().cpu().numpy().tobytes()
+    if kind == "pair":
+        return json.dumps([value.token_logprobs, value.token_correct, value.argmax])
+    return json.dumps(value)
+
+
+def _decode(kind: str, raw):
+    if kind == "dist":
+        import numpy as np
+
+        return torch.from_numpy(np.frombuffer(raw, dtype=np.float32).copy())
+    data = json.loads(raw)
+    if kind == "pair":
+        return PairScore(tuple(data[0]), tuple(bool(x) for x in data[1]), tuple(data[2]))
+    return tuple(data) if isinstance(data, list) else data
+
+
+def _disk_get(cache: OrderedDict, key):
+    dkey = _disk_key(cache, key)
+    store = _disk() if dkey else None
+    if store is None:
+        return None
+    try:
+        raw = store.get(dkey)
+        return None if raw is None else _decode(_KINDS[id(cache)], raw)
+    except Exception as exc:  # a damaged cache must never break an evaluation
+        log.warning("ignoring unreadable pre-edit cache entry (%s)", exc)
+        return None
+
+
+def _disk_put(cache: OrderedDict, key, value) -> None:
+    dkey = _disk_key(cache, key)
+    store = _disk() if dkey else None
+    if store is None:
+        return
+    try:
+        store.set(dkey, _encode(_KINDS[id(cache)], value))
+    except Exception as exc:
+        log.warning("could not write the pre-edit cache (%s)", exc)
+
+
+_KINDS = {id(_PAIR_CACHE): "pair", id(_DIST_CACHE): "dist", id(_TEXT_CACHE): "text"}
+_SIZES = {id(_PAIR_CACHE): PAIR_CACHE_SIZE, id(_DIST_CACHE): DIST_CACHE_SIZE, id(_TEXT_CACHE): TEXT_CACHE_SIZE}
+
+
+def clear_cache(disk: bool = True) -> None:
     with _CACHE_LOCK:
         _PAIR_CACHE.clear()
         _DIST_CACHE.clear()
         _TEXT_CACHE.clear()
+    store = _disk() if disk else None
+    if store is not None:
+        store.clear()
 
 
 def cache_sizes() -> dict[str, int]:
@@ -227,6 +321,31 @@ class Scorer:
                     _put(_TEXT_CACHE, self._key("greedy", max_new_tokens, p), o, TEXT_CACHE_SIZE)
         self._texts.update({(p, max_new_tokens): o for p, o in found.items()})
         return [found[p] for p in prompts]
+
+    def prefetch_greedy(self, wanted: Sequence[tuple[str, int]]) -> None:
+        """Generate every ``(prompt, max_new_tokens)`` not known yet in *one* batched call at the largest
+        length, and keep each prompt's prefix of the length asked for. Generation on CPU is bound by reading
+        the weights once per step (for Gemma the 262k-row unembedding alone is 670 MB), so one call of 16
+        steps is far cheaper than four calls of 6-16 steps."""
+        todo = [(p, n) for p, n in dict.fromkeys(wanted) if (p, n) not in self._texts]
+        if self.pre:
+            for p, n in list(todo):
+                hit = _get(_TEXT_CACHE, self._key("greedy", n, p))
+                if hit is not None:
+                    self._texts[(p, n)] = hit
+                    todo.remove((p, n))
+        self._check(todo)
+        if not todo:
+            return
+        prompts = list(dict.fromkeys(p for p, _ in todo))
+        longest = max(n for _, n in todo)
+        self.passes += math.ceil(len(prompts) / self.batch_size)
+        ids = dict(zip(prompts, text.greedy_tokens(self.lm, prompts, longest, self.batch_size)))
+        for p, n in todo:
+            out = self.lm.tokenizer.decode(ids[p][:n], skip_special_tokens=True)
+            self._texts[(p, n)] = out
+            if self.pre:
+                _put(_TEXT_CACHE, self._key("greedy", n, p), out, TEXT_CACHE_SIZE)
 
     def greedy_ids(self, prompt: str, k: int) -> list[int]:
         """Greedy next ``k`` token ids (memoised per scorer, not in the process cache)."""
