@@ -4,7 +4,7 @@ A batch of facts is spread over the MLP output projections of a range of layers 
 
 1. For each request, ``z*`` = the hidden state (block output) of the *last* layer of ``R`` at the subject's
    last token plus a vector optimised so the new target follows (same objective as ROME's ``v*``:
-   :func:`editcore.methods._common.optimise_value` with ``slot="block"``).
+   :func:`editcore.methods._common.optimise_values` with ``slot="block"``, all requests in one batch).
 2. For each layer ``l`` in ``R``, ascending: keys ``K`` (``[d_mlp, n]``, subject's last token, averaged
    over the context prompts) and the residual ``R_l = (z* - z_current) / (layers left)`` with
    ``z_current`` the last layer's hidden state for the plain prompt, both computed *with the updates of
@@ -42,7 +42,7 @@ from ..errors import InputError
 from ..scope import Patch
 from ..types import Request
 from . import stats
-from ._common import (context_templates, mlp_keys, module_io_at, optimise_value, subject_last_index,
+from ._common import (context_templates, mlp_keys, module_io_at, optimise_values, subject_last_index,
                       validate_request, value_settings)
 from .base import Edit, Progress, hparam, validate_hparams
 
@@ -159,11 +159,8 @@ class _Memit:
         z_layer = layers[-1]
         settings = value_settings(hp)
 
-        results = []
-        for i, req in enumerate(reqs):
-            sub = (lambda stage, f, i=i: progress(f"request {i + 1}/{len(reqs)}: {stage}", (i + f) / len(reqs))) \
-                if progress else None
-            results.append(optimise_value(lm, req, z_layer, templates, settings, slot="block", progress=sub))
+        # All requests' z* in one batch (each its own delta; see optimise_values).
+        results = optimise_values(lm, reqs, z_layer, templates, settings, slot="block", progress=progress)
         z_target = torch.stack([r.v for r in results], 1).double()  # [d_model, n]
 
         plain = [subject_last_index(lm.tokenizer, r.prompt, r.subject) for r in reqs]
@@ -200,7 +197,7 @@ class _Memit:
             "target_probs": [r.target_probs[-1] if r.target_probs else float("nan") for r in results],
             "v_reached_target": all(r.reached for r in results),
             "v_reached_per_request": [r.reached for r in results],
-            "v_seconds": sum(r.seconds for r in results),
+            "v_seconds": results[0].seconds if results else 0.0,  # one batched optimisation for all
             "stats_seconds": stats_seconds,
             "update_norm": float(sum(float(d.double().norm()) ** 2 for d in deltas.values()) ** 0.5),
             "per_layer": per_layer,
