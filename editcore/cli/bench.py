@@ -1,9 +1,13 @@
 """``python -m editcore bench --out reports``: speed and quality of every registered method on the bundled
-models (see :mod:`editcore.bench`); ``--sweep rome|memit --model NAME`` runs a layer sweep instead."""
+models (see :mod:`editcore.bench`); ``--sweep rome|memit --model NAME`` runs a layer sweep instead
+(``--vary KEY=V1,V2`` sweeps another hyper-parameter)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
+import sys
 from pathlib import Path
 
 from ..errors import InputError
@@ -29,6 +33,8 @@ def register(sub) -> None:
     p.add_argument("--layers", default=None,
                    help="--sweep candidates: '2,4,6' (ROME) or '2-6,4-8' (MEMIT ranges); default: every 2nd layer")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="overrides for --sweep")
+    p.add_argument("--vary", default=None, metavar="KEY=V1,V2,...",
+                   help="--sweep another hyper-parameter instead of the layer (JSON values), e.g. clamp_norm_factor=0.5,1,4")
     p.set_defaults(func=run)
 
 
@@ -60,7 +66,7 @@ def _parse_layers(spec: str | None, method: str, n_layers: int) -> list:
 def run(args) -> int:
     import torch
 
-    from ..bench import environment, known_facts, run_bench, sweep_layers, sweep_markdown
+    from ..bench import environment, known_facts, run_bench, sweep, sweep_markdown
     from .edit import parse_overrides
     from .progress import Bar
 
@@ -77,16 +83,32 @@ def run(args) -> int:
         from ..methods import stats
 
         facts = known_facts(lm, max(args.facts, 1))
-        layer_sets = _parse_layers(args.layers, args.sweep, lm.adapter.n_layers)
-        flat = sorted({x for s in layer_sets for x in (s if isinstance(s, list) else [s])})
+        if args.vary:
+            key, _, spec = args.vary.partition("=")
+            try:
+                values = [json.loads(v) for v in spec.split(",") if v.strip()]
+            except ValueError:
+                raise InputError(f"bad --vary values {spec!r}: use JSON values separated by commas") from None
+            if not key or not values:
+                raise InputError("--vary needs KEY=V1,V2,...")
+            suffix = f"_{key}"
+        else:
+            key = "layers" if args.sweep == "memit" else "layer"
+            values = _parse_layers(args.layers, args.sweep, lm.adapter.n_layers)
+            suffix = ""
+        layer_key = "layers" if args.sweep == "memit" else "layer"
+        layer_sets = values if key == layer_key else [overrides.get(layer_key)]
+        flat = sorted({x for s in layer_sets if s not in (None, -1) for x in (s if isinstance(s, list) else [s])})
         # All candidate layers' statistics in one pass (cheaper than one pass per layer).
-        stats.second_moments(lm, flat, overrides.get("stats_samples", stats.DEFAULT_TOKENS),
-                             overrides["stats_corpus"], Bar())
-        rows = sweep_layers(lm, args.sweep, layer_sets, facts, overrides, Bar())
+        if flat:
+            stats.second_moments(lm, flat, overrides.get("stats_samples", stats.DEFAULT_TOKENS),
+                                 overrides["stats_corpus"], Bar())
+        rows = sweep(lm, args.sweep, key, values, facts, overrides, Bar())
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        md = sweep_markdown(lm.name, args.sweep, rows, facts, overrides, environment(lm))
-        (out / f"sweep_{lm.name}.md").write_text(md)
+        command = "python -m editcore bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        md = sweep_markdown(lm.name, args.sweep, key, rows, facts, overrides, environment(lm), command)
+        (out / f"sweep_{lm.name}{suffix}.md").write_text(md)
         print(md)
         return 0
     from ..models.registry import BUILTIN
