@@ -220,26 +220,21 @@ def _speedups(lm, facts, common) -> list[dict]:
 
     rome = get_method("rome")
     variants = [
-        ("EditScope defaults", {}, True),
-        ("no block replay (full forward every step)", {}, False),
-        ("no early stop at P(target)>=0.9 (ROME's loss<0.05 rule only)", {"v_stop_prob": 1.0}, True),
-        ("ROME's 20 context prefixes instead of 5", {"context_prefixes": 20, "context_tokens": 10}, True),
+        ("EditScope defaults", {}, {}),
+        ("no suffix-only replay (whole sequences through blocks l..L-1)", {}, {"suffix_cache": False}),
+        ("no block replay (full forward every step)", {}, {"suffix_cache": False, "block_replay": False}),
+        ("no early stop at P(target)>=0.9 (ROME's loss<0.05 rule only)", {"v_stop_prob": 1.0}, {}),
+        ("ROME's 20 context prefixes instead of 5", {"context_prefixes": 20, "context_tokens": 10}, {}),
     ]
     rows = []
-    orig = _common._Replay.__init__
-    for label, ov, replay in variants:
+    saved = dict(_common.SPEEDUPS)
+    for label, ov, switches in variants:
         hp = load_hparams("rome", rome.Hparams, lm.name, {**common, **ov})
-
-        def no_replay(self, *a, **k):
-            orig(self, *a, **k)
-            self.use_replay = False
-
-        if not replay:
-            _common._Replay.__init__ = no_replay
+        _common.SPEEDUPS.update({**saved, **switches})
         try:
             r = run_method(lm, rome, hp, facts)
         finally:
-            _common._Replay.__init__ = orig
+            _common.SPEEDUPS.update(saved)
         rows.append({"variant": label, "seconds_median": r["seconds_median"], "success": r["success"],
                      "steps_mean": r["steps_mean"], "n_facts": r["n_facts"]})
     return rows

@@ -77,26 +77,24 @@ def test_identity_covariance_option(corpus):
     assert torch.allclose(vec["c_inv_k"], vec["k_star"])
 
 
-def test_replay_matches_full_forward(corpus):
-    """The fast path (blocks l..L-1 only) gives the same loss curve as full forwards."""
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_fast_paths_match_full_forward(family, corpus, monkeypatch):
+    """The fast paths (suffix-only replay; replay of blocks l..L-1) give the same loss curve as full
+    forwards, on every supported family."""
     from editcore.methods import _common
 
-    lm = tiny.lm("gemma3")
+    lm = tiny.lm(family)
     hp = _hp(corpus)
-    fast = get_method("rome").compute(lm, [REQ], hp)
-    orig = _common._Replay.__init__
-
-    def no_replay(self, *a, **k):
-        orig(self, *a, **k)
-        self.use_replay = False
-
-    _common._Replay.__init__ = no_replay
-    try:
-        slow = get_method("rome").compute(lm, [REQ], hp)
-    finally:
-        _common._Replay.__init__ = orig
-    assert fast.diagnostics["block_replay"] and not slow.diagnostics["block_replay"]
-    assert fast.diagnostics["loss_curve"] == pytest.approx(slow.diagnostics["loss_curve"], rel=1e-4, abs=1e-6)
+    curves = {}
+    for mode, switches in (("suffix", {}), ("blocks", {"suffix_cache": False}),
+                           ("full", {"suffix_cache": False, "block_replay": False})):
+        monkeypatch.setattr(_common, "SPEEDUPS", {"block_replay": True, "suffix_cache": True, **switches})
+        d = get_method("rome").compute(lm, [REQ], hp).diagnostics
+        assert d["suffix_replay"] == (mode == "suffix")
+        assert d["block_replay"] == (mode != "full")
+        curves[mode] = d["loss_curve"]
+    assert curves["suffix"] == pytest.approx(curves["full"], rel=1e-4, abs=1e-6)
+    assert curves["blocks"] == pytest.approx(curves["full"], rel=1e-4, abs=1e-6)
 
 
 @pytest.mark.parametrize("bad, message", [

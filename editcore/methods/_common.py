@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -260,6 +261,9 @@ class _Replay:
                 out = self.lm.model.base_model(input_ids=self.ids, attention_mask=self.mask, use_cache=False)
             return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
+    def at(self, rows: Sequence[int], positions: Sequence[int]) -> tuple[list[int], list[int]]:
+        return list(rows), list(positions)
+
     def check(self, h: torch.Tensor) -> bool:
         """Compare an unedited replay with the recorded full forward; switch to full forwards if they differ."""
         if self.checked or not self.use_replay:
@@ -277,6 +281,126 @@ class _Replay:
         return True
 
 
+class _SuffixReplay:
+    """Like :class:`_Replay`, but only the tokens from the subject's last token onward are recomputed.
+
+    ``delta`` is added at the subject's last token, so every earlier position (and, below the edited layer,
+    every position) is the same at every optimisation step. Rows are laid out so the subject's last token
+    of every row falls in one column ``c`` (left padding, explicit position ids): one no-grad pass over the
+    columns before ``c`` fills a key/value cache, a second records the suffix's input to block ``start`` and
+    every block's call, and each step then runs blocks ``start..L-1`` on the suffix only (about 8 tokens per
+    row instead of 20 with context prefixes), reading the prefix from the cache. The cache's layers are
+    reset to their post-prefix state before each step. :meth:`check` compares the first step with a plain
+    full forward; on any difference (or if a family cannot do this) the caller falls back to ``_Replay``.
+
+    In suffix coordinates the edited token is column 0 of every row; :meth:`at` maps (row, position in the
+    original sequence) to suffix columns.
+    """
+
+    def __init__(self, lm, seqs: Sequence[Sequence[int]], look: Sequence[int], start: int):
+        self.lm = lm
+        ad = lm.adapter
+        self.look = list(look)
+        if min(self.look) < 1:
+            raise _NoSuffix("a row has no token before the edited one")
+        dev = lm.device
+        tok = lm.tokenizer
+        pad = next((int(c) for c in (tok.pad_token_id, tok.eos_token_id, 0) if c is not None), 0)
+        c = max(self.look)
+        width = c + max(len(q) - i for q, i in zip(seqs, self.look))
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=dev)
+        mask = torch.zeros_like(ids)
+        for r, (q, i) in enumerate(zip(seqs, self.look)):
+            ids[r, c - i:c - i + len(q)] = torch.tensor(list(q), device=dev)
+            mask[r, c - i:c - i + len(q)] = 1
+        pos = (mask.cumsum(1) - 1).clamp_min(0)
+        self.c = c
+        self.blocks = [ad.block(i) for i in range(start, ad.n_layers)]
+        self.final_norm = ad.module("final_norm")
+        self.calls: list[tuple[tuple, dict]] = []
+        with torch.no_grad():
+            out = lm.model.base_model(input_ids=ids[:, :c], attention_mask=mask[:, :c], position_ids=pos[:, :c],
+                                      use_cache=True)
+            self.cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            layers = getattr(self.cache, "layers", None)
+            if self.cache is None or layers is None:
+                raise _NoSuffix("no key/value cache object")
+            self.saved = [dict(layer.__dict__) for layer in layers]
+
+            def record(_m, args, kwargs):
+                self.calls.append((args, kwargs))
+
+            handles = [b.register_forward_pre_hook(record, with_kwargs=True) for b in self.blocks]
+            with _hooked(handles):
+                # transformers 5 calls the argument ``cache`` (``past_key_values`` is deprecated there).
+                name = "cache" if "cache" in inspect.signature(lm.model.base_model.forward).parameters \
+                    else "past_key_values"
+                lm.model.base_model(input_ids=ids[:, c:], attention_mask=mask, position_ids=pos[:, c:],
+                                    use_cache=True, **{name: self.cache})
+            ok = len(self.calls) == len(self.blocks) and all(
+                len(a) >= 1 and isinstance(a[0], torch.Tensor) for a, _ in self.calls)
+            if not ok:
+                raise _NoSuffix("block calls could not be recorded")
+            self.h0 = self.calls[0][0][0].detach()
+            # The reference for check(): a plain full forward of the original (right-padded) rows.
+            rids, rmask = _pad_right(lm, seqs)
+            ref = lm.model.base_model(input_ids=rids, attention_mask=rmask, use_cache=False)
+            self.reference = _first(ref.last_hidden_state if hasattr(ref, "last_hidden_state") else ref).detach()
+        self.seq_lens = [len(q) for q in seqs]
+        self.use_replay = True
+        self.checked = False
+
+    def at(self, rows: Sequence[int], positions: Sequence[int]) -> tuple[list[int], list[int]]:
+        return list(rows), [p - self.look[r] for r, p in zip(rows, positions)]
+
+    def _reset(self) -> None:
+        for layer, state in zip(self.cache.layers, self.saved):
+            layer.__dict__.clear()
+            layer.__dict__.update(state)
+
+    def run(self, module_hook=None, block_edit=None) -> torch.Tensor:
+        handles = []
+        if module_hook is not None:
+            handles.append(module_hook[0].register_forward_hook(module_hook[1]))
+        self._reset()
+        try:
+            with _hooked(handles):
+                h = self.h0
+                for i, (block, (args, kwargs)) in enumerate(zip(self.blocks, self.calls)):
+                    h = _first(block(h, *args[1:], **kwargs))
+                    if i == 0 and block_edit is not None:
+                        h = block_edit(h)
+                return self.final_norm(h)
+        finally:
+            self._reset()
+
+    def check(self, h: torch.Tensor) -> bool:
+        """Compare the first (unedited) step with the full forward at every real suffix position."""
+        if self.checked:
+            return True
+        self.checked = True
+        rows = [r for r, n in enumerate(self.seq_lens) for _ in range(n - self.look[r])]
+        cols = [p for r, n in enumerate(self.seq_lens) for p in range(self.look[r], n)]
+        ref = self.reference[rows, cols].float()
+        got = h.detach()[rows, [p - self.look[r] for r, p in zip(rows, cols)]].float()
+        err = float((ref - got).abs().max())
+        tol = 1e-3 * max(1.0, float(ref.abs().max()))
+        if not math.isfinite(err) or err > tol:
+            log.warning("suffix replay differs from a full forward for %s (max err %.2e); not using it",
+                        self.lm.adapter.family, err)
+            self.use_replay = False
+            return False
+        return True
+
+
+class _NoSuffix(Exception):
+    """This model/batch cannot use the suffix replay (the caller falls back to :class:`_Replay`)."""
+
+
+# Switches for the benchmark's "what bought how much" table; both on in normal use.
+SPEEDUPS = {"block_replay": True, "suffix_cache": True}
+
+
 # ---- value optimisation (ROME's v*, MEMIT's z*) ---------------------------------------------------------
 @dataclass
 class ValueResult:
@@ -290,6 +414,7 @@ class ValueResult:
     already_answer: bool = False  # the target was already top-1 on every context before optimising
     keys: torch.Tensor | None = None  # [n_contexts, d_mlp] keys at the edited layer (slot "mlp_out" only)
     replayed: bool = True
+    suffix: bool = False  # the suffix-only replay was used (see _SuffixReplay)
 
     @property
     def v(self) -> torch.Tensor:
@@ -305,6 +430,18 @@ class ValueSettings:
     kl_factor: float = 0.0625
     stop_loss: float = 5e-2  # ROME's stopping rule
     stop_prob: float = 1.0  # also stop once mean P(target token) reaches this (1.0: ROME's rule only)
+
+
+def _make_replay(lm, seqs, look, layer):
+    if SPEEDUPS["block_replay"] and SPEEDUPS["suffix_cache"]:
+        try:
+            return _SuffixReplay(lm, seqs, look, layer)
+        except Exception as exc:  # any family that cannot do it still gets the (slower) exact path
+            log.info("suffix replay unavailable for %s (%s); replaying whole sequences", lm.adapter.family, exc)
+    rp = _Replay(lm, *_pad_right(lm, seqs), layer)
+    if not SPEEDUPS["block_replay"]:
+        rp.use_replay = False
+    return rp
 
 
 def optimise_value(lm, req: Request, layer: int, templates: Sequence[str], s: ValueSettings, *,
@@ -353,20 +490,24 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
         look.append(kl_idx)
         owner.append(q)
 
-    ids, mask = _pad_right(lm, seqs)
-    dev = ids.device
+    dev = lm.device
     rows_t = torch.arange(len(seqs), device=dev)
-    look_t = torch.tensor(look, device=dev)
     owner_t = torch.tensor(owner, device=dev)
-    read_rows = torch.tensor(loss_rows + kl_rows, device=dev)
-    read_pos = torch.tensor(loss_pos + kl_pos, device=dev)
+    replay = _make_replay(lm, seqs, look, layer)
+
+    def coords(rp):
+        """Edited column of every row and the read (row, column) pairs, in ``rp``'s layout."""
+        _, cols = rp.at(range(len(seqs)), look)
+        rr, rc = rp.at(loss_rows + kl_rows, loss_pos + kl_pos)
+        return (torch.tensor(cols, device=dev), torch.tensor(rr, device=dev), torch.tensor(rc, device=dev))
+
+    look_t, read_rows, read_pos = coords(replay)
     labels_t = torch.tensor(labels, device=dev)
     loss_owner_t = torch.tensor(loss_owner, device=dev)
     n_loss = len(loss_rows)
     per_req = torch.zeros(n_req, device=dev).index_add_(0, loss_owner_t, torch.ones(n_loss, device=dev))
     first_row = [owner.index(q) for q in range(n_req)]  # the plain prompt ("{}" comes first) of each request
 
-    replay = _Replay(lm, ids, mask, layer)
     edited = lm.adapter.module("mlp_out", layer) if slot == "mlp_out" else None
     captured: dict[str, torch.Tensor] = {}
     if slot == "mlp_out":
@@ -380,7 +521,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
 
     def add_delta(x: torch.Tensor) -> torch.Tensor:
         if "v_init" not in captured:
-            captured["v_init"] = x[first_row, [look[r] for r in first_row]].detach().float().clone()
+            captured["v_init"] = x[first_row, look_t[first_row]].detach().float().clone()
         bump = torch.zeros_like(x)
         bump[rows_t, look_t] = delta[owner_t].to(x.dtype)
         return x + bump
@@ -388,18 +529,27 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     def hook(_m, _args, out):
         return add_delta(_first(out)) if not isinstance(out, tuple) else (add_delta(out[0]),) + tuple(out[1:])
 
+    def forward(rp) -> torch.Tensor:
+        return rp.run(module_hook=(edited, hook)) if edited is not None else rp.run(block_edit=add_delta)
+
+    weight_t = lm.adapter.unembed_t()  # freed when this function returns
     results = [ValueResult(torch.zeros(d), torch.zeros(d)) for _ in reqs]
     done = torch.zeros(n_req, dtype=torch.bool, device=dev)
     kl_init = None
     for it in range(s.steps):
         opt.zero_grad()
-        if edited is not None:
-            h = replay.run(module_hook=(edited, hook))
-        else:
-            h = replay.run(block_edit=add_delta)
+        h = forward(replay)
         if it == 0 and not replay.check(h):
-            h = replay.run(module_hook=(edited, hook)) if edited is not None else replay.run(block_edit=add_delta)
-        logp_all = torch.log_softmax(lm.adapter.logits(h[read_rows, read_pos]).float(), dim=-1)
+            if isinstance(replay, _SuffixReplay):  # fall back to replaying whole sequences
+                replay = _Replay(lm, *_pad_right(lm, seqs), layer)
+                look_t, read_rows, read_pos = coords(replay)
+                captured.pop("v_init", None)
+                h = forward(replay)
+                if not replay.check(h):
+                    h = forward(replay)
+            else:
+                h = forward(replay)
+        logp_all = torch.log_softmax(lm.adapter.logits(h[read_rows, read_pos], weight_t).float(), dim=-1)
         logp, kl_logp = logp_all[:n_loss], logp_all[n_loss:]
         tok_lp = logp.gather(1, labels_t[:, None])[:, 0]
         nll = -torch.zeros(n_req, device=dev).index_add(0, loss_owner_t, tok_lp) / per_req
@@ -443,6 +593,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
         res.delta = delta.detach()[q].clone()
         res.keys = keys[q * n_ctx:(q + 1) * n_ctx] if keys is not None else None
         res.replayed = replay.use_replay
+        res.suffix = isinstance(replay, _SuffixReplay) and replay.use_replay
         res.seconds = seconds
         if res.already_answer:
             log.warning("the target %r is already the model's top-1 answer for %r", req.target_new, req.text)

@@ -207,6 +207,7 @@ class _Memit:
             "identity_cov": not hp.mom2_adjustment or hp.stats_samples == 0,
             "n_contexts": len(templates),
             "block_replay": all(r.replayed for r in results),
+            "suffix_replay": all(r.suffix for r in results),
         }
         log.info("MEMIT %d request(s) over layers %s: |dW|=%.3g, %.2fs", len(reqs), layers,
                  diagnostics["update_norm"], seconds)

@@ -144,6 +144,7 @@ class _Rome:
             "n_contexts": len(templates),
             "identity_cov": cov is None,
             "block_replay": vr.replayed,
+            "suffix_replay": vr.suffix,
             "consistent_keys": hp.consistent_keys,
             # Tensors for tests and plots (kept on CPU); ``Edit.summary`` skips them.
             "vectors": {"k_star": k_star.cpu(), "key": key.cpu(), "c_inv_k": c_inv_k.cpu(),
