@@ -145,7 +145,19 @@ def test_prompt_over_the_context_length_is_a_clear_error():
     assert any("over" in e.value and "limit" in e.value for e in at.error), [e.value for e in at.error]
 
 
-def test_two_sessions_editing_at_once_each_see_only_their_own_edit():
+def test_two_sessions_editing_at_once_each_see_only_their_own_edit(monkeypatch):
+    # CPython 3.11 can fail with "AST constructor recursion depth mismatch" when two threads compile at once
+    # (cpython#106905); both AppTest sessions compile the page script, so compiling is serialised here.
+    import builtins
+
+    compile_lock = threading.Lock()
+    plain_compile = builtins.compile
+
+    def locked_compile(*args, **kwargs):
+        with compile_lock:
+            return plain_compile(*args, **kwargs)
+
+    monkeypatch.setattr(builtins, "compile", locked_compile)
     lm = h.shared_lm("tiny-gpt2")
     before = lm.digest()
     facts = {"a": ("The Colosseum", "The Colosseum is in", "Rome", "Tokyo"),
