@@ -117,12 +117,23 @@ def score_targets(lm, prompts: Sequence[str], targets: Sequence[str], batch_size
             positions.append(range(len(p) - 1, len(p) + len(t) - 1))
             tgts.append(t)
         hs = hidden_at(lm, seqs, positions)
-        for h, t in zip(hs, tgts):
-            logp = torch.log_softmax(lm.adapter.logits(h).float(), dim=-1)
+        for logp, t in zip(split_logprobs(lm, hs), tgts):
             tt = torch.tensor(t, device=logp.device)
             lp = logp.gather(1, tt[:, None])[:, 0]
             results.append(TargetScore(lp.tolist(), (logp.argmax(-1) == tt).tolist()))
     return results
+
+
+def split_logprobs(lm, hs: Sequence[torch.Tensor], chunk: int = 64) -> list[torch.Tensor]:
+    """Log-softmax next-token distributions for a list of ``[n_i, d]`` hidden states, with the rows of all of
+    them sent through the unembedding together (in chunks of ``chunk`` rows): on CPU each call reads the
+    whole matrix (670 MB for Gemma's 262k vocabulary), so one call per batch instead of one per sequence."""
+    if not hs:
+        return []
+    flat = torch.cat(list(hs))
+    parts = [torch.log_softmax(lm.adapter.logits(flat[i:i + chunk]).float(), dim=-1)
+             for i in range(0, flat.shape[0], chunk)]
+    return list(torch.cat(parts).split([h.shape[0] for h in hs]))
 
 
 def target_logprobs(lm, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 16) -> torch.Tensor:
@@ -141,8 +152,7 @@ def next_token_logprobs(lm, prompts: Sequence[str], batch_size: int = 16) -> tor
         for s in seqs:
             check_length(lm, len(s), "prompt")
         hs = hidden_at(lm, seqs, [[len(s) - 1] for s in seqs])
-        for h in hs:
-            rows.append(torch.log_softmax(lm.adapter.logits(h).float(), dim=-1)[0].cpu())
+        rows.extend(lp[0].cpu() for lp in split_logprobs(lm, hs))
     return torch.stack(rows) if rows else torch.empty(0)
 
 

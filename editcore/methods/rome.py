@@ -22,6 +22,13 @@ Covariance: ``mom2_adjustment=True`` (EditScope's default, as in the ROME paper)
 "ROME" numbers from EasyEdit are the identity-``C`` variant. ROME's update is invariant to scaling ``C``,
 so there is no ``mom2_update_weight`` here (it matters for MEMIT only).
 
+Post-norm blocks (Gemma 2/3 normalise the MLP output before it joins the residual): ``v*`` is optimised in
+the projection's output space and the norm is part of the forward pass, so the method is exact, but the
+norm makes the *size* of the change relative to ``v_init`` what matters. Any key that overlaps ``C^-1 k*``
+gets a share of ``v* - v_init``, and after the norm that share is not diluted by the residual stream as in
+GPT-style blocks. With ROME's ``clamp_norm_factor=4`` every Gemma-3-270M edit ran into the clamp and the
+neighbourhood score was 0.24; the sweep in ``editcore/hparams/rome/`` picked 0.75 for that model.
+
 Deviations from the reference code, for speed on CPU (each is a hyper-parameter): fewer context prefixes
 (``context_prefixes=5`` of ``context_tokens=8`` tokens, sampled once with a fixed seed and cached, vs 20
 sampled per edit), and an extra early stop once the mean target-token probability over the context prompts

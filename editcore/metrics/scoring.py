@@ -216,8 +216,7 @@ def _score_pairs(lm, prompts: Sequence[str], targets: Sequence[str], batch_size:
             text.check_length(lm, len(p) + len(t))
             seqs.append(p + t)
             positions.append(range(len(p) - 1, len(p) + len(t) - 1))
-        for h, (_, t) in zip(text.hidden_at(lm, seqs, positions), chunk):
-            logp = torch.log_softmax(lm.adapter.logits(h).float(), dim=-1)
+        for logp, (_, t) in zip(text.split_logprobs(lm, text.hidden_at(lm, seqs, positions)), chunk):
             tt = torch.tensor(t, device=logp.device)
             lp = [floor_log(v) for v in logp.gather(1, tt[:, None])[:, 0].tolist()]
             am = logp.argmax(-1)
