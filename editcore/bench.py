@@ -197,8 +197,8 @@ def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None,
 
     if extras and "rome" in methods:
         # Kept small so `make bench` stays near 15 minutes: 2 facts for the speed-ups, 5 for the count sweep.
-        out["speedups"] = _speedups(lm, facts[:2], common)
-        out["stats_sweep"] = _stats_sweep(lm, facts[:5], corpus, sorted({0, 2048, stats_samples}))
+        out["speedups"] = _speedups(lm, facts[:3], common)
+        out["stats_sweep"] = _stats_sweep(lm, facts[:5], corpus, sorted({0, 2048, 8192, stats_samples, 65536}))
     out["peak_rss_mb"] = peak_rss_mb()
     return out
 
@@ -244,14 +244,23 @@ def _stats_sweep(lm, facts, corpus, counts) -> list[dict]:
     from .methods import get_method
     from .methods.base import load_hparams
 
+    from .methods import stats
+    from .methods.rome import auto_layer
+
     rows = []
     for name in ("rome",):
         method = get_method(name)
         for n in counts:
             hp = load_hparams(name, method.Hparams, lm.name, {"stats_samples": n, "stats_corpus": corpus or "auto"})
+            layer = auto_layer(lm) if hp.layer == -1 else hp.layer
+            stats_seconds = None
+            if n > 0:  # computed now if missing, so the edits below are timed with statistics cached
+                stats.second_moment(lm, layer, n, corpus)
+                stats_seconds = float((stats.cached_info(lm, layer, n, corpus) or {}).get("seconds", "nan"))
             r = run_method(lm, method, hp, facts)
-            rows.append({"method": name, "stats_tokens": n, "success": r["success"], "efficacy": r["efficacy"],
-                         "neighbourhood": r["neighbourhood"], "seconds_median": r["seconds_median"]})
+            rows.append({"method": name, "stats_tokens": n, "stats_seconds": stats_seconds, "success": r["success"],
+                         "efficacy": r["efficacy"], "neighbourhood": r["neighbourhood"],
+                         "seconds_median": r["seconds_median"]})
     return rows
 
 
@@ -295,11 +304,13 @@ def to_markdown(report: dict) -> str:
             lines.append("")
         if m.get("stats_sweep"):
             lines += ["### Statistics sample count (0 = identity covariance)", "",
-                      "| method | tokens | success | efficacy | neighbourhood | s/edit median |",
-                      "|---|---|---|---|---|---|"]
+                      "| method | tokens | s to compute (one layer) | success | efficacy | neighbourhood | "
+                      "s/edit median |", "|---|---|---|---|---|---|---|"]
             for r in m["stats_sweep"]:
-                lines.append(f"| {r['method']} | {r['stats_tokens']} | {r['success']:.0%} | {r['efficacy']:.0%} | "
-                             f"{r['neighbourhood']:.2f} | {r['seconds_median']:.2f} |")
+                sec = r.get("stats_seconds")
+                lines.append(f"| {r['method']} | {r['stats_tokens']} | {'-' if sec is None else f'{sec:.0f}'} | "
+                             f"{r['success']:.0%} | {r['efficacy']:.0%} | {r['neighbourhood']:.2f} | "
+                             f"{r['seconds_median']:.2f} |")
             lines.append("")
     return "\n".join(lines) + "\n"
 
