@@ -110,9 +110,8 @@ def test_bad_request_in_batch_edits_nothing(corpus):
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(run=False, strict=True, reason="known failure, not run by default (it takes ~30 min): measured 0/10 with |dW| ~ 2.6e4: MEMIT writes residual-space targets into "
-                   "the MLP output, which Gemma's post-MLP RMSNorm rescales (works on pre-norm SmolLM2: 4/4)")
 def test_memit_on_gemma_edits_known_facts(gemma, monkeypatch):
+    """One batch of 10 known facts on the post-norm Gemma (the case that needs the norm mapping)."""
     from test_rome import real_requests, top1_is_target
 
     from editcore.paths import shared_data
