@@ -270,15 +270,20 @@ class _Replay:
             return True
         self.checked = True
         m = self.mask.bool()
-        ref, got = self.reference[m].float(), h.detach()[m].float()
-        err = float((ref - got).abs().max())
-        tol = 1e-3 * max(1.0, float(ref.abs().max()))
-        if not math.isfinite(err) or err > tol:
-            log.warning("block replay differs from a full forward for %s (max err %.2e); using full forwards",
-                        self.lm.adapter.family, err)
-            self.use_replay = False
-            return False
-        return True
+        self.use_replay = _agrees(self.reference[m], h.detach()[m], f"block replay ({self.lm.adapter.family})",
+                                  "using full forwards")
+        return self.use_replay
+
+
+def _agrees(ref: torch.Tensor, got: torch.Tensor, what: str, fallback: str) -> bool:
+    """A fast path's hidden states equal a full forward's (to float32 rounding); logs when they do not."""
+    ref, got = ref.float(), got.float()
+    err = float((ref - got).abs().max())
+    tol = 1e-3 * max(1.0, float(ref.abs().max()))
+    if not math.isfinite(err) or err > tol:
+        log.warning("%s differs from a full forward (max err %.2e); %s", what, err, fallback)
+        return False
+    return True
 
 
 class _SuffixReplay:
@@ -381,16 +386,10 @@ class _SuffixReplay:
         self.checked = True
         rows = [r for r, n in enumerate(self.seq_lens) for _ in range(n - self.look[r])]
         cols = [p for r, n in enumerate(self.seq_lens) for p in range(self.look[r], n)]
-        ref = self.reference[rows, cols].float()
-        got = h.detach()[rows, [p - self.look[r] for r, p in zip(rows, cols)]].float()
-        err = float((ref - got).abs().max())
-        tol = 1e-3 * max(1.0, float(ref.abs().max()))
-        if not math.isfinite(err) or err > tol:
-            log.warning("suffix replay differs from a full forward for %s (max err %.2e); not using it",
-                        self.lm.adapter.family, err)
-            self.use_replay = False
-            return False
-        return True
+        got = h.detach()[rows, [p - self.look[r] for r, p in zip(rows, cols)]]
+        self.use_replay = _agrees(self.reference[rows, cols], got, f"suffix replay ({self.lm.adapter.family})",
+                                  "not using it")
+        return self.use_replay
 
 
 class _NoSuffix(Exception):
