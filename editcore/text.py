@@ -111,20 +111,59 @@ def score_targets(lm, prompts: Sequence[str], targets: Sequence[str], batch_size
     tok = lm.tokenizer
     encoded = [(prompt_ids(tok, p), target_ids(tok, t)) for p, t in zip(prompts, targets)]
     results: list[TargetScore] = []
-    for idx in _batches(len(encoded), batch_size):
-        seqs, positions, tgts = [], [], []
-        for i in idx:
-            p, t = encoded[i]
-            check_length(lm, len(p) + len(t))
-            seqs.append(p + t)
-            positions.append(range(len(p) - 1, len(p) + len(t) - 1))
-            tgts.append(t)
-        hs = hidden_at(lm, seqs, positions)
-        for logp, t in zip(split_logprobs(lm, hs), tgts):
-            tt = torch.tensor(t, device=logp.device)
-            lp = logp.gather(1, tt[:, None])[:, 0]
-            results.append(TargetScore(lp.tolist(), (logp.argmax(-1) == tt).tolist()))
+    for logp, (_, t) in zip(pair_logprobs(lm, encoded, batch_size), encoded):
+        tt = torch.tensor(t, device=logp.device)
+        lp = logp.gather(1, tt[:, None])[:, 0]
+        results.append(TargetScore(lp.tolist(), (logp.argmax(-1) == tt).tolist()))
     return results
+
+
+@torch.no_grad()
+def pair_logprobs(lm, encoded: Sequence[tuple[list[int], list[int]]], batch_size: int = 16) -> list[torch.Tensor]:
+    """``[len(target), vocab]`` log-distributions predicting each target token after its prompt (teacher
+    forced), for (prompt ids, target ids) pairs.
+
+    The last target token is never an input, so a pair needs the sequence ``prompt + target[:-1]``, and a
+    causal model gives the same states for a sequence's prefix whatever follows it. Pairs whose sequence is
+    a prefix of another pair's (every single-token target after the same prompt: P(new) and P(true) on a
+    CounterFact prompt, both sentiment labels, ...) are read from that one sequence, which halves the work
+    of most metrics without changing a number."""
+    need = []
+    for p, t in encoded:
+        check_length(lm, len(p) + len(t))
+        need.append(tuple(p + t[:-1]))
+    # Each distinct sequence is read from a longest sequence it is a prefix of. In lexicographic order the
+    # sequences that extend q come right after q, so one backward pass finds every host.
+    uniq = sorted(set(need))
+    host_of: dict[tuple, tuple] = {}
+    hosts: list[tuple] = []
+    for j in range(len(uniq) - 1, -1, -1):
+        q = uniq[j]
+        if j + 1 < len(uniq) and uniq[j + 1][:len(q)] == q:
+            host_of[q] = host_of[uniq[j + 1]]
+        else:
+            host_of[q] = q
+            hosts.append(q)
+    index = {h: i for i, h in enumerate(hosts)}
+    by_host: dict[int, list[int]] = {}
+    for k, q in enumerate(need):
+        by_host.setdefault(index[host_of[q]], []).append(k)
+    out: list[torch.Tensor | None] = [None] * len(encoded)
+    for idx in _batches(len(hosts), batch_size):
+        pairs = [k for i in idx for k in by_host.get(i, [])]
+        positions = [[] for _ in idx]
+        for k in pairs:
+            p, t = encoded[k]
+            positions[index[host_of[need[k]]] - idx[0]].extend(range(len(p) - 1, len(p) + len(t) - 1))
+        hs = hidden_at(lm, [list(hosts[i]) for i in idx], positions)
+        rows = split_logprobs(lm, hs)
+        used = [0] * len(idx)
+        for k in pairs:
+            j = index[host_of[need[k]]] - idx[0]
+            n = len(encoded[k][1])
+            out[k] = rows[j][used[j]:used[j] + n]
+            used[j] += n
+    return out
 
 
 def split_logprobs(lm, hs: Sequence[torch.Tensor], chunk: int = 64) -> list[torch.Tensor]:

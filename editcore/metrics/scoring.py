@@ -209,18 +209,11 @@ def _score_pairs(lm, prompts: Sequence[str], targets: Sequence[str], batch_size:
     tok = lm.tokenizer
     encoded = [(text.prompt_ids(tok, p), text.target_ids(tok, t)) for p, t in zip(prompts, targets)]
     out: list[PairScore] = []
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start:start + batch_size]
-        seqs, positions = [], []
-        for p, t in chunk:
-            text.check_length(lm, len(p) + len(t))
-            seqs.append(p + t)
-            positions.append(range(len(p) - 1, len(p) + len(t) - 1))
-        for logp, (_, t) in zip(text.split_logprobs(lm, text.hidden_at(lm, seqs, positions)), chunk):
-            tt = torch.tensor(t, device=logp.device)
-            lp = [floor_log(v) for v in logp.gather(1, tt[:, None])[:, 0].tolist()]
-            am = logp.argmax(-1)
-            out.append(PairScore(tuple(lp), tuple((am == tt).tolist()), tuple(am.tolist())))
+    for logp, (_, t) in zip(text.pair_logprobs(lm, encoded, batch_size), encoded):
+        tt = torch.tensor(t, device=logp.device)
+        lp = [floor_log(v) for v in logp.gather(1, tt[:, None])[:, 0].tolist()]
+        am = logp.argmax(-1)
+        out.append(PairScore(tuple(lp), tuple((am == tt).tolist()), tuple(am.tolist())))
     return out
 
 

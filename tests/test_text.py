@@ -1,5 +1,5 @@
-"""EditScope's own greedy loop (key/value cache, unembedding via the adapter) gives exactly what
-transformers' generate(do_sample=False) gives, on every supported family, with left padding."""
+"""editcore.text: the own greedy loop gives exactly what transformers' generate(do_sample=False) gives
+(every supported family, left padding); pair scores read from shared prefixes equal separate passes."""
 
 import pytest
 import torch
@@ -29,3 +29,15 @@ def test_own_greedy_loop_matches_generate(family):
     assert got[:, :ref.shape[1]].tolist() == ref.tolist()
     # Prefixes: the first n tokens of a longer run are the run of length n.
     assert text.greedy_tokens(lm, PROMPTS, 3) == [row[:3] for row in text.greedy_tokens(lm, PROMPTS, 6)]
+
+
+def test_pair_scores_shared_prefixes_equal_separate_passes():
+    """Pairs read from a shared longer sequence get the same scores as each pair scored on its own."""
+    lm = tiny.lm("llama")
+    prompts = ["The Louvre is in", "The Louvre is in", "The Louvre is in", "Big Ben is in", "The Louvre"]
+    targets = ["Paris", "London", "Paris France", "London", "is in"]
+    together = text.score_targets(lm, prompts, targets)
+    alone = [text.score_targets(lm, [p], [t])[0] for p, t in zip(prompts, targets)]
+    for a, b in zip(together, alone):
+        assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-5)
+        assert a.token_correct == b.token_correct
