@@ -531,7 +531,6 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     def forward(rp) -> torch.Tensor:
         return rp.run(module_hook=(edited, hook)) if edited is not None else rp.run(block_edit=add_delta)
 
-    weight_t = lm.adapter.unembed_t()  # freed when this function returns
     results = [ValueResult(torch.zeros(d), torch.zeros(d)) for _ in reqs]
     done = torch.zeros(n_req, dtype=torch.bool, device=dev)
     kl_init = None
@@ -548,7 +547,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
                     h = forward(replay)
             else:
                 h = forward(replay)
-        logp_all = torch.log_softmax(lm.adapter.logits(h[read_rows, read_pos], weight_t).float(), dim=-1)
+        logp_all = torch.log_softmax(lm.adapter.logits(h[read_rows, read_pos]).float(), dim=-1)
         logp, kl_logp = logp_all[:n_loss], logp_all[n_loss:]
         tok_lp = logp.gather(1, labels_t[:, None])[:, 0]
         nll = -torch.zeros(n_req, device=dev).index_add(0, loss_owner_t, tok_lp) / per_req

@@ -48,22 +48,6 @@ def _is_conv1d(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D"
 
 
-class _Unembed(torch.autograd.Function):
-    """``h W^T`` computed as ``(W h^T)^T``, with the input gradient ``g W`` computed as ``(W^T g^T)^T`` from a
-    contiguous ``W^T``: the same products, in the memory order CPU BLAS reads fastest for a few rows against a
-    large vocabulary (measured on Gemma-3-270M, 7 rows: backward 0.16 s -> 0.08 s). No weight gradient."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, weight_t):
-        ctx.save_for_backward(weight_t)
-        return (weight @ hidden.T).T
-
-    @staticmethod
-    def backward(ctx, grad):
-        (weight_t,) = ctx.saved_tensors
-        return (weight_t @ grad.T).T, None, None
-
-
 class ArchAdapter:
     """Canonical access to blocks, MLP projections, norms and the unembedding of one loaded model."""
 
@@ -153,24 +137,10 @@ class ArchAdapter:
         return delta_out_in.T.contiguous() if self.mlp_out_is_conv1d else delta_out_in
 
     # ---- readout -----------------------------------------------------------------------------
-    def unembed_t(self) -> torch.Tensor | None:
-        """A contiguous copy of the unembedding's transpose, for :meth:`logits` to back-propagate through
-        quickly on CPU (``None`` where it does not help: GPUs, non-linear heads). Costs one more copy of the
-        matrix (670 MB for Gemma-3-270M) while the caller holds it."""
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits from *final-normed* hidden states (what ``model.base_model`` returns)."""
         head = self.model.get_output_embeddings()
-        if not isinstance(head, nn.Linear) or head.weight.device.type != "cpu":
-            return None
-        return head.weight.detach().T.contiguous()
-
-    def logits(self, hidden: torch.Tensor, weight_t: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits from *final-normed* hidden states (what ``model.base_model`` returns). ``weight_t`` (from
-        :meth:`unembed_t`) makes the backward pass ~2x faster on CPU; the values are the same."""
-        head = self.model.get_output_embeddings()
-        if isinstance(head, nn.Linear) and hidden.dim() == 2 and weight_t is not None:
-            out = _Unembed.apply(hidden.to(head.weight.dtype), head.weight, weight_t)
-            if head.bias is not None:
-                out = out + head.bias
-        elif isinstance(head, nn.Linear) and hidden.dim() == 2:
+        if isinstance(head, nn.Linear) and hidden.dim() == 2:
             # Same product as head(hidden), computed as W @ h^T: for a handful of rows against a 262k-row
             # vocabulary, CPU BLAS runs this shape ~4x faster (measured 0.05 s vs 0.20 s for 7 rows on
             # Gemma-3-270M), and the v*/z* optimisation calls it at every step.
