@@ -741,11 +741,30 @@ def _seq_point(lm, n: int, cases: list[Case], neighbours: list[tuple[str, str, s
     return point
 
 
+# Sequential curves: every evaluation point pays for these, so small; the summarisation probe (16 generated
+# tokens) and fluency are left to the single-edit report.
+SEQ_PROBE_SIZES = {"sentiment": 6, "piqa": 4, "qa": 3, "arithmetic": 3, "summarisation": 0}
+SEQ_HELDOUT_CHARS = 1000
+
+
 def _general_abilities() -> Callable | None:
-    """The metrics module's general-ability probe (perplexity, downstream accuracy), when installed."""
-    metrics = _optional("metrics")
-    fn = getattr(metrics, "general_abilities", None) if metrics is not None else None
-    return fn if callable(fn) else None
+    """``general(lm) -> dict``: perplexity on held-out text and downstream-probe accuracy (items of all probes
+    pooled, plus one key per probe) of the model *as it is now*, for the sequential curves."""
+    try:
+        from .metrics import general as gen
+        from .metrics.scoring import Scorer
+    except ImportError:
+        return None
+
+    def general(lm) -> dict:
+        sc = Scorer(lm)  # not a pre-edit scorer: the model carries the run's kept edits
+        g = gen.general_abilities(sc, sc, sizes=SEQ_PROBE_SIZES, heldout_chars=SEQ_HELDOUT_CHARS)
+        items = [x for p in g.probes.values() for x in p.items_post]
+        out = {"perplexity": g.perplexity_post, "probe_accuracy": sum(items) / len(items) if items else None}
+        out.update({f"probe_{k}": p.post.mean for k, p in g.probes.items()})
+        return out
+
+    return general
 
 
 def sequential_run(lm, cfg: dict, progress: Progress | None = None, on_update: Callable[[dict], None] | None = None,

@@ -167,6 +167,11 @@ def test_sequential_run_restores_the_model_and_is_cached(lm):
     assert all(b > 0 for b in drifts[1:])
     assert all(0.0 <= p["retention"] <= 1.0 for p in run["points"][1:])
     assert 0.0 <= run["points"][0]["neighbourhood_score"] <= 1.0
+    # The general-ability curves are measured at every point (the walk-through found them missing).
+    for p in run["points"]:
+        assert p["perplexity"] is not None and p["perplexity"] > 1.0
+        # The tiny model's context is too short for the few-shot probes, which are then skipped (None, not 0).
+        assert "probe_accuracy" in p and (p["probe_accuracy"] is None or 0.0 <= p["probe_accuracy"] <= 1.0)
     assert updates == [2, 3, 4, 4]
     stored = service.sequential_cached(lm, cfg)
     assert stored["runs"]["memit"]["points"] == run["points"]
