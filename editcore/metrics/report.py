@@ -180,7 +180,7 @@ def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, tar
     if "general" in out:
         g = out["general"]
         notes.append(f"perplexity over {g.perplexity_tokens} tokens in windows of {g.perplexity_context}")
-    if "nkl" in out:
+    if "nkl" in out and out["nkl"].vocab_size:  # a free-form fact has no neighbours, so no NKL to explain
         notes.append(f"NKL in nats (true KL); divide by vocab_size={out['nkl'].vocab_size} for specificityplus' numbers")
     return EvalReport(lm.name, lm.fingerprint, case.id, case.edit_prompt, case.subject, target_new, target_true,
                       convention, out, cf_pre.to_dict() if cf_pre else None, seconds, notes)
