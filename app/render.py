@@ -108,6 +108,11 @@ def shifts(result: dict) -> None:
             st.dataframe(pd.DataFrame(view["per_prompt"]), hide_index=True, key="shift_table")
     if view["related"]:
         _chart(charts.related_words(view["related"]), "related words chart", "related")
+        suggested = sorted({r["group"] for r in view["related"] if r.get("source") == "suggested"})
+        if suggested:
+            st.caption("Related words of " + " and ".join(ui.escape_md(g) for g in suggested) + " were suggested by "
+                       "the unedited model itself (its likeliest one-token words after prompts such as "
+                       "“… is famous for its”), because the fact has no related words for that target.")
 
 
 def downloads(result: dict) -> None:

@@ -273,5 +273,15 @@ def diff_markdown(segments: list[dict], colour: str = "orange") -> str:
     return " ".join(parts) if parts else "_(empty)_"
 
 
+def stale_caption(result_form: dict | None, form: dict, button: str) -> bool:
+    """Mark a result on show as stale when the form's current request differs from the one that produced
+    it (``result_form``, stored next to the result). Returns whether it is stale."""
+    if result_form is None or result_form == form:
+        return False
+    st.caption(f":orange[**Result of the previous run** (the form has changed since): press **{button}** "
+               "for the current choice.]")
+    return True
+
+
 def fmt(v: float | None, digits: int = 3) -> str:
     return "—" if v is None else f"{v:.{digits}f}"

@@ -33,8 +33,29 @@ def quick_toggle(prefix: str, container=st) -> bool:
              "probability shifts are still computed. Quick and full results are cached separately."))
 
 
+def target_box(key: str, fact_id: str, entry: dict) -> str:
+    """The new target of a catalog or benchmark fact: one of its own targets, or any text the user types.
+
+    The box starts at the fact's first target whenever the fact changes (the fact it was set for is kept
+    under ``<key>_fact``, a key that :func:`copyable` carries along with the box's own)."""
+    targets = list(entry["targets_new"])
+    if st.session_state.get(f"{key}_fact") != fact_id or not st.session_state.get(key):
+        st.session_state[f"{key}_fact"] = fact_id
+        st.session_state[key] = targets[0]
+    target = st.selectbox("New target", targets, key=key, accept_new_options=True,
+                          help="One of this fact's targets, or type any other word and press Enter.")
+    target = " ".join(str(target or "").split())
+    if target and not service.is_case_target(entry, target):
+        st.caption(f"**{ui.escape_md(target)}** is not one of this fact's own targets: the fact's paraphrases "
+                   "and neighbours are still used, but there are no portability questions for it, and its "
+                   "related words are suggested by the model itself (single tokens), not taken from the "
+                   "catalog.")
+    return target
+
+
 def fact_picker(prefix: str, lm) -> tuple[dict | None, int]:
-    """Choose a fact and a new target. Returns ``(case spec or None, target index)``."""
+    """Choose a fact and a new target. Returns ``(case spec or None, target index)``; a catalog or
+    benchmark spec names its new target (``"target_new"``), so the index is 0."""
     source = st.radio("Fact from", SOURCES, horizontal=True, key=f"{prefix}_source")
     if source == "Catalog":
         c1, c2 = st.columns([3, 1])
@@ -51,9 +72,8 @@ def fact_picker(prefix: str, lm) -> tuple[dict | None, int]:
         entry = by_id.get(fact_id)
         if entry is None:
             return None, 0
-        idx = st.selectbox("New target", range(len(entry["targets_new"])), key=f"{prefix}_target",
-                           format_func=lambda i: entry["targets_new"][i])
-        return {"source": "catalog", "id": fact_id}, int(idx or 0)
+        target = target_box(f"{prefix}_target", fact_id, entry)
+        return {"source": "catalog", "id": fact_id, "target_new": target}, 0
     if source == "Benchmark":
         names = ui.call(service.benchmark_names) or []
         if not names:
@@ -68,9 +88,8 @@ def fact_picker(prefix: str, lm) -> tuple[dict | None, int]:
         by_id = {e["id"]: e for e in entries}
         case_id = st.selectbox("Case", list(by_id), key=f"{prefix}_bench_case", format_func=lambda i: by_id[i]["label"])
         entry = by_id[case_id]
-        idx = st.selectbox("New target", range(len(entry["targets_new"])), key=f"{prefix}_bench_target",
-                           format_func=lambda i: entry["targets_new"][i])
-        return {"source": "benchmark", "name": name, "id": case_id, "limit": int(limit)}, int(idx or 0)
+        target = target_box(f"{prefix}_bench_target", f"{name}/{case_id}", entry)
+        return {"source": "benchmark", "name": name, "id": case_id, "limit": int(limit), "target_new": target}, 0
     c1, c2 = st.columns(2)
     prompt = c1.text_input("Prompt (use {} for the subject, or write the subject out)", key=f"{prefix}_prompt",
                            value="The Louvre is located in")

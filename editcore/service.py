@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .cases import Case, free_form_case
+from .cases import Case, answers_equal, free_form_case
 from .errors import EditScopeError, InputError, ModelNotFoundError
 from .results_cache import ResultsCache, default_cache, make_key
 
@@ -309,17 +309,18 @@ def benchmark_entries(name: str, limit: int = 50, path: str | None = None) -> li
 def resolve_case(spec: dict, lm=None) -> Case:
     """A :class:`Case` from a plain spec: ``{"source": "catalog", "id"}``, ``{"source": "benchmark",
     "name", "id"[, "path"]}``, ``{"source": "free", "prompt", "subject", "target_new"[, "target_true"]}``
-    or ``{"source": "case", "case": <Case.to_dict()>}``."""
+    or ``{"source": "case", "case": <Case.to_dict()>}``. A catalog or benchmark spec may name its
+    ``"target_new"``: one of the case's targets or any other (see :func:`_with_new_target`)."""
     source = (spec or {}).get("source")
     if source == "catalog":
         for c in catalog_cases():
             if c.id == spec.get("id"):
-                return c
+                return _with_new_target(c, spec.get("target_new"))
         raise InputError(f"no catalog fact with id {spec.get('id')!r}")
     if source == "benchmark":
         for c in benchmark_cases(spec.get("name", ""), int(spec.get("limit", 200)), spec.get("path")):
             if c.id == spec.get("id"):
-                return c
+                return _with_new_target(c, spec.get("target_new"))
         raise InputError(f"no case {spec.get('id')!r} in benchmark {spec.get('name')!r}")
     if source == "free":
         from .text import context_length
@@ -344,6 +345,28 @@ def _greedy_answer(lm, prompt: str) -> str:
         text = greedy(lm, [prompt], max_new_tokens=4)[0]
     words = text.strip().split()
     return words[0].strip(".,;:") if words else text.strip()
+
+
+def _with_new_target(case: Case, target: str | None) -> Case:
+    """A catalog or benchmark case edited towards ``target`` (``None``: the case as it is). One of the
+    case's own targets (matched case-insensitively) is moved first; any other target is put first as a
+    free target, for which the case has no one-hop questions or related words (the metrics then use
+    the model's own suggestions)."""
+    if target is None:
+        return case
+    target = " ".join(str(target).split())
+    if not target:
+        raise InputError("the new target is empty")
+    if answers_equal(target, case.target_true):
+        raise InputError(f"the new target {target!r} equals the current answer")
+    own = [t for t in case.targets_new if answers_equal(t, target)]
+    chosen = own[0] if own else target
+    return dataclasses.replace(case, targets_new=(chosen, *(t for t in case.targets_new if t != chosen)))
+
+
+def is_case_target(entry: dict, target: str) -> bool:
+    """Whether ``target`` is one of a fact entry's own new targets (else it is a free target)."""
+    return any(answers_equal(t, target) for t in entry.get("targets_new", ()))
 
 
 def _with_target_first(case: Case, target_index: int) -> Case:

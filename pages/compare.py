@@ -22,16 +22,21 @@ c1, c2 = st.columns([1, 5])
 run = c1.button("Compare", key="cmp_run", type="primary")
 quick = widgets.quick_toggle("cmp", c2)
 
+# What the form asks for now; the result on show remembers the form it came from.
+form = {"model": lm.name, "spec": spec, "target": target_index, "methods": chosen, "overrides": overrides,
+        "quick": quick}
 if run and spec is not None and all(v is not None for v in overrides.values()):
     with ui.status_box(f"Running {len(chosen)} methods") as progress:
         st.session_state["cmp_result"] = ui.call(service.compare_methods, lm, spec, chosen, overrides,
                                                  target_index, progress, quick=quick)
-        st.session_state["cmp_spec"] = (spec, target_index)
+        st.session_state["cmp_result_form"] = form
 result = st.session_state.get("cmp_result")
 if not result:
     st.info("Choose a fact and some methods, then press **Compare**. Each run is cached, so the detailed "
             "view of a method opens instantly.")
     st.stop()
+
+ui.stale_caption(st.session_state.get("cmp_result_form"), form, "Compare")
 
 metrics = [m for m in service.SCORECARD]
 table = [{"method": r["method"], **{label: r.get(key) for key, label, _h in metrics}} for r in result["rows"]]

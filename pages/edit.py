@@ -39,14 +39,19 @@ quick = widgets.quick_toggle("edit", c3)
 
 if st.session_state.get("edit_stop") and not run:
     st.warning("Stopped. The model was restored; nothing was kept.")
+# What the form asks for now; the result on show remembers the form it came from.
+form = {"model": lm.name, "spec": spec, "target": target_index, "method": method, "overrides": overrides,
+        "quick": quick}
 if run and spec is not None and overrides is not None:
     with ui.status_box(f"Editing with {method}") as progress:
         result = ui.call(service.run_edit, lm, spec, method, overrides, target_index, progress, quick=quick)
     st.session_state["edit_result"] = result  # a failed run must not leave the previous result on show
+    st.session_state["edit_result_form"] = form
 
 result = st.session_state.get("edit_result")
 if result is None:
     st.info("Choose a fact, a new target and a method, then press **Run edit**.")
     st.stop()
 
+ui.stale_caption(st.session_state.get("edit_result_form"), form, "Run edit")
 render.full(result)

@@ -36,7 +36,18 @@ def free_form(at: AppTest, subject: str, prompt: str, old: str, new: str) -> Non
     at.text_input(key="edit_new").set_value(new)
 
 
+def keep_typed_options(at: AppTest) -> AppTest:
+    """AppTest sends a selectbox's state as one of the options it was drawn with, while a value typed into a
+    box with ``accept_new_options`` is not among them after a rerun (the browser keeps it): put it back."""
+    for box in at.selectbox:
+        value = at.session_state[box.key] if box.key and box.key in at.session_state else None
+        if isinstance(value, str) and value not in box.options:
+            box.options.append(value)
+    return at
+
+
 def run(at: AppTest) -> AppTest:
+    keep_typed_options(at)
     at.button(key="edit_run").click().run(timeout=h.TIMEOUT)
     assert not at.exception, at.exception
     return at
@@ -80,6 +91,54 @@ def test_catalog_fact_edit_then_the_same_request_comes_from_the_cache():
     run(at)
     assert "from the results cache" in shown_text(at)
     assert len(at.metric) == 7
+
+
+def type_target(at: AppTest, key: str, target: str) -> None:
+    """Type a target that is not among the box's options (as the browser sends it with accept_new_options)."""
+    box = at.selectbox(key=key)
+    if target not in box.options:
+        box.options.append(target)
+    box.set_value(target)
+
+
+def test_a_catalog_fact_takes_a_typed_new_target_and_an_old_result_is_marked_when_the_form_changes():
+    at = edit_page()
+    at.text_input(key="edit_search").set_value("Louvre").run(timeout=h.TIMEOUT)
+    box = at.selectbox(key="edit_target")
+    assert "London" not in box.options and box.value == box.options[0]
+    set_tiny_memit(at)
+    type_target(at, "edit_target", "London")
+    at.run(timeout=h.TIMEOUT)
+    assert any("not one of this fact's own targets" in c.value for c in at.caption)
+    run(at)
+    assert not at.error, [e.value for e in at.error]
+    result = at.session_state["edit_result"]
+    assert result["request"]["target_new"] == "London" and "Louvre" in result["request"]["prompt"]
+    assert result["case"]["paraphrases"]  # the catalog fact's own paraphrases still count
+    assert not any("previous run" in c.value for c in at.caption)
+    # A changed form: the result on show is marked as the previous run's until Run edit is pressed.
+    keep_typed_options(at).selectbox(key="edit_target").select_index(0).run(timeout=h.TIMEOUT)
+    assert any("Result of the previous run" in c.value for c in at.caption)
+    assert at.session_state["edit_result"]["request"]["target_new"] == "London"
+    run(at)
+    assert not any("previous run" in c.value for c in at.caption)
+    assert at.session_state["edit_result"]["request"]["target_new"] == at.selectbox(key="edit_target").options[0]
+
+
+def test_the_new_target_starts_at_the_new_facts_first_target_when_the_fact_changes():
+    at = edit_page()
+    first = at.selectbox(key="edit_target")
+    assert first.value == first.options[0]
+    first = first.value
+    at.text_input(key="edit_search").set_value("Louvre").run(timeout=h.TIMEOUT)
+    box = at.selectbox(key="edit_target")
+    assert at.selectbox(key="edit_fact").value == "P276:louvre"
+    assert box.value == box.options[0] and box.value != first  # not the previous fact's target
+    at.selectbox(key="edit_target").select_index(1).run(timeout=h.TIMEOUT)
+    assert at.selectbox(key="edit_target").value == box.options[1]  # a choice for the same fact is kept
+    at.text_input(key="edit_search").set_value("Parthenon").run(timeout=h.TIMEOUT)
+    box = at.selectbox(key="edit_target")
+    assert box.value == box.options[0]
 
 
 def test_quick_evaluation_is_on_by_default_and_cached_apart_from_the_full_one():

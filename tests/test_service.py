@@ -153,6 +153,23 @@ def test_free_form_fact_without_old_answer_takes_the_models_own_answer(lm):
     assert case.target_true  # filled from greedy decoding
 
 
+
+def test_a_catalog_fact_takes_any_new_target():
+    base = service.resolve_case({"source": "catalog", "id": "P276:louvre"})
+    assert "London" not in base.targets_new  # the README's demo target is not a catalog target
+    free = service.resolve_case({"source": "catalog", "id": "P276:louvre", "target_new": " London "})
+    assert free.target_new == "London" and free.targets_new[1:] == base.targets_new
+    assert free.paraphrases == base.paraphrases and free.neighbourhood == base.neighbourhood
+    assert not free.one_hop_for("London") and not free.related_words("London")  # the model suggests them
+    own = service.resolve_case({"source": "catalog", "id": "P276:louvre", "target_new": base.targets_new[1].lower()})
+    assert own.target_new == base.targets_new[1] and sorted(own.targets_new) == sorted(base.targets_new)
+    assert service.is_case_target({"targets_new": list(base.targets_new)}, base.targets_new[1].upper())
+    assert not service.is_case_target({"targets_new": list(base.targets_new)}, "London")
+    with pytest.raises(InputError, match="equals the current answer"):
+        service.resolve_case({"source": "catalog", "id": "P276:louvre", "target_new": base.target_true})
+    with pytest.raises(InputError, match="empty"):
+        service.resolve_case({"source": "catalog", "id": "P276:louvre", "target_new": "  "})
+
 # ---- sequential runs -------------------------------------------------------------------------------
 def test_sequential_run_restores_the_model_and_is_cached(lm):
     before = lm.digest()
