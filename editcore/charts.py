@@ -21,7 +21,9 @@ def _short(text: str, n: int = 48) -> str:
 
 
 def _layout(fig: go.Figure, title: str, **kw) -> go.Figure:
-    fig.update_layout(title=title, height=kw.pop("height", HEIGHT), margin=dict(l=10, r=10, t=50, b=10),
+    # The top margin leaves room for the title and legend above plotly's toolbar (which sits top right).
+    fig.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=kw.pop("height", HEIGHT),
+                      margin=dict(l=10, r=10, t=kw.pop("top", 80), b=10),
                       template="plotly_white",
                       legend=dict(orientation="h", x=1, y=1.02, xanchor="right", yanchor="bottom"), **kw)
     return fig
@@ -119,15 +121,24 @@ def compare_heatmap(rows: Sequence[dict], metrics: Sequence[tuple[str, str, bool
     for key, _label, higher in metrics:
         vals = [r.get(key) for r in rows]
         nums = [v for v in vals if isinstance(v, (int, float))]
-        lo, hi = (min(nums), max(nums)) if nums else (0.0, 1.0)
-        span = (hi - lo) or 1.0
-        z.append([None if v is None else ((v - lo) / span if higher else (hi - v) / span) for v in vals])
+        z.append(_row_scores(vals, higher))
         text.append(["—" if v is None else f"{v:.3g}" for v in vals])
     fig = go.Figure(go.Heatmap(z=z, x=methods, y=[label for _k, label, _h in metrics], text=text,
                                texttemplate="%{text}", colorscale="RdYlGn", zmin=0, zmax=1, showscale=False,
                                hovertemplate="%{y} · %{x}: %{text}<extra></extra>"))
-    return _layout(fig, "Every metric per method (colour: best → green within each row)",
-                   height=60 + 42 * len(metrics))
+    return _layout(fig, "All metrics (green = best in row)", height=90 + 42 * len(metrics))
+
+
+def _row_scores(vals: Sequence, higher: bool) -> list[float | None]:
+    """One heatmap row scaled to [0, 1] with 1 = best: (value - worst) / (best - worst). Every value tied
+    at the best is 1 (green), also when all methods tie; a missing value stays None (no colour)."""
+    nums = [v for v in vals if isinstance(v, (int, float))]
+    if not nums:
+        return [None for _ in vals]
+    best, worst = (max(nums), min(nums)) if higher else (min(nums), max(nums))
+    if best == worst:
+        return [None if v is None else 1.0 for v in vals]
+    return [None if v is None else (v - worst) / (best - worst) for v in vals]
 
 
 def compare_radar(rows: Sequence[dict], metrics: Sequence[tuple[str, str, bool]]) -> go.Figure:
@@ -138,7 +149,8 @@ def compare_radar(rows: Sequence[dict], metrics: Sequence[tuple[str, str, bool]]
         vals = [r.get(k) for k, _l, _h in metrics]
         fig.add_trace(go.Scatterpolar(r=vals + vals[:1], theta=labels + labels[:1], name=r["method"],
                                       line_color=PALETTE[i % len(PALETTE)], connectgaps=False))
-    fig.update_layout(polar=dict(radialaxis=dict(range=[0, 1])))
+    # Margins keep the angular labels ("Neighbourhood score") inside the chart at half of 1280 px.
+    fig.update_layout(polar=dict(radialaxis=dict(range=[0, 1]), domain=dict(x=[0.15, 0.85], y=[0, 0.9])))
     return _layout(fig, "Rates (1 = best)")
 
 

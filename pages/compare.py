@@ -1,5 +1,6 @@
 """Compare methods: one fact, several methods, every metric side by side."""
 
+import pandas as pd
 import streamlit as st
 
 from app import ui, widgets
@@ -39,11 +40,17 @@ if not result:
 ui.stale_caption(st.session_state.get("cmp_result_form"), form, "Compare")
 
 metrics = [m for m in service.SCORECARD]
-table = [{"method": r["method"], **{label: r.get(key) for key, label, _h in metrics}} for r in result["rows"]]
-st.dataframe(table, hide_index=True, key="cmp_table")
-st.caption(ui.definitions_caption(key for key, _label, _h in metrics))
+table = pd.DataFrame([{"method": r["method"], **{label: r.get(key) for key, label, _h in metrics}}
+                      for r in result["rows"]])
+labels = [label for _key, label, _h in metrics]
+table[labels] = table[labels].astype(float)  # missing values become NaN, shown as "—" (never "None" or 0)
+# Three significant digits, as in the heatmap; the cells stay numbers, so columns still sort.
+st.dataframe(table.style.format("{:.3g}", subset=labels, na_rep="—"), hide_index=True, key="cmp_table")
+st.caption(ui.definitions_caption(key for key, _label, _h in metrics) + " · — : no value for this fact")
 if any((r.get("evaluation") or {}).get("quick") for r in result["results"].values()):
-    st.caption("Quick evaluation: Fluency was not computed (empty cells, not zeros).")
+    st.caption("Quick evaluation: Fluency was not computed (— cells, not zeros).")
+st.caption("Heatmap colour: within each row, green is the best method and red the worst (ties at the best "
+           "value are all green); the cell text is the raw value.")
 c1, c2 = st.columns(2)
 with c1:
     st.plotly_chart(charts.compare_heatmap(result["rows"], metrics), key="cmp_heat")

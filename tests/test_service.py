@@ -64,6 +64,17 @@ def test_word_diff_marks_only_changed_words():
     assert service.word_diff("same text", "same text") == [{"text": "same text", "changed": False}]
 
 
+def test_heatmap_colours_ties_at_the_best_green():
+    rows = [{"method": "a", "efficacy": 1.0, "nkl": 0.2, "fluency": None},
+            {"method": "b", "efficacy": 1.0, "nkl": 0.1, "fluency": None},
+            {"method": "c", "efficacy": 0.5, "nkl": 0.1, "fluency": None}]
+    metrics = [("efficacy", "Efficacy", True), ("nkl", "NKL", False), ("fluency", "Fluency", True)]
+    z = [list(r) for r in charts.compare_heatmap(rows, metrics).data[0].z]
+    assert z == [[1.0, 1.0, 0.0], [0.0, 1.0, 1.0], [None, None, None]]
+    z = [list(r) for r in charts.compare_heatmap(rows[:2], metrics[:1]).data[0].z]
+    assert z == [[1.0, 1.0]]  # every method tied: all best, not all worst
+
+
 def test_scorecard_reads_nested_reports_and_leaves_missing_values_empty():
     report = {"families": {"counterfact": {"es": {"mean": 1.0, "n": 1}, "ps": {"mean": 0.0, "n": 0}},
                            "portability": {"a": {"token_acc": {"mean": 1.0, "n": 1}},
