@@ -154,8 +154,10 @@ def compare_radar(rows: Sequence[dict], metrics: Sequence[tuple[str, str, bool]]
     return _layout(fig, "Rates (1 = best)")
 
 
-def curves(runs: dict[str, Sequence[dict]], metric: str, label: str, *, log_y: bool = False) -> go.Figure:
-    """``metric`` versus number of edits, one line per method (``runs``: method -> evaluation points)."""
+def curves(runs: dict[str, Sequence[dict]], metric: str, label: str, *, log_y: bool = False,
+           y_range: tuple[float, float] | None = None) -> go.Figure:
+    """``metric`` versus number of edits, one line per method (``runs``: method -> evaluation points).
+    ``y_range`` fixes the y axis (e.g. (0, 1) for shares) instead of fitting it to the data."""
     fig = go.Figure()
     for i, (method, points) in enumerate(runs.items()):
         pts = [p for p in points if p.get(metric) is not None]
@@ -163,6 +165,9 @@ def curves(runs: dict[str, Sequence[dict]], metric: str, label: str, *, log_y: b
                         name=method, line_color=PALETTE[i % len(PALETTE)])
     fig.update_xaxes(title="number of edits", rangemode="tozero")
     fig.update_yaxes(title=label, type="log" if log_y else "linear")
+    if y_range is not None:
+        pad = 0.03 * (y_range[1] - y_range[0])  # so that markers at exactly 0 or 1 are not cut in half
+        fig.update_yaxes(range=[y_range[0] - pad, y_range[1] + pad])
     return _layout(fig, f"{label} vs number of edits", height=320)
 
 

@@ -688,6 +688,8 @@ SEQ_CURVES = {
     "probe_accuracy": ("Downstream probe accuracy", False),
     "weight_drift": ("Weight drift ||sum of deltas||_F", False),
 }
+# Curves that are shares (0 to 1): drawn on a fixed 0-1 axis, so that one lost edit does not look like a crash.
+SEQ_RATE_CURVES = frozenset({"retention", "neighbourhood_score", "probe_accuracy"})
 
 
 def sequential_config(methods: list[str], n_edits: int, source: str = "catalog", seed: int = 0, every: int = 5,

@@ -51,6 +51,8 @@ cfg = ui.call(service.sequential_config, chosen, int(n_edits), source, int(seed)
 if cfg is None:
     st.stop()
 
+# The status box goes above the charts, so the progress stays in view while the curves grow below it.
+status_slot = st.container()
 chart_slots = {key: st.empty() for key in service.SEQ_CURVES}
 
 
@@ -64,7 +66,8 @@ def draw(result: dict) -> None:
     with ui.shield():
         for key, (label, log_y) in service.SEQ_CURVES.items():
             if any(p.get(key) is not None for pts in runs.values() for p in pts):
-                chart_slots[key].plotly_chart(charts.curves(runs, key, label, log_y=log_y),
+                y_range = (0.0, 1.0) if key in service.SEQ_RATE_CURVES else None
+                chart_slots[key].plotly_chart(charts.curves(runs, key, label, log_y=log_y, y_range=y_range),
                                               key=f"seq_{key}_{draws[0]}")
 
 
@@ -76,7 +79,7 @@ if run:
     finished = threading.Event()
     st.session_state[SEQ_RUNNING] = finished
     try:
-        with ui.status_box(f"{cfg['n_edits']} sequential edits", defer_interrupts=True) as progress:
+        with status_slot, ui.status_box(f"{cfg['n_edits']} sequential edits", defer_interrupts=True) as progress:
             result = ui.call(service.sequential_run, lm, cfg, progress, draw,
                              lambda: progress.interrupted or bool(st.session_state.get(SEQ_STOP)))
             if result and any(r.get("stopped_after") is not None for r in result["runs"].values()):

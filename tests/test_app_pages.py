@@ -64,6 +64,9 @@ def test_sequential_run_draws_curves_and_a_reload_shows_the_stored_run():
     assert not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) >= 3  # retention, locality, drift (+ perplexity when measured)
     assert any("complete" in m.value for m in at.markdown)
+    # The progress box sits above the live charts (it stays in view while they grow), and shares are 0-1.
+    order = [node.type for node in at.main if node.type in ("status", "plotly_chart", "expandable")]
+    assert order[0] in ("status", "expandable") and "plotly_chart" in order[1:], order
     again = open_page("sequential")
     again.session_state["seq_overrides"] = {"memit": {"layers": [1, 2], "stats_samples": 2000}}
     again.multiselect(key="seq_methods").set_value(["memit"])

@@ -75,6 +75,15 @@ def test_heatmap_colours_ties_at_the_best_green():
     assert z == [[1.0, 1.0]]  # every method tied: all best, not all worst
 
 
+def test_rate_curves_are_drawn_on_a_fixed_axis():
+    pts = {"memit": [{"n_edits": 5, "retention": 1.0}, {"n_edits": 10, "retention": 0.95}]}
+    fig = charts.curves(pts, "retention", "Retention", y_range=(0.0, 1.0))
+    lo, hi = fig.layout.yaxis.range
+    assert lo < 0 < 0.95 < 1 < hi < 1.1
+    assert charts.curves(pts, "retention", "Retention").layout.yaxis.range is None
+    assert {"retention", "neighbourhood_score", "probe_accuracy"} <= service.SEQ_RATE_CURVES
+
+
 def test_scorecard_reads_nested_reports_and_leaves_missing_values_empty():
     report = {"families": {"counterfact": {"es": {"mean": 1.0, "n": 1}, "ps": {"mean": 0.0, "n": 0}},
                            "portability": {"a": {"token_acc": {"mean": 1.0, "n": 1}},
