@@ -99,6 +99,9 @@ def shifts(result: dict) -> None:
                     f"prompts it newly became the top-1 next token; mean rise of its probability "
                     f"**{ui.fmt(b['rise'], 4)}**.")
     if view["groups"]:
+        st.caption(f"Risers and fallers are tokens of the model's vocabulary, not words: "
+                   f"{charts.SPACE_MARK} marks a leading space, so {charts.SPACE_MARK}London (a word of its "
+                   "own) and London (glued to the text before it) are two different tokens.")
         tabs = st.tabs([g["kind"] for g in view["groups"]])
         for tab, g in zip(tabs, view["groups"]):
             with tab:

@@ -29,6 +29,23 @@ def _layout(fig: go.Figure, title: str, **kw) -> go.Figure:
     return fig
 
 
+SPACE_MARK = "␣"  # shown for a token's leading/trailing spaces: ' London' (a word start) is not 'London'
+
+
+def token_label(token) -> str:
+    """A vocabulary token as a readable label: leading and trailing spaces become ␣, line breaks ↵ and
+    tabs → (each one), so that ' London' (␣London) and 'London' look different; an empty token is ∅."""
+    text = str(token)
+    if not text:
+        return "∅"
+    core = text.strip(" ")
+    lead, trail = len(text) - len(text.lstrip(" ")), len(text) - len(text.rstrip(" "))
+    if not core:
+        return SPACE_MARK * len(text)
+    core = core.replace("\n", "↵").replace("\t", "→")
+    return SPACE_MARK * lead + core + SPACE_MARK * trail
+
+
 def _moved_hover(moved: Sequence[dict], k: int = 5) -> str:
     # Token strings come from the model's vocabulary: escape them, plotly hover text is HTML.
     parts = []
@@ -67,14 +84,15 @@ def nkl_bars(rows: Sequence[dict]) -> go.Figure:
 
 def shift_bars(prompt_row: dict, k: int = 10) -> go.Figure:
     """Risers (green) and fallers (red) on one prompt (or group of prompts): the tokens whose next-token
-    log-probability moved most (Δ log P in nats; hover shows the probabilities)."""
+    log-probability moved most (Δ log P in nats; hover shows the probabilities). Tokens are labelled by
+    :func:`token_label` (␣ for a leading space)."""
     risers = list(prompt_row.get("risers", []))[:k]
     fallers = list(prompt_row.get("fallers", []))[:k]
     fig = go.Figure()
     for rows, name, colour in ((risers, "risers", "#2ca02c"), (fallers, "fallers", "#d62728")):
         fig.add_bar(
             name=name, orientation="h", marker_color=colour,
-            y=[repr(str(r.get("token", ""))) for r in rows],
+            y=[token_label(r.get("token", "")) for r in rows],
             x=[_delta(r) for r in rows],
             customdata=[[r.get("before"), r.get("after")] for r in rows],
             hovertemplate="%{y}: P %{customdata[0]:.3g} → %{customdata[1]:.3g} (Δ log P %{x:+.3g})<extra></extra>",

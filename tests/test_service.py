@@ -118,6 +118,15 @@ def test_chart_builders_take_plain_rows():
     assert "<html" in charts.to_html(fig)[:200].lower()
 
 
+def test_risers_and_fallers_mark_a_leading_space():
+    assert charts.token_label(" London") == "␣London" and charts.token_label("London") == "London"
+    assert charts.token_label(" ") == "␣" and charts.token_label("\n") == "↵" and charts.token_label("") == "∅"
+    fig = charts.shift_bars({"prompt": "p", "risers": [{"token": " London", "dlogp": 1.0},
+                                                        {"token": "London", "dlogp": 0.5}],
+                             "fallers": [{"token": " ", "dlogp": -1.0}]})
+    assert list(fig.data[0].y) == ["␣London", "London"] and list(fig.data[1].y) == ["␣"]
+
+
 # ---- models and generation -------------------------------------------------------------------------
 def test_tiny_models_only_in_test_mode(monkeypatch):
     assert service.default_model() == "tiny-gpt2"
