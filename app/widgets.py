@@ -46,10 +46,10 @@ def target_box(key: str, fact_id: str, entry: dict) -> str:
                           help="One of this fact's targets, or type any other word and press Enter.")
     target = " ".join(str(target or "").split())
     if target and not service.is_case_target(entry, target):
-        st.caption(f"**{ui.escape_md(target)}** is not one of this fact's own targets: the fact's paraphrases "
-                   "and neighbours are still used, but there are no portability questions for it, and its "
-                   "related words are suggested by the model itself (single tokens), not taken from the "
-                   "catalog.")
+        st.caption(f"**{ui.escape_md(target)}** is not one of this fact's own targets: the fact's paraphrases, "
+                   "neighbours and subject aliases are still used, but it has no one-hop portability questions "
+                   "for this target (such as the country it lies in), and its related words are suggested by the "
+                   "model itself (single tokens), not taken from the fact.")
     return target
 
 
