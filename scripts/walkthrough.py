@@ -523,7 +523,9 @@ async def run_edit_and_record(p: Page, args, log: Log, tag: str, title: str, sho
     form = await p.shot(f"{shots_prefix}_form")
     lines.append(f"Form before the run: `{form}`.")
     shown = re.search(r"^\S+ edit: (.*)$", before, re.M)
-    if shown:
+    if shown and "Result of the previous run" in before:
+        lines.append(f"- the previous result (“{shown.group(1)}”) is marked as the previous run's")
+    elif shown:
         log.problem(tag, f"before pressing Run edit, the page still shows the previous result (“{shown.group(1)}”) "
                          "under a form that now describes another edit; nothing marks it as stale", form)
     t0 = time.time()
@@ -672,10 +674,17 @@ async def step_edit(p: Page, app: str, args, log: Log) -> None:
         await p.settle(0.5)
         lines.append(f"- typing “London” into the New target box offers {typed_opts} "
                      f"(drop-down text “{md_escape(typed_text)}”) (`{typed_shot}`)")
-        log.problem("edit", "README's headline example (Louvre → London, “do Big Ben or Thames rise?”) cannot be "
-                            "picked from the catalog: the Louvre fact offers only "
-                            f"{', '.join(options)} as new targets, "
-                            "and the New target box does not take a typed value", targets_shot, typed_shot)
+        if any("London" in o for o in typed_opts):
+            # The box takes a typed target (accept_new_options): Enter adds it.
+            await p.type_into("New target", "London")
+            await p.settle(1.0)
+            has_london = (await p.combo_value("New target")) == "London"
+            lines.append(f"- typed London accepted as new target: **{has_london}**")
+        if not has_london:
+            log.problem("edit", "README's headline example (Louvre → London, “do Big Ben or Thames rise?”) cannot be "
+                                "picked from the catalog: the Louvre fact offers only "
+                                f"{', '.join(options)} as new targets, "
+                                "and the New target box does not take a typed value", targets_shot, typed_shot)
     log.data["edit_catalog"] = {"fact": fact, "fact_options": fact_options, "shown_target": shown_target,
                                 "targets": options, "london": has_london}
 
