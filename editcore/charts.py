@@ -144,7 +144,8 @@ def compare_heatmap(rows: Sequence[dict], metrics: Sequence[tuple[str, str, bool
     fig = go.Figure(go.Heatmap(z=z, x=methods, y=[label for _k, label, _h in metrics], text=text,
                                texttemplate="%{text}", colorscale="RdYlGn", zmin=0, zmax=1, showscale=False,
                                hovertemplate="%{y} · %{x}: %{text}<extra></extra>"))
-    return _layout(fig, "All metrics (green = best in row)", height=90 + 42 * len(metrics))
+    # A short title: at half of 1280 px a longer one runs under plotly's toolbar (the page explains the colours).
+    return _layout(fig, "All metrics", height=90 + 42 * len(metrics))
 
 
 def _row_scores(vals: Sequence, higher: bool) -> list[float | None]:
@@ -162,13 +163,13 @@ def _row_scores(vals: Sequence, higher: bool) -> list[float | None]:
 def compare_radar(rows: Sequence[dict], metrics: Sequence[tuple[str, str, bool]]) -> go.Figure:
     """Radar of the metrics that live in [0, 1] with higher = better (rates), one trace per method."""
     fig = go.Figure()
-    labels = [label for _k, label, _h in metrics]
+    labels = [label.replace(" ", "<br>") for _k, label, _h in metrics]  # two-line labels fit at half width
     for i, r in enumerate(rows):
         vals = [r.get(k) for k, _l, _h in metrics]
         fig.add_trace(go.Scatterpolar(r=vals + vals[:1], theta=labels + labels[:1], name=r["method"],
                                       line_color=PALETTE[i % len(PALETTE)], connectgaps=False))
     # Margins keep the angular labels ("Neighbourhood score") inside the chart at half of 1280 px.
-    fig.update_layout(polar=dict(radialaxis=dict(range=[0, 1]), domain=dict(x=[0.15, 0.85], y=[0, 0.9])))
+    fig.update_layout(polar=dict(radialaxis=dict(range=[0, 1]), domain=dict(x=[0.2, 0.8], y=[0, 0.9])))
     return _layout(fig, "Rates (1 = best)")
 
 

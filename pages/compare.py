@@ -40,12 +40,11 @@ if not result:
 ui.stale_caption(st.session_state.get("cmp_result_form"), form, "Compare")
 
 metrics = [m for m in service.SCORECARD]
-table = pd.DataFrame([{"method": r["method"], **{label: r.get(key) for key, label, _h in metrics}}
+# Three significant digits, as in the heatmap; a missing value is "—" (st.dataframe shows a missing number as
+# "None", also through a Styler's na_rep), never a zero.
+table = pd.DataFrame([{"method": r["method"], **{label: ui.fmt_sig(r.get(key)) for key, label, _h in metrics}}
                       for r in result["rows"]])
-labels = [label for _key, label, _h in metrics]
-table[labels] = table[labels].astype(float)  # missing values become NaN, shown as "—" (never "None" or 0)
-# Three significant digits, as in the heatmap; the cells stay numbers, so columns still sort.
-st.dataframe(table.style.format("{:.3g}", subset=labels, na_rep="—"), hide_index=True, key="cmp_table")
+st.dataframe(table, hide_index=True, key="cmp_table")
 st.caption(ui.definitions_caption(key for key, _label, _h in metrics) + " · — : no value for this fact")
 if any((r.get("evaluation") or {}).get("quick") for r in result["results"].values()):
     st.caption("Quick evaluation: Fluency was not computed (— cells, not zeros).")
