@@ -88,11 +88,20 @@ def shift_bars(prompt_row: dict, k: int = 10) -> go.Figure:
     :func:`token_label` (␣ for a leading space)."""
     risers = list(prompt_row.get("risers", []))[:k]
     fallers = list(prompt_row.get("fallers", []))[:k]
+    # Labels must be unique, or plotly stacks different tokens on one row (e.g. several byte-level tokens
+    # that each decode to "�"): a repeated label gets " ·2", " ·3", ...
+    seen: dict[str, int] = {}
+    labels = []
+    for r in risers + fallers:
+        label = token_label(r.get("token", ""))
+        seen[label] = seen.get(label, 0) + 1
+        labels.append(label if seen[label] == 1 else f"{label} ·{seen[label]}")
     fig = go.Figure()
-    for rows, name, colour in ((risers, "risers", "#2ca02c"), (fallers, "fallers", "#d62728")):
+    for rows, ys, name, colour in ((risers, labels[:len(risers)], "risers", "#2ca02c"),
+                                   (fallers, labels[len(risers):], "fallers", "#d62728")):
         fig.add_bar(
             name=name, orientation="h", marker_color=colour,
-            y=[token_label(r.get("token", "")) for r in rows],
+            y=ys,
             x=[_delta(r) for r in rows],
             customdata=[[r.get("before"), r.get("after")] for r in rows],
             hovertemplate="%{y}: P %{customdata[0]:.3g} → %{customdata[1]:.3g} (Δ log P %{x:+.3g})<extra></extra>",

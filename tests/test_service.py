@@ -125,6 +125,9 @@ def test_risers_and_fallers_mark_a_leading_space():
                                                         {"token": "London", "dlogp": 0.5}],
                              "fallers": [{"token": " ", "dlogp": -1.0}]})
     assert list(fig.data[0].y) == ["␣London", "London"] and list(fig.data[1].y) == ["␣"]
+    fig = charts.shift_bars({"prompt": "p", "risers": [{"token": "\ufffd", "dlogp": 1.0}],
+                             "fallers": [{"token": "\ufffd", "dlogp": -1.0}, {"token": "\ufffd", "dlogp": -0.5}]})
+    assert list(fig.data[0].y) + list(fig.data[1].y) == ["\ufffd", "\ufffd ·2", "\ufffd ·3"]  # never stacked
 
 
 # ---- models and generation -------------------------------------------------------------------------
