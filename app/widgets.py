@@ -48,8 +48,8 @@ def target_box(key: str, fact_id: str, entry: dict) -> str:
     if target and not service.is_case_target(entry, target):
         st.caption(f"**{ui.escape_md(target)}** is not one of this fact's own targets: the fact's paraphrases, "
                    "neighbours and subject aliases are still used, but it has no one-hop portability questions "
-                   "for this target (such as the country it lies in), and its related words are suggested by the "
-                   "model itself (single tokens), not taken from the fact.")
+                   "for this target (such as the country it lies in). Its related words come from another catalog "
+                   "fact that lists them (Big Ben for London), or else are suggested by the model itself.")
     return target
 
 

@@ -361,7 +361,23 @@ def _with_new_target(case: Case, target: str | None) -> Case:
         raise InputError(f"the new target {target!r} equals the current answer")
     own = [t for t in case.targets_new if answers_equal(t, target)]
     chosen = own[0] if own else target
-    return dataclasses.replace(case, targets_new=(chosen, *(t for t in case.targets_new if t != chosen)))
+    case = dataclasses.replace(case, targets_new=(chosen, *(t for t in case.targets_new if t != chosen)))
+    if not case.related_words(chosen):
+        # Another catalog fact may know this word's associations (Big Ben for London): borrow them, so a
+        # typed target still gets the related-words view with words a person would pick.
+        words = catalog_related_words(chosen)
+        if words:
+            case = dataclasses.replace(case, related=(*case.related, (chosen, words)))
+    return case
+
+
+def catalog_related_words(target: str) -> tuple[str, ...]:
+    """Related words the fact catalog lists for ``target`` in any fact (first one found; () if none)."""
+    for c in catalog_cases():
+        words = c.related_words(target)
+        if words:
+            return words
+    return ()
 
 
 def is_case_target(entry: dict, target: str) -> bool:

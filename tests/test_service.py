@@ -192,7 +192,8 @@ def test_a_catalog_fact_takes_any_new_target():
     free = service.resolve_case({"source": "catalog", "id": "P276:louvre", "target_new": " London "})
     assert free.target_new == "London" and free.targets_new[1:] == base.targets_new
     assert free.paraphrases == base.paraphrases and free.neighbourhood == base.neighbourhood
-    assert not free.one_hop_for("London") and not free.related_words("London")  # the model suggests them
+    assert not free.one_hop_for("London")
+    assert "Big Ben" in free.related_words("London")  # borrowed from the catalog fact that lists them
     own = service.resolve_case({"source": "catalog", "id": "P276:louvre", "target_new": base.targets_new[1].lower()})
     assert own.target_new == base.targets_new[1] and sorted(own.targets_new) == sorted(base.targets_new)
     assert service.is_case_target({"targets_new": list(base.targets_new)}, base.targets_new[1].upper())
@@ -265,3 +266,15 @@ def test_a_failing_sequential_run_restores_the_model(lm, monkeypatch):
     stored = service.sequential_cached(lm, cfg)["runs"]["memit"]
     assert not stored["complete"] and stored["stopped_after"] == 2
     assert [p["n_edits"] for p in stored["points"]] == [0, 1]
+
+
+def test_a_typed_target_borrows_related_words_from_the_catalog():
+    """Louvre -> London (London is not one of the Louvre fact's targets): London's related words come from
+    the catalog fact that lists them, so the Big Ben view has words a person would pick."""
+    louvre = next(c for c in service.catalog_cases() if c.id == "P276:louvre")
+    assert not louvre.related_words("London")
+    case = service._with_new_target(louvre, "London")
+    assert case.targets_new[0] == "London"
+    assert "Big Ben" in case.related_words("London")
+    assert case.related_words("Paris") == louvre.related_words("Paris")
+    assert service.catalog_related_words("no such word at all") == ()
