@@ -246,12 +246,7 @@ class _Replay:
             handles.append(module_hook[0].register_forward_hook(module_hook[1]))
         with _hooked(handles):
             if self.use_replay:
-                h = self.h0
-                for i, (block, (args, kwargs)) in enumerate(zip(self.blocks, self.calls)):
-                    h = _first(block(h, *args[1:], **kwargs))
-                    if i == 0 and block_edit is not None:
-                        h = block_edit(h)
-                return self.final_norm(h)
+                return _run_blocks(self, block_edit)
             bhandles = []
             if block_edit is not None:
                 bhandles.append(self.blocks[0].register_forward_hook(
@@ -273,6 +268,17 @@ class _Replay:
         self.use_replay = _agrees(self.reference[m], h.detach()[m], f"block replay ({self.lm.adapter.family})",
                                   "using full forwards")
         return self.use_replay
+
+
+def _run_blocks(rp, block_edit: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+    """Run a replay's recorded block calls from its recorded input ``rp.h0``; ``block_edit`` rewrites the first
+    block's output (MEMIT's residual). Returns final-normed hidden states."""
+    h = rp.h0
+    for i, (block, (args, kwargs)) in enumerate(zip(rp.blocks, rp.calls)):
+        h = _first(block(h, *args[1:], **kwargs))
+        if i == 0 and block_edit is not None:
+            h = block_edit(h)
+    return rp.final_norm(h)
 
 
 def _agrees(ref: torch.Tensor, got: torch.Tensor, what: str, fallback: str) -> bool:
@@ -370,12 +376,7 @@ class _SuffixReplay:
         self._reset()
         try:
             with _hooked(handles):
-                h = self.h0
-                for i, (block, (args, kwargs)) in enumerate(zip(self.blocks, self.calls)):
-                    h = _first(block(h, *args[1:], **kwargs))
-                    if i == 0 and block_edit is not None:
-                        h = block_edit(h)
-                return self.final_norm(h)
+                return _run_blocks(self, block_edit)
         finally:
             self._reset()
 
