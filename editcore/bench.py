@@ -196,7 +196,7 @@ def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None,
         log.info("%s %s: %s", name, mname, {k: v for k, v in out["methods"][mname].items() if k != "per_fact"})
 
     if extras and "rome" in methods:
-        # Kept small so `make bench` stays near 15 minutes: 2 facts for the speed-ups, 5 for the count sweep.
+        # Kept small so `make bench` stays near 15 minutes: 3 facts for the speed-ups, 5 for the count sweep.
         out["speedups"] = _speedups(lm, facts[:3], common)
         out["stats_sweep"] = _stats_sweep(lm, facts[:5], corpus, sorted({0, 2048, 8192, stats_samples, 65536}))
     out["peak_rss_mb"] = peak_rss_mb()

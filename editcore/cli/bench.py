@@ -109,6 +109,7 @@ def run(args) -> int:
         command = "python -m editcore bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         md = sweep_markdown(lm.name, args.sweep, key, rows, facts, overrides, environment(lm), command)
         (out / f"sweep_{lm.name}{suffix}.md").write_text(md)
+        (out / f"sweep_{lm.name}{suffix}.json").write_text(json.dumps(rows, indent=1))
         print(md)
         return 0
     from ..models.registry import BUILTIN
