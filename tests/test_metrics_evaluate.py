@@ -142,11 +142,15 @@ def test_pre_cache_persists_on_disk_for_the_base_model_only(lm, tmp_home, monkey
     dist = first.dists(["The Louvre is in"])[0]
     text = first.greedy(["The Louvre is in"], 3)[0]
     scoring.clear_cache(disk=False)
+    writes = []
+    real_put = scoring._disk_put
+    monkeypatch.setattr(scoring, "_disk_put", lambda *a: writes.append(a) or real_put(*a))
     again = Scorer(lm, pre=True)
     assert again.pairs(["The Louvre is in"], ["Paris"])[0] == pair
     assert torch.equal(again.dists(["The Louvre is in"])[0], dist)
     assert again.greedy(["The Louvre is in"], 3)[0] == text
     assert again.passes == 0
+    assert writes == []  # what came from disk is not written back
     scoring.clear_cache(disk=False)
     other = Scorer(lm, pre=True, state="after 3 kept edits")
     other.pairs(["The Louvre is in"], ["Paris"])

@@ -91,21 +91,24 @@ def _get(cache: OrderedDict, key):
             return cache[key]
     value = _disk_get(cache, key)
     if value is not None:
-        _put(cache, key, value, None)
+        _remember(cache, key, value, _SIZES[id(cache)])  # already on disk: memory only
     return value
 
 
-def _put(cache: OrderedDict, key, value, size: int | None) -> None:
-    """Store in memory (``size`` bounds the LRU; ``None``: the cache's own bound) and, for the pristine base
-    model, on disk."""
-    size = size if size is not None else _SIZES[id(cache)]
+def _remember(cache: OrderedDict, key, value, size: int) -> bool:
+    """Store in the memory LRU (bounded by ``size``); True if the key was new there."""
     with _CACHE_LOCK:
         fresh = key not in cache
         cache[key] = value
         cache.move_to_end(key)
         while len(cache) > size:
             cache.popitem(last=False)
-    if fresh:
+    return fresh
+
+
+def _put(cache: OrderedDict, key, value, size: int) -> None:
+    """Store in memory and, for the pristine base model, on disk."""
+    if _remember(cache, key, value, size):
         _disk_put(cache, key, value)
 
 
@@ -295,24 +298,8 @@ class Scorer:
 
     # -- greedy continuations ------------------------------------------------------------------------
     def greedy(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        found: dict = {}
-        for p in set(prompts):
-            hit = self._texts.get((p, max_new_tokens))
-            if hit is None and self.pre:
-                hit = _get(_TEXT_CACHE, self._key("greedy", max_new_tokens, p))
-            if hit is not None:
-                found[p] = hit
-        todo = [p for p in dict.fromkeys(prompts) if p not in found]
-        self._check(todo)
-        if todo:
-            self.passes += math.ceil(len(todo) / self.batch_size)
-            outs = text.greedy(self.lm, todo, max_new_tokens, self.batch_size)
-            for p, o in zip(todo, outs):
-                found[p] = o
-                if self.pre:
-                    _put(_TEXT_CACHE, self._key("greedy", max_new_tokens, p), o, TEXT_CACHE_SIZE)
-        self._texts.update({(p, max_new_tokens): o for p, o in found.items()})
-        return [found[p] for p in prompts]
+        self.prefetch_greedy([(p, max_new_tokens) for p in prompts])
+        return [self._texts[(p, max_new_tokens)] for p in prompts]
 
     def prefetch_greedy(self, wanted: Sequence[tuple[str, int]]) -> None:
         """Generate every ``(prompt, max_new_tokens)`` not known yet in *one* batched call at the largest
