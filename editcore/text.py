@@ -15,6 +15,7 @@ entries, so full-sequence logits would dominate time and memory.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ def _device(lm) -> torch.device:
     return next(lm.model.parameters()).device
 
 
-def _pad_id(tokenizer) -> int:
+def pad_id(tokenizer) -> int:
     for cand in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
         if cand is not None:
             return int(cand)
@@ -87,7 +88,7 @@ def hidden_at(lm, seqs: Sequence[Sequence[int]], positions: Sequence[Sequence[in
     """Final-normed hidden states of each right-padded sequence at the requested positions."""
     dev = _device(lm)
     width = max(len(s) for s in seqs)
-    pad = _pad_id(lm.tokenizer)
+    pad = pad_id(lm.tokenizer)
     ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=dev)
     mask = torch.zeros((len(seqs), width), dtype=torch.long, device=dev)
     for i, s in enumerate(seqs):
@@ -145,22 +146,21 @@ def pair_logprobs(lm, encoded: Sequence[tuple[list[int], list[int]]], batch_size
             host_of[q] = q
             hosts.append(q)
     index = {h: i for i, h in enumerate(hosts)}
+    host_idx = [index[host_of[q]] for q in need]  # which host sequence each pair is read from
     by_host: dict[int, list[int]] = {}
-    for k, q in enumerate(need):
-        by_host.setdefault(index[host_of[q]], []).append(k)
+    for k, i in enumerate(host_idx):
+        by_host.setdefault(i, []).append(k)
     out: list[torch.Tensor | None] = [None] * len(encoded)
     for idx in _batches(len(hosts), batch_size):
         pairs = [k for i in idx for k in by_host.get(i, [])]
         positions = [[] for _ in idx]
         for k in pairs:
             p, t = encoded[k]
-            positions[index[host_of[need[k]]] - idx[0]].extend(range(len(p) - 1, len(p) + len(t) - 1))
-        hs = hidden_at(lm, [list(hosts[i]) for i in idx], positions)
-        rows = split_logprobs(lm, hs)
+            positions[host_idx[k] - idx[0]].extend(range(len(p) - 1, len(p) + len(t) - 1))
+        rows = split_logprobs(lm, hidden_at(lm, [list(hosts[i]) for i in idx], positions))
         used = [0] * len(idx)
         for k in pairs:
-            j = index[host_of[need[k]]] - idx[0]
-            n = len(encoded[k][1])
+            j, n = host_idx[k] - idx[0], len(encoded[k][1])
             out[k] = rows[j][used[j]:used[j] + n]
             used[j] += n
     return out
@@ -211,7 +211,7 @@ def greedy_tokens(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_siz
     generate once."""
     tok = lm.tokenizer
     dev = _device(lm)
-    pad = _pad_id(tok)
+    pad = pad_id(tok)
     outs: list[list[int]] = []
     for idx in _batches(len(prompts), batch_size):
         enc = [prompt_ids(tok, prompts[i]) for i in idx]
@@ -240,6 +240,27 @@ def _eos_ids(lm) -> set[int]:
     return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None}
 
 
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip left padding (what a model without padding would see)."""
+    return (mask.cumsum(1) - 1).clamp_min(0)
+
+
+def cached_forward(lm, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache=None):
+    """``base_model`` forward with a key/value cache: ``(output, cache)``. ``cache=None`` starts one; a given
+    cache is extended in place. transformers 5 names the argument and the output ``cache`` (``past_key_values``
+    is deprecated there); older versions use ``past_key_values``."""
+    base = lm.model.base_model
+    kwargs = {}
+    if cache is not None:
+        name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        kwargs[name] = cache
+    out = base(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
+    got = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if got is None:
+        raise RuntimeError("the model returned no key/value cache")
+    return out, got
+
+
 @torch.no_grad()
 def _greedy_loop(lm, ids: torch.Tensor, mask: torch.Tensor, n: int, pad: int) -> torch.Tensor:
     """Greedy decoding with a key/value cache, the next token read through :meth:`ArchAdapter.logits`.
@@ -247,15 +268,8 @@ def _greedy_loop(lm, ids: torch.Tensor, mask: torch.Tensor, n: int, pad: int) ->
     Same result as ``generate(do_sample=False)`` (argmax at every step, rows that emitted an end-of-sequence
     token continue with padding), but each step reads the unembedding once in the memory order CPU BLAS
     handles fastest: for Gemma's 262k-row vocabulary that is most of a decoding step's cost."""
-    import inspect
-
-    base = lm.model.base_model
-    cache_arg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-    pos = (mask.cumsum(1) - 1).clamp_min(0)
-    out = base(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-    if cache is None:
-        raise RuntimeError("no key/value cache returned")
+    pos = position_ids(mask)
+    out, cache = cached_forward(lm, ids, mask, pos)
     eos = _eos_ids(lm)
     done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
     steps = []
@@ -269,8 +283,7 @@ def _greedy_loop(lm, ids: torch.Tensor, mask: torch.Tensor, n: int, pad: int) ->
         if step == n - 1 or bool(done.all()):
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-        out = base(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True,
-                   **{cache_arg: cache})
+        out, cache = cached_forward(lm, nxt[:, None], mask, next_pos, cache)
         h = out.last_hidden_state[:, -1]
         next_pos = next_pos + 1
     gen = torch.stack(steps, 1)

@@ -14,7 +14,7 @@ PROMPTS = ["The Louvre is located in", "Hello", "The capital of Japan is the cit
 def test_own_greedy_loop_matches_generate(family):
     lm = tiny.lm(family)
     tok = lm.tokenizer
-    pad = text._pad_id(tok)
+    pad = text.pad_id(tok)
     enc = [text.prompt_ids(tok, p) for p in PROMPTS]
     width = max(len(e) for e in enc)
     ids = torch.full((len(enc), width), pad, dtype=torch.long)

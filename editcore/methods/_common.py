@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import json
 import logging
 import math
@@ -39,7 +38,7 @@ import torch
 
 from .. import paths
 from ..errors import InputError
-from ..text import check_length, prompt_ids, target_ids
+from ..text import cached_forward, check_length, pad_id, position_ids, prompt_ids, target_ids
 from ..types import Request
 
 log = logging.getLogger(__name__)
@@ -142,8 +141,7 @@ def _sample_prefixes(lm, n: int, length: int, seed: int) -> list[str]:
 # ---- batching and capture ---------------------------------------------------------------------------
 def _pad_right(lm, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     dev = lm.device
-    tok = lm.tokenizer
-    pad = next((int(c) for c in (tok.pad_token_id, tok.eos_token_id, 0) if c is not None), 0)
+    pad = pad_id(lm.tokenizer)
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=dev)
     mask = torch.zeros((len(seqs), width), dtype=torch.long, device=dev)
@@ -315,8 +313,7 @@ class _SuffixReplay:
         if min(self.look) < 1:
             raise _NoSuffix("a row has no token before the edited one")
         dev = lm.device
-        tok = lm.tokenizer
-        pad = next((int(c) for c in (tok.pad_token_id, tok.eos_token_id, 0) if c is not None), 0)
+        pad = pad_id(lm.tokenizer)
         c = max(self.look)
         width = c + max(len(q) - i for q, i in zip(seqs, self.look))
         ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=dev)
@@ -324,18 +321,16 @@ class _SuffixReplay:
         for r, (q, i) in enumerate(zip(seqs, self.look)):
             ids[r, c - i:c - i + len(q)] = torch.tensor(list(q), device=dev)
             mask[r, c - i:c - i + len(q)] = 1
-        pos = (mask.cumsum(1) - 1).clamp_min(0)
+        pos = position_ids(mask)
         self.c = c
         self.blocks = [ad.block(i) for i in range(start, ad.n_layers)]
         self.final_norm = ad.module("final_norm")
         self.calls: list[tuple[tuple, dict]] = []
         with torch.no_grad():
-            out = lm.model.base_model(input_ids=ids[:, :c], attention_mask=mask[:, :c], position_ids=pos[:, :c],
-                                      use_cache=True)
-            self.cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            _, self.cache = cached_forward(lm, ids[:, :c], mask[:, :c], pos[:, :c])
             layers = getattr(self.cache, "layers", None)
-            if self.cache is None or layers is None:
-                raise _NoSuffix("no key/value cache object")
+            if layers is None:
+                raise _NoSuffix("the key/value cache has no per-layer state to reset")
             self.saved = [dict(layer.__dict__) for layer in layers]
 
             def record(_m, args, kwargs):
@@ -343,11 +338,7 @@ class _SuffixReplay:
 
             handles = [b.register_forward_pre_hook(record, with_kwargs=True) for b in self.blocks]
             with _hooked(handles):
-                # transformers 5 calls the argument ``cache`` (``past_key_values`` is deprecated there).
-                name = "cache" if "cache" in inspect.signature(lm.model.base_model.forward).parameters \
-                    else "past_key_values"
-                lm.model.base_model(input_ids=ids[:, c:], attention_mask=mask, position_ids=pos[:, c:],
-                                    use_cache=True, **{name: self.cache})
+                cached_forward(lm, ids[:, c:], mask, pos[:, c:], self.cache)
             ok = len(self.calls) == len(self.blocks) and all(
                 len(a) >= 1 and isinstance(a[0], torch.Tensor) for a, _ in self.calls)
             if not ok:
