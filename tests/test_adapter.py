@@ -56,6 +56,25 @@ def test_logits_match_model_forward():
         assert torch.allclose(lm.adapter.logits(h), full, atol=1e-4)
 
 
+def test_chunked_unembedding_gradient_equals_plain_autograd():
+    """The unembedding's custom backward (per-chunk products, for speed) gives the plain matmul's gradient,
+    including a vocabulary that is not a multiple of the chunk."""
+    from editcore.models.arch import _Unembed, chunked_matmul
+
+    torch.manual_seed(0)
+    w = torch.randn(10_000, 24)
+    g = torch.randn(5, 10_000)
+    for chunk in (1000, 3000, 4096, 20_000):
+        assert torch.allclose(chunked_matmul(g, w, chunk), g @ w, rtol=1e-4, atol=1e-3)
+    h = torch.randn(5, 24, requires_grad=True)
+    target = torch.randint(0, 10_000, (5,))
+    torch.nn.functional.cross_entropy(_Unembed.apply(h, w), target).backward()
+    fast = h.grad.clone()
+    h.grad = None
+    torch.nn.functional.cross_entropy(h @ w.T, target).backward()
+    assert torch.allclose(fast, h.grad, rtol=1e-4, atol=1e-6)
+
+
 def test_layer_out_of_range_is_a_user_error():
     a = ArchAdapter(tiny.model("gpt2")[0])
     with pytest.raises(InputError, match="out of range"):
