@@ -97,6 +97,24 @@ def test_fast_paths_match_full_forward(family, corpus, monkeypatch):
     assert curves["blocks"] == pytest.approx(curves["full"], rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_suffix_replay_with_subject_at_the_start(family, corpus, monkeypatch):
+    """A one-token subject opening the prompt (no BOS) leaves rows with nothing before the edited token; the
+    suffix replay pads them and still matches full forwards (it used to give up on the whole batch)."""
+    from editcore.methods import _common
+
+    lm = tiny.lm(family)
+    req = Request("{} is located in the city of", "The", "London")
+    assert _common.subject_last_index(lm.tokenizer, req.prompt, req.subject)[1] == 0
+    curves = {}
+    for mode, switches in (("suffix", {}), ("full", {"suffix_cache": False, "block_replay": False})):
+        monkeypatch.setattr(_common, "SPEEDUPS", {"block_replay": True, "suffix_cache": True, **switches})
+        d = get_method("rome").compute(lm, [req], _hp(corpus)).diagnostics
+        assert d["suffix_replay"] == (mode == "suffix")
+        curves[mode] = d["loss_curve"]
+    assert curves["suffix"] == pytest.approx(curves["full"], rel=1e-4, abs=1e-6)
+
+
 @pytest.mark.parametrize("bad, message", [
     (Request("{} is located in", "Big Ben", "London"), None),  # valid: control
     (Request("The Louvre is located in", "The Louvre", "London"), "subject"),

@@ -295,12 +295,13 @@ class _SuffixReplay:
 
     ``delta`` is added at the subject's last token, so every earlier position (and, below the edited layer,
     every position) is the same at every optimisation step. Rows are laid out so the subject's last token
-    of every row falls in one column ``c`` (left padding, explicit position ids): one no-grad pass over the
-    columns before ``c`` fills a key/value cache, a second records the suffix's input to block ``start`` and
-    every block's call, and each step then runs blocks ``start..L-1`` on the suffix only (about 8 tokens per
-    row instead of 20 with context prefixes), reading the prefix from the cache. The cache's layers are
-    reset to their post-prefix state before each step. :meth:`check` compares the first step with a plain
-    full forward; on any difference (or if a family cannot do this) the caller falls back to ``_Replay``.
+    of every row falls in one column ``c`` (left padding, explicit position ids): one no-grad forward of the
+    whole rows gives the reference hidden states and a key/value cache, which is cut back to the columns
+    before ``c``; a second pass over the suffix records its input to block ``start`` and every block's call,
+    and each step then runs blocks ``start..L-1`` on the suffix only (about 8 tokens per row instead of 20
+    with context prefixes), reading the prefix from the cache. The cache's layers are reset to their
+    post-prefix state before each step. :meth:`check` compares the first step with the plain forward; on any
+    difference (or if a family cannot do this) the caller falls back to ``_Replay``.
 
     In suffix coordinates the edited token is column 0 of every row; :meth:`at` maps (row, position in the
     original sequence) to suffix columns.
@@ -310,8 +311,8 @@ class _SuffixReplay:
         self.lm = lm
         ad = lm.adapter
         self.look = list(look)
-        if min(self.look) < 1:
-            raise _NoSuffix("a row has no token before the edited one")
+        if max(self.look) < 1:
+            raise _NoSuffix("no row has a token before the edited one")
         dev = lm.device
         pad = pad_id(lm.tokenizer)
         c = max(self.look)
@@ -327,7 +328,11 @@ class _SuffixReplay:
         self.final_norm = ad.module("final_norm")
         self.calls: list[tuple[tuple, dict]] = []
         with torch.no_grad():
-            _, self.cache = cached_forward(lm, ids[:, :c], mask[:, :c], pos[:, :c])
+            # One plain forward of the whole rows gives both the reference for check() and, cut back to the
+            # columns before c, the prefix's key/value cache.
+            full, self.cache = cached_forward(lm, ids, mask, pos)
+            self.reference = _first(full.last_hidden_state if hasattr(full, "last_hidden_state") else full)[:, c:]
+            self.cache.crop(c - width)  # a negative length removes that many tokens (transformers 4.4x and 5)
             layers = getattr(self.cache, "layers", None)
             if layers is None:
                 raise _NoSuffix("the key/value cache has no per-layer state to reset")
@@ -344,10 +349,7 @@ class _SuffixReplay:
             if not ok:
                 raise _NoSuffix("block calls could not be recorded")
             self.h0 = self.calls[0][0][0].detach()
-            # The reference for check(): a plain full forward of the original (right-padded) rows.
-            rids, rmask = _pad_right(lm, seqs)
-            ref = lm.model.base_model(input_ids=rids, attention_mask=rmask, use_cache=False)
-            self.reference = _first(ref.last_hidden_state if hasattr(ref, "last_hidden_state") else ref).detach()
+        self.suffix_mask = mask[:, c:].bool()
         self.seq_lens = [len(q) for q in seqs]
         self.use_replay = True
         self.checked = False
@@ -376,10 +378,8 @@ class _SuffixReplay:
         if self.checked:
             return True
         self.checked = True
-        rows = [r for r, n in enumerate(self.seq_lens) for _ in range(n - self.look[r])]
-        cols = [p for r, n in enumerate(self.seq_lens) for p in range(self.look[r], n)]
-        got = h.detach()[rows, [p - self.look[r] for r, p in zip(rows, cols)]]
-        self.use_replay = _agrees(self.reference[rows, cols], got, f"suffix replay ({self.lm.adapter.family})",
+        m = self.suffix_mask
+        self.use_replay = _agrees(self.reference[m], h.detach()[m], f"suffix replay ({self.lm.adapter.family})",
                                   "not using it")
         return self.use_replay
 
