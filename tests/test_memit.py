@@ -187,3 +187,31 @@ def test_through_post_norm_rejects_other_norms():
         ln.bias.fill_(0.5)
     with pytest.raises(InputError, match="not an RMSNorm"):
         through_post_norm(ln, torch.randn(2, 6, dtype=torch.float64), torch.zeros(2, 6, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_dropping_finished_rows_keeps_the_loss_curves(family, monkeypatch):
+    """Once requests meet their stopping rule their rows leave the batch; the requests still running follow
+    exactly the curves they follow with every row kept (every family, incl. Gemma's sliding-window cache)."""
+    from editcore.methods import _common
+
+    lm = tiny.lm(family)
+    reqs = [REQ, REQ2, Request("{} plays the", "Miles Davis", "guitar"), Request("{} was born in", "Anna", "Rome")]
+    templates = ["{}", "A b. {}", "C d e. {}"]
+    first = _common.optimise_values(lm, reqs, 1, templates, _common.ValueSettings(steps=1), slot="block")
+    # Half of the requests start below the stopping loss and finish at the first step.
+    stop = sorted(r.losses[0] for r in first)[1:3]
+    s = _common.ValueSettings(steps=8, lr=2.0, stop_prob=1.0, stop_loss=sum(stop) / 2, clamp_norm_factor=100.0,
+                              weight_decay=0.0)
+    runs = {}
+    for drop in (True, False):
+        monkeypatch.setattr(_common, "SPEEDUPS", {"block_replay": True, "suffix_cache": True, "drop_finished": drop})
+        runs[drop] = _common.optimise_values(lm, reqs, 1, templates, s, slot="block")
+    rows = runs[True][0].batch_rows
+    assert rows[0] == 16 and rows[1] == 8  # 4 requests x (3 contexts + KL row), then the unfinished half
+    assert rows == sorted(rows, reverse=True)
+    assert set(runs[False][0].batch_rows) == {16}
+    for a, b in zip(runs[True], runs[False]):
+        assert a.steps == b.steps
+        assert a.losses == pytest.approx(b.losses, rel=1e-5, abs=1e-6)
+        assert torch.allclose(a.delta, b.delta, atol=1e-5)

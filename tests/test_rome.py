@@ -88,7 +88,7 @@ def test_fast_paths_match_full_forward(family, corpus, monkeypatch):
     curves = {}
     for mode, switches in (("suffix", {}), ("blocks", {"suffix_cache": False}),
                            ("full", {"suffix_cache": False, "block_replay": False})):
-        monkeypatch.setattr(_common, "SPEEDUPS", {"block_replay": True, "suffix_cache": True, **switches})
+        monkeypatch.setattr(_common, "SPEEDUPS", {"block_replay": True, "suffix_cache": True, "drop_finished": True, **switches})
         d = get_method("rome").compute(lm, [REQ], hp).diagnostics
         assert d["suffix_replay"] == (mode == "suffix")
         assert d["block_replay"] == (mode != "full")
@@ -108,7 +108,7 @@ def test_suffix_replay_with_subject_at_the_start(family, corpus, monkeypatch):
     assert _common.subject_last_index(lm.tokenizer, req.prompt, req.subject)[1] == 0
     curves = {}
     for mode, switches in (("suffix", {}), ("full", {"suffix_cache": False, "block_replay": False})):
-        monkeypatch.setattr(_common, "SPEEDUPS", {"block_replay": True, "suffix_cache": True, **switches})
+        monkeypatch.setattr(_common, "SPEEDUPS", {"block_replay": True, "suffix_cache": True, "drop_finished": True, **switches})
         d = get_method("rome").compute(lm, [req], _hp(corpus)).diagnostics
         assert d["suffix_replay"] == (mode == "suffix")
         curves[mode] = d["loss_curve"]

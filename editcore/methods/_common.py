@@ -373,6 +373,24 @@ class _SuffixReplay:
         finally:
             self._reset()
 
+    def shrink(self, keep: Sequence[int]):
+        """Drop every row but ``keep`` (current row numbers, in order): the recorded block inputs, keyword
+        arguments and cache states are indexed along the batch. Returns what :meth:`undo` needs. The caller
+        checks the result against rows of a forward it already has (a tensor that only looks batch-shaped
+        would be cut wrongly)."""
+        n = self.h0.shape[0]
+        idx = torch.tensor(list(keep), device=self.h0.device)
+        state = (self.h0, self.calls, self.saved, self.look, self.suffix_mask)
+        self.h0 = self.h0[idx]
+        self.calls = [(_take_rows(a, idx, n), _take_rows(k, idx, n)) for a, k in self.calls]
+        self.saved = [_take_rows(st, idx, n) for st in self.saved]
+        self.look = [self.look[i] for i in keep]
+        self.suffix_mask = self.suffix_mask[idx]
+        return state
+
+    def undo(self, state) -> None:
+        self.h0, self.calls, self.saved, self.look, self.suffix_mask = state
+
     def check(self, h: torch.Tensor) -> bool:
         """Compare the first (unedited) step with the full forward at every real suffix position."""
         if self.checked:
@@ -384,12 +402,25 @@ class _SuffixReplay:
         return self.use_replay
 
 
+def _take_rows(x, idx: torch.Tensor, n: int):
+    """``x`` with every tensor of batch size ``n`` (2-D or more, first dimension ``n``) cut to rows ``idx``;
+    containers are rebuilt, anything else (a cache object, flags) is passed through."""
+    if isinstance(x, torch.Tensor):
+        return x[idx] if x.dim() >= 2 and x.shape[0] == n else x
+    if isinstance(x, dict):
+        return {k: _take_rows(v, idx, n) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        items = [_take_rows(v, idx, n) for v in x]
+        return type(x)(*items) if hasattr(x, "_fields") else type(x)(items)
+    return x
+
+
 class _NoSuffix(Exception):
     """This model/batch cannot use the suffix replay (the caller falls back to :class:`_Replay`)."""
 
 
 # Switches for the benchmark's "what bought how much" table; both on in normal use.
-SPEEDUPS = {"block_replay": True, "suffix_cache": True}
+SPEEDUPS = {"block_replay": True, "suffix_cache": True, "drop_finished": True}
 
 
 # ---- value optimisation (ROME's v*, MEMIT's z*) ---------------------------------------------------------
@@ -406,6 +437,7 @@ class ValueResult:
     keys: torch.Tensor | None = None  # [n_contexts, d_mlp] keys at the edited layer (slot "mlp_out" only)
     replayed: bool = True
     suffix: bool = False  # the suffix-only replay was used (see _SuffixReplay)
+    batch_rows: list[int] = field(default_factory=list)  # rows run at each step (shared by the batch)
 
     @property
     def v(self) -> torch.Tensor:
@@ -451,58 +483,59 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     own ``delta``, so every ``delta`` gets exactly the gradient of its own loss (Adam is per coordinate), as
     if it were optimised alone; a request that meets its stopping rule is frozen while the others go on.
     Batching pays on CPU because the unembedding (Gemma: 262k x 640, 670 MB) is read once per step for all
-    rows, and the loss rows and the KL rows share that one read.
+    rows, and the loss rows and the KL rows share that one read. Once a quarter of the batch's rows belong
+    to finished requests, those rows are dropped from the suffix replay (checked against the rows of the
+    step's own forward; kept if they differ), so later steps cost only what the unfinished requests need.
     """
     t0 = time.perf_counter()
     tok = lm.tokenizer
     n_req, n_ctx = len(reqs), len(templates)
     seqs, look, owner = [], [], []
-    loss_rows, loss_pos, labels, loss_owner = [], [], [], []
+    loss_entries: list[tuple[int, int, int, int]] = []  # (row, position, label, request)
     for q, req in enumerate(reqs):
         tgt = target_ids(tok, req.target_new)
         for ctx in templates:
             ids, idx = subject_last_index(tok, fill(ctx, req.prompt), req.subject)
             check_length(lm, len(ids) + len(tgt))
             for j, t in enumerate(tgt):
-                loss_rows.append(len(seqs))
-                loss_pos.append(len(ids) - 1 + j)
-                labels.append(t)
-                loss_owner.append(q)
+                loss_entries.append((len(seqs), len(ids) - 1 + j, t, q))
             seqs.append(ids + tgt)
             look.append(idx)
             owner.append(q)
     # ROME's KL prompt: the subject's own "essence", read at the subject's last token (one row per request).
-    kl_rows, kl_pos = [], []
+    kl_entries: list[tuple[int, int]] = []  # (row, position), one per request
     for q, req in enumerate(reqs):
         kl_ids, kl_idx = subject_last_index(tok, "{} is a", req.subject)
-        kl_rows.append(len(seqs))
-        kl_pos.append(kl_idx)
+        kl_entries.append((len(seqs), kl_idx))
         seqs.append(kl_ids)
         look.append(kl_idx)
         owner.append(q)
 
     dev = lm.device
-    rows_t = torch.arange(len(seqs), device=dev)
-    owner_t = torch.tensor(owner, device=dev)
-    replay = _make_replay(lm, seqs, look, layer)
-
-    def coords(rp):
-        """Edited column of every row and the read (row, column) pairs, in ``rp``'s layout."""
-        _, cols = rp.at(range(len(seqs)), look)
-        rr, rc = rp.at(loss_rows + kl_rows, loss_pos + kl_pos)
-        return (torch.tensor(cols, device=dev), torch.tensor(rr, device=dev), torch.tensor(rc, device=dev))
-
-    look_t, read_rows, read_pos = coords(replay)
-    labels_t = torch.tensor(labels, device=dev)
-    loss_owner_t = torch.tensor(loss_owner, device=dev)
-    n_loss = len(loss_rows)
-    per_req = torch.zeros(n_req, device=dev).index_add_(0, loss_owner_t, torch.ones(n_loss, device=dev))
+    per_req = torch.zeros(n_req, device=dev).index_add_(
+        0, torch.tensor([e[3] for e in loss_entries], device=dev), torch.ones(len(loss_entries), device=dev))
     first_row = [owner.index(q) for q in range(n_req)]  # the plain prompt ("{}" comes first) of each request
+    replay = _make_replay(lm, seqs, look, layer)
+    rows_now = list(range(len(seqs)))  # original row of each row the replay holds, in order
 
+    def make_layout(rp, active: Sequence[int]) -> dict:
+        """Index tensors for the rows ``rp`` holds (``rows_now``) and the entries of the ``active`` requests."""
+        at = {r: i for i, r in enumerate(rows_now)}
+        _, cols = rp.at(range(len(rows_now)), [look[r] for r in rows_now])
+        act = set(active)
+        loss = [e for e in loss_entries if e[3] in act]
+        kls = [kl_entries[q] for q in active]
+        rr, rc = rp.at([at[e[0]] for e in loss] + [at[r] for r, _ in kls], [e[1] for e in loss] + [p for _, p in kls])
+        t = lambda xs: torch.tensor(list(xs), device=dev, dtype=torch.long)  # noqa: E731
+        return {"rows": t(range(len(rows_now))), "cols": t(cols), "owner": t(owner[r] for r in rows_now),
+                "read_rows": t(rr), "read_cols": t(rc), "labels": t(e[2] for e in loss),
+                "loss_owner": t(e[3] for e in loss), "n_loss": len(loss), "kl_owner": t(active)}
+
+    L = make_layout(replay, range(n_req))
     edited = lm.adapter.module("mlp_out", layer) if slot == "mlp_out" else None
     captured: dict[str, torch.Tensor] = {}
     if slot == "mlp_out":
-        ctx_rows = [r for r in range(len(owner)) if r not in kl_rows]
+        ctx_rows = [r for r in range(len(owner)) if r not in {k for k, _ in kl_entries}]
         with torch.no_grad():
             captured["keys"] = module_io_at(lm, "mlp_out", layer, [seqs[r] for r in ctx_rows],
                                             [look[r] for r in ctx_rows], "in")
@@ -511,10 +544,10 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     opt = torch.optim.Adam([delta], lr=s.lr)
 
     def add_delta(x: torch.Tensor) -> torch.Tensor:
-        if "v_init" not in captured:
-            captured["v_init"] = x[first_row, look_t[first_row]].detach().float().clone()
+        if "v_init" not in captured:  # the first forward holds every row
+            captured["v_init"] = x[first_row, L["cols"][first_row]].detach().float().clone()
         bump = torch.zeros_like(x)
-        bump[rows_t, look_t] = delta[owner_t].to(x.dtype)
+        bump[L["rows"], L["cols"]] = delta[L["owner"]].to(x.dtype)
         return x + bump
 
     def hook(_m, _args, out):
@@ -525,36 +558,42 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
 
     results = [ValueResult(torch.zeros(d), torch.zeros(d)) for _ in reqs]
     done = torch.zeros(n_req, dtype=torch.bool, device=dev)
-    kl_init = None
+    kl_init: torch.Tensor | None = None  # [n_req, V] log-probabilities on the KL prompt before editing
+    can_shrink = isinstance(replay, _SuffixReplay) and SPEEDUPS["drop_finished"]
+    rows_run: list[int] = []
     for it in range(s.steps):
         opt.zero_grad()
         h = forward(replay)
         if it == 0 and not replay.check(h):
+            can_shrink = False
             if isinstance(replay, _SuffixReplay):  # fall back to replaying whole sequences
                 replay = _Replay(lm, *_pad_right(lm, seqs), layer)
-                look_t, read_rows, read_pos = coords(replay)
+                L = make_layout(replay, range(n_req))
                 captured.pop("v_init", None)
                 h = forward(replay)
                 if not replay.check(h):
                     h = forward(replay)
             else:
                 h = forward(replay)
-        logp_all = torch.log_softmax(lm.adapter.logits(h[read_rows, read_pos]).float(), dim=-1)
+        rows_run.append(len(rows_now))
+        n_loss = L["n_loss"]
+        logp_all = torch.log_softmax(lm.adapter.logits(h[L["read_rows"], L["read_cols"]]).float(), dim=-1)
         logp, kl_logp = logp_all[:n_loss], logp_all[n_loss:]
-        tok_lp = logp.gather(1, labels_t[:, None])[:, 0]
-        nll = -torch.zeros(n_req, device=dev).index_add(0, loss_owner_t, tok_lp) / per_req
+        tok_lp = logp.gather(1, L["labels"][:, None])[:, 0]
+        nll = -torch.zeros(n_req, device=dev).index_add(0, L["loss_owner"], tok_lp) / per_req
         if kl_init is None:
-            kl_init = kl_logp.detach().clone()
-            hit = (logp.argmax(-1) == labels_t).float()
-            hits = torch.zeros(n_req, device=dev).index_add_(0, loss_owner_t, hit)
+            kl_init = kl_logp.detach().clone()  # every request is active at step 0
+            hit = (logp.argmax(-1) == L["labels"]).float()
+            hits = torch.zeros(n_req, device=dev).index_add_(0, L["loss_owner"], hit)
             for q in range(n_req):
                 results[q].already_answer = bool(hits[q] == per_req[q])
         # ROME's order: KL(P_edited || P_init) on the essence prompt, per request.
-        kl = (kl_logp.exp() * (kl_logp - kl_init)).sum(-1)
+        kl_act = (kl_logp.exp() * (kl_logp - kl_init[L["kl_owner"]])).sum(-1)
+        kl = torch.zeros(n_req, device=dev).index_add(0, L["kl_owner"], kl_act)
         v_init = captured["v_init"]
         wd = s.weight_decay * delta.norm(dim=1) / v_init.norm(dim=1).clamp_min(1e-12) ** 2
-        loss = nll + s.kl_factor * kl + wd  # [n_req]
-        probs = torch.zeros(n_req, device=dev).index_add_(0, loss_owner_t, tok_lp.detach().exp()) / per_req
+        loss = nll + s.kl_factor * kl + wd  # [n_req]; only the active requests' entries are meaningful
+        probs = torch.zeros(n_req, device=dev).index_add_(0, L["loss_owner"], tok_lp.detach().exp()) / per_req
         active = (~done).nonzero().flatten().tolist()
         for q in active:
             results[q].losses.append(float(loss[q].detach()))
@@ -567,6 +606,19 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
             progress(f"optimising value at layer {layer}", (it + 1) / s.steps)
         if bool(done.all()) or it == s.steps - 1:
             break
+        keep = [i for i, r in enumerate(rows_now) if not done[owner[r]]]
+        if can_shrink and len(keep) <= 0.75 * len(rows_now):
+            # Drop the finished requests' rows, then check one forward of the cut replay (same delta) against
+            # those rows of this step's forward; undo the cut if they differ.
+            state, old_rows, old_layout = replay.shrink(keep), rows_now, L
+            rows_now = [rows_now[i] for i in keep]
+            L = make_layout(replay, (~done).nonzero().flatten().tolist())
+            with torch.no_grad():
+                got = forward(replay)
+            m = replay.suffix_mask
+            if not _agrees(h.detach()[keep][m], got[m], "suffix replay without finished rows", "keeping them"):
+                replay.undo(state)
+                rows_now, L, can_shrink = old_rows, old_layout, False
         frozen = delta.detach()[done].clone()
         loss[~done].sum().backward()
         opt.step()
@@ -585,6 +637,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
         res.replayed = replay.use_replay
         res.suffix = isinstance(replay, _SuffixReplay) and replay.use_replay
         res.seconds = seconds
+        res.batch_rows = rows_run
         if res.already_answer:
             log.warning("the target %r is already the model's top-1 answer for %r", req.target_new, req.text)
     return results
