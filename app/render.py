@@ -134,6 +134,8 @@ def full(result: dict) -> None:
     m = result["method"]
     st.markdown(f"**{ui.escape_md(m['name'])}** edit: {ui.escape_md(req['prompt'])} "
                 f":red[~~{ui.escape_md(req['target_true'] or '?')}~~] → :green[**{ui.escape_md(req['target_new'])}**]")
+    for w in result.get("diagnostics", {}).get("warnings", []):
+        st.warning(ui.escape_md(w))
     generations(result)
     scorecard(result)
     nkl(result)

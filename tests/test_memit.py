@@ -215,3 +215,13 @@ def test_dropping_finished_rows_keeps_the_loss_curves(family, monkeypatch):
         assert a.steps == b.steps
         assert a.losses == pytest.approx(b.losses, rel=1e-5, abs=1e-6)
         assert torch.allclose(a.delta, b.delta, atol=1e-5)
+
+
+@pytest.mark.parametrize("family, warned", [("gemma3", True), ("gpt2", False)])
+def test_identity_covariance_on_a_post_norm_model_is_warned(family, warned, corpus):
+    """MEMIT without statistics fails on Gemma's post-MLP-norm blocks (0/10 on Gemma-3-270M): the edit says so."""
+    lm = tiny.lm(family)
+    edit = get_method("memit").compute(lm, [REQ], _hp(corpus, stats_samples=0))
+    assert any("identity covariance" in w for w in edit.warnings) == warned
+    with_stats = get_method("memit").compute(lm, [REQ], _hp(corpus))
+    assert not any("identity covariance" in w for w in with_stats.warnings)

@@ -90,7 +90,8 @@ def run(args) -> int:
     norm = sum(v ** 2 for v in edit.patch.norms().values()) ** 0.5
     summary = {"model": lm.name, "method": method.name, "prompt": req.text, "target": req.target_new,
                "before": pre, "after": post, "seconds": round(seconds, 3), "update_norm": norm,
-               "stats_seconds": edit.diagnostics.get("stats_seconds"), "steps": edit.diagnostics.get("steps")}
+               "stats_seconds": edit.diagnostics.get("stats_seconds"), "steps": edit.diagnostics.get("steps"),
+               "warnings": edit.warnings}
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -102,5 +103,7 @@ def run(args) -> int:
     extra = f" (of which layer statistics {stats_s:.1f}s)" if isinstance(stats_s, float) and stats_s > 0.05 else ""
     print(f"seconds {seconds:.2f}{extra}")
     print(f"update  |dW| = {norm:.4g}")
+    for w in edit.warnings:
+        print(f"warning {w}")
     print("the model was restored")
     return 0

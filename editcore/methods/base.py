@@ -40,6 +40,11 @@ class Edit:
     seconds: float = 0.0
     diagnostics: dict[str, Any] = field(default_factory=dict)  # loss curve, steps, update norms, ...
 
+    @property
+    def warnings(self) -> list[str]:
+        """Things the user should know about this edit (``diagnostics["warnings"]``), one sentence each."""
+        return list(self.diagnostics.get("warnings", []))
+
     def summary(self) -> dict[str, Any]:
         return {"method": self.method, "seconds": round(self.seconds, 3), "update_norms": self.patch.norms(),
                 **{k: v for k, v in self.diagnostics.items() if isinstance(v, (int, float, str, bool))}}

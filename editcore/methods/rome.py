@@ -153,6 +153,8 @@ class _Rome:
             "block_replay": vr.replayed,
             "suffix_replay": vr.suffix,
             "consistent_keys": hp.consistent_keys,
+            "warnings": [f"the new target {req.target_new!r} was already the model's answer to {req.text!r}"]
+            if vr.already_answer else [],
             # Tensors for tests and plots (kept on CPU); ``Edit.summary`` skips them.
             "vectors": {"k_star": k_star.cpu(), "key": key.cpu(), "c_inv_k": c_inv_k.cpu(),
                         "v_target": v_target.cpu(), "v_current": v_current.cpu()},
