@@ -35,6 +35,8 @@ def register(sub) -> None:
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="overrides for --sweep")
     p.add_argument("--vary", default=None, metavar="KEY=V1,V2,...",
                    help="--sweep another hyper-parameter instead of the layer (JSON values), e.g. clamp_norm_factor=0.5,1,4")
+    p.add_argument("--batch", action="store_true",
+                   help="--sweep: edit all facts in one batch (MEMIT) instead of each alone")
     p.set_defaults(func=run)
 
 
@@ -103,11 +105,13 @@ def run(args) -> int:
         if flat:
             stats.second_moments(lm, flat, overrides.get("stats_samples", stats.DEFAULT_TOKENS),
                                  overrides["stats_corpus"], Bar())
-        rows = sweep(lm, args.sweep, key, values, facts, overrides, Bar())
+        rows = sweep(lm, args.sweep, key, values, facts, overrides, Bar(), batch=args.batch)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         command = "python -m editcore bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        md = sweep_markdown(lm.name, args.sweep, key, rows, facts, overrides, environment(lm), command)
+        md = sweep_markdown(lm.name, args.sweep, key, rows, facts, overrides, environment(lm), command,
+                            batch=args.batch)
+        suffix += "_batch" if args.batch else ""
         (out / f"sweep_{lm.name}{suffix}.md").write_text(md)
         (out / f"sweep_{lm.name}{suffix}.json").write_text(json.dumps(rows, indent=1))
         print(md)
