@@ -310,17 +310,17 @@ def resolve_case(spec: dict, lm=None) -> Case:
     """A :class:`Case` from a plain spec: ``{"source": "catalog", "id"}``, ``{"source": "benchmark",
     "name", "id"[, "path"]}``, ``{"source": "free", "prompt", "subject", "target_new"[, "target_true"]}``
     or ``{"source": "case", "case": <Case.to_dict()>}``. A catalog or benchmark spec may name its
-    ``"target_new"``: one of the case's targets or any other (see :func:`_with_new_target`)."""
+    ``"target_new"``: one of the case's targets or any other (see :func:`with_new_target`)."""
     source = (spec or {}).get("source")
     if source == "catalog":
         for c in catalog_cases():
             if c.id == spec.get("id"):
-                return _with_new_target(c, spec.get("target_new"))
+                return with_new_target(c, spec.get("target_new"))
         raise InputError(f"no catalog fact with id {spec.get('id')!r}")
     if source == "benchmark":
         for c in benchmark_cases(spec.get("name", ""), int(spec.get("limit", 200)), spec.get("path")):
             if c.id == spec.get("id"):
-                return _with_new_target(c, spec.get("target_new"))
+                return with_new_target(c, spec.get("target_new"))
         raise InputError(f"no case {spec.get('id')!r} in benchmark {spec.get('name')!r}")
     if source == "free":
         from .text import context_length
@@ -347,7 +347,7 @@ def _greedy_answer(lm, prompt: str) -> str:
     return words[0].strip(".,;:") if words else text.strip()
 
 
-def _with_new_target(case: Case, target: str | None) -> Case:
+def with_new_target(case: Case, target: str | None) -> Case:
     """A catalog or benchmark case edited towards ``target`` (``None``: the case as it is). One of the
     case's own targets (matched case-insensitively) is moved first; any other target is put first as a
     free target, for which the case has no one-hop questions or related words (the metrics then use
@@ -361,7 +361,10 @@ def _with_new_target(case: Case, target: str | None) -> Case:
         raise InputError(f"the new target {target!r} equals the current answer")
     own = [t for t in case.targets_new if answers_equal(t, target)]
     chosen = own[0] if own else target
-    case = dataclasses.replace(case, targets_new=(chosen, *(t for t in case.targets_new if t != chosen)))
+    first = case.targets_new[0] if case.targets_new else None
+    case = dataclasses.replace(case, targets_new=(chosen, *(t for t in case.targets_new if t != chosen)),
+                               # a dataset's distracting prompts name its first new target
+                               distracting_neighbourhood=case.distracting_neighbourhood if chosen == first else ())
     if not case.related_words(chosen):
         # Another catalog fact may know this word's associations (Big Ben for London): borrow them, so a
         # typed target still gets the related-words view with words a person would pick.

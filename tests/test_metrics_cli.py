@@ -19,6 +19,7 @@ def test_fact_by_short_name_with_a_target_outside_the_catalog():
     assert case.id == "P276:louvre" and target == "London"
     assert case.target_new == "London" and case.target_true == "Paris"
     assert case.distracting_neighbourhood == ()  # would have been built for another target
+    assert "Big Ben" in case.related_words("London")  # borrowed from the catalog, as the dashboard does
 
 
 def test_fact_by_subject_keeps_catalog_target():

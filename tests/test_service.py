@@ -1,5 +1,6 @@
 """The dashboard's service layer on tiny random models: caching, isolation, restoring, sequential runs."""
 
+import dataclasses
 import json
 import threading
 
@@ -273,8 +274,18 @@ def test_a_typed_target_borrows_related_words_from_the_catalog():
     the catalog fact that lists them, so the Big Ben view has words a person would pick."""
     louvre = next(c for c in service.catalog_cases() if c.id == "P276:louvre")
     assert not louvre.related_words("London")
-    case = service._with_new_target(louvre, "London")
+    case = service.with_new_target(louvre, "London")
     assert case.targets_new[0] == "London"
     assert "Big Ben" in case.related_words("London")
     assert case.related_words("Paris") == louvre.related_words("Paris")
     assert service.catalog_related_words("no such word at all") == ()
+
+
+def test_distracting_prompts_are_kept_only_for_the_target_they_name():
+    """A dataset's distracting prompts ("{edit prompt} {first target}. {neighbour}") name its first new target:
+    choosing another target drops them (the metrics then build them for the chosen one)."""
+    base = next(c for c in service.catalog_cases() if len(c.targets_new) > 1)
+    case = dataclasses.replace(base, distracting_neighbourhood=("a distracting prompt",))
+    assert service.with_new_target(case, case.targets_new[0]).distracting_neighbourhood == ("a distracting prompt",)
+    assert service.with_new_target(case, case.targets_new[1]).distracting_neighbourhood == ()
+    assert service.with_new_target(case, "Some other word").distracting_neighbourhood == ()

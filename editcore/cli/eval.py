@@ -60,22 +60,19 @@ def resolve(args):
     """The case and the new target the command line asks for."""
     from ..cases import answers_equal, free_form_case
     from ..errors import InputError
+    from ..service import with_new_target
 
     if args.fact:
-        case = _find_fact(args.fact)
+        # The dashboard's rule for a typed target: a case target moves first, another word becomes a free
+        # target that borrows the catalog's related words for it (Big Ben for London).
+        case = with_new_target(_find_fact(args.fact), args.target)
     elif args.prompt and args.subject and args.target:
         case = free_form_case(args.prompt, args.subject, args.target, args.old)
     else:
         raise InputError("give --fact, or --prompt, --subject and --target")
-    target = (args.target or case.target_new).strip()
-    if answers_equal(target, case.target_true):
-        raise InputError(f"the new target {target!r} equals the current answer")
-    others = [t for t in case.targets_new if not answers_equal(t, target)]
-    case = dataclasses.replace(case, targets_new=(target, *others),
-                               # distracting prompts are built for the first new target only
-                               distracting_neighbourhood=case.distracting_neighbourhood
-                               if answers_equal(target, case.target_new) else ())
-    return case, target
+    if answers_equal(case.target_new, case.target_true):
+        raise InputError(f"the new target {case.target_new!r} equals the current answer")
+    return case, case.target_new
 
 
 def _overrides(items) -> dict:
