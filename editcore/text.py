@@ -205,10 +205,11 @@ def greedy(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_size: int 
     return [tok.decode(row, skip_special_tokens=True) for row in greedy_tokens(lm, prompts, max_new_tokens, batch_size)]
 
 
-def greedy_tokens(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_size: int = 16) -> list[list[int]]:
+def greedy_tokens(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_size: int = 16,
+                  lengths: Sequence[int] | None = None) -> list[list[int]]:
     """Greedy continuation token ids (``max_new_tokens`` per prompt, padded after an end-of-sequence). The
     first ``n`` of them are the greedy continuation of length ``n``, so callers needing several lengths
-    generate once."""
+    generate once; ``lengths`` (one per prompt) says how many each prompt needs, the rest is padding."""
     tok = lm.tokenizer
     dev = _device(lm)
     pad = pad_id(tok)
@@ -224,7 +225,8 @@ def greedy_tokens(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_siz
             ids[i, width - len(e):] = torch.tensor(e, device=dev)
             mask[i, width - len(e):] = 1
         try:
-            gen = _greedy_loop(lm, ids, mask, max_new_tokens, pad)
+            gen = _greedy_loop(lm, ids, mask, max_new_tokens, pad,
+                               None if lengths is None else [lengths[i] for i in idx])
         except Exception as exc:  # a family whose cache API differs: transformers' own generate is exact too
             log.info("own greedy loop failed for %s (%s); using generate()", lm.adapter.family, exc)
             gen = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
@@ -262,31 +264,47 @@ def cached_forward(lm, ids: torch.Tensor, mask: torch.Tensor, positions: torch.T
 
 
 @torch.no_grad()
-def _greedy_loop(lm, ids: torch.Tensor, mask: torch.Tensor, n: int, pad: int) -> torch.Tensor:
+def _greedy_loop(lm, ids: torch.Tensor, mask: torch.Tensor, n: int, pad: int,
+                 lengths: Sequence[int] | None = None) -> torch.Tensor:
     """Greedy decoding with a key/value cache, the next token read through :meth:`ArchAdapter.logits`.
 
     Same result as ``generate(do_sample=False)`` (argmax at every step, rows that emitted an end-of-sequence
     token continue with padding), but each step reads the unembedding once in the memory order CPU BLAS
-    handles fastest: for Gemma's 262k-row vocabulary that is most of a decoding step's cost."""
+    handles fastest: for Gemma's 262k-row vocabulary that is most of a decoding step's cost. Row ``i`` stops
+    after ``lengths[i]`` tokens (default ``n``; the rest is padding); finished rows leave the batch and the
+    cache (rows do not interact, so the others' tokens are unchanged), which makes the unembedding of the
+    remaining steps cheaper."""
+    rows = ids.shape[0]
+    want = torch.tensor([n] * rows if lengths is None else [min(int(x), n) for x in lengths], device=ids.device)
+    gen = torch.full((rows, n), pad, dtype=torch.long, device=ids.device)
     pos = position_ids(mask)
     out, cache = cached_forward(lm, ids, mask, pos)
     eos = _eos_ids(lm)
-    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-    steps = []
+    alive = torch.arange(rows, device=ids.device)  # original row of each row still in the batch
     h = out.last_hidden_state[:, -1]
     next_pos = pos[:, -1:] + 1
+    can_select = hasattr(cache, "batch_select_indices")
     for step in range(n):
         nxt = lm.adapter.logits(h).argmax(-1)
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-        steps.append(nxt)
-        done |= torch.tensor([int(t) in eos for t in nxt.tolist()], device=ids.device)
-        if step == n - 1 or bool(done.all()):
+        gen[alive, step] = nxt
+        finished = torch.tensor([int(t) in eos for t in nxt.tolist()], device=ids.device) | (want[alive] <= step + 1)
+        if step == n - 1 or bool(finished.all()):
             break
+        if bool(finished.any()):
+            if can_select:
+                keep = (~finished).nonzero().flatten()
+                cache.batch_select_indices(keep)
+                alive, nxt, mask, next_pos = alive[keep], nxt[keep], mask[keep], next_pos[keep]
+                finished = finished[keep]
+            else:  # keep the row, feeding padding (as generate does after an end-of-sequence token)
+                want[alive[finished]] = step + 1
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
         out, cache = cached_forward(lm, nxt[:, None], mask, next_pos, cache)
         h = out.last_hidden_state[:, -1]
         next_pos = next_pos + 1
-    gen = torch.stack(steps, 1)
-    if gen.shape[1] < n:
-        gen = torch.cat([gen, torch.full((gen.shape[0], n - gen.shape[1]), pad, dtype=gen.dtype, device=gen.device)], 1)
-    return gen
+    # Tokens after a row's own stop are padding (a row kept in the batch may have written past it).
+    over = torch.arange(n, device=ids.device)[None, :] >= want[:, None]
+    ended = torch.zeros_like(over)
+    for t in eos:
+        ended |= (gen == t).cumsum(1) - (gen == t).long() > 0
+    return gen.masked_fill(over | ended, pad)

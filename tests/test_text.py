@@ -31,6 +31,44 @@ def test_own_greedy_loop_matches_generate(family):
     assert text.greedy_tokens(lm, PROMPTS, 3) == [row[:3] for row in text.greedy_tokens(lm, PROMPTS, 6)]
 
 
+def _left_padded(lm, prompts):
+    tok = lm.tokenizer
+    pad = text.pad_id(tok)
+    enc = [text.prompt_ids(tok, p) for p in prompts]
+    width = max(len(e) for e in enc)
+    ids = torch.full((len(enc), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, e in enumerate(enc):
+        ids[i, width - len(e):] = torch.tensor(e)
+        mask[i, width - len(e):] = 1
+    return ids, mask, pad, width
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gemma3", "llama"])
+def test_rows_leaving_the_greedy_batch_keep_the_others_tokens(family, monkeypatch):
+    """Rows that reach their own length, or an end-of-sequence token, leave the batch and its key/value
+    cache; every row still gets exactly generate()'s tokens up to its stop, then padding."""
+    lm = tiny.lm(family)
+    ids, mask, pad, width = _left_padded(lm, PROMPTS)
+    with torch.no_grad():
+        ref = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                                pad_token_id=pad, num_beams=1)[:, width:]
+    lengths = [2, 6, 4]
+    got = text._greedy_loop(lm, ids, mask, 6, pad, lengths)
+    for row, ref_row, n in zip(got.tolist(), ref.tolist(), lengths):
+        assert row == ref_row[:n] + [pad] * (6 - n)
+    # An end-of-sequence token met by one row (its third token) ends that row early.
+    eos = int(ref[1, 2])
+    monkeypatch.setattr(lm.model.generation_config, "eos_token_id", eos)
+    with torch.no_grad():
+        ref = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                                pad_token_id=pad, num_beams=1, eos_token_id=eos)[:, width:]
+    got = text._greedy_loop(lm, ids, mask, 6, pad)
+    ref = torch.cat([ref, torch.full((3, 6 - ref.shape[1]), pad, dtype=ref.dtype)], 1)
+    assert got.tolist() == ref.tolist()
+    assert got[1, 3:].tolist() == [pad] * 3
+
+
 def test_pair_scores_shared_prefixes_equal_separate_passes():
     """Pairs read from a shared longer sequence get the same scores as each pair scored on its own."""
     lm = tiny.lm("llama")

@@ -316,10 +316,13 @@ class Scorer:
         self._check(todo)
         if not todo:
             return
-        prompts = list(dict.fromkeys(p for p, _ in todo))
-        longest = max(n for _, n in todo)
+        need: dict[str, int] = {}
+        for p, n in todo:
+            need[p] = max(n, need.get(p, 0))
+        prompts = list(need)
         self.passes += math.ceil(len(prompts) / self.batch_size)
-        ids = dict(zip(prompts, text.greedy_tokens(self.lm, prompts, longest, self.batch_size)))
+        ids = dict(zip(prompts, text.greedy_tokens(self.lm, prompts, max(need.values()), self.batch_size,
+                                                   lengths=[need[p] for p in prompts])))
         for p, n in todo:
             out = self.lm.tokenizer.decode(ids[p][:n], skip_special_tokens=True)
             self._texts[(p, n)] = out
