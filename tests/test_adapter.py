@@ -59,13 +59,15 @@ def test_logits_match_model_forward():
 def test_chunked_unembedding_gradient_equals_plain_autograd():
     """The unembedding's custom backward (per-chunk products, for speed) gives the plain matmul's gradient,
     including a vocabulary that is not a multiple of the chunk."""
-    from editcore.models.arch import _Unembed, chunked_matmul
+    from editcore.models.arch import _Unembed, chunked_matmul, vocab_matmul
 
     torch.manual_seed(0)
     w = torch.randn(10_000, 24)
     g = torch.randn(5, 10_000)
     for chunk in (1000, 3000, 4096, 20_000):
         assert torch.allclose(chunked_matmul(g, w, chunk), g @ w, rtol=1e-4, atol=1e-3)
+        for rows in (1, 5):
+            assert torch.allclose(vocab_matmul(w, g[:rows, :24], chunk), g[:rows, :24] @ w.T, atol=1e-4)
     h = torch.randn(5, 24, requires_grad=True)
     target = torch.randint(0, 10_000, (5,))
     torch.nn.functional.cross_entropy(_Unembed.apply(h, w), target).backward()
