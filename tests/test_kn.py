@@ -92,11 +92,13 @@ def test_threshold_and_refinement():
     assert select_neurons([_attr([[-1.0, 0.0], [0.0, -2.0]])], 0.2, 0.5) == []
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma3"])
-def test_kn_changes_only_selected_value_columns(family):
+@pytest.mark.parametrize("family, scaled", [("gpt2", True), ("llama", True), ("gemma3", True), ("gpt2", False)])
+def test_kn_changes_only_selected_value_columns(family, scaled):
+    """Only the selected neurons' value columns move, by lambda2 e(new) - lambda1 e(old): with the authors'
+    scaling each embedding is normalised and scaled to that column's own norm."""
     lm = tiny.lm(family)
     d0 = lm.digest()
-    hp = KNHparams(steps=6, lambda_old=1.0, lambda_new=8.0)
+    hp = KNHparams(steps=6, lambda_old=1.0, lambda_new=8.0, scale_to_value_norm=scaled)
     edit = get_method("kn").compute(lm, [REQ], hp)
     assert lm.digest() == d0
     neurons = [tuple(n) for n in edit.diagnostics["neurons"]]
@@ -107,7 +109,10 @@ def test_kn_changes_only_selected_value_columns(family):
     emb = lm.model.get_output_embeddings().weight
     old = target_ids(lm.tokenizer, "Paris")[0]
     new = target_ids(lm.tokenizer, "Rome")[0]
-    expected_col = 8.0 * emb[new] - 1.0 * emb[old]
+    if scaled:
+        expected_col = 8.0 * emb[new] / emb[new].norm() - 1.0 * emb[old] / emb[old].norm()
+    else:
+        expected_col = 8.0 * emb[new] - 1.0 * emb[old]
     for l in layers:
         d = edit.patch.deltas[ad.mlp_out_param_name(l)]
         assert d.shape == ad._mlp_out_weight_raw(l).shape
@@ -116,7 +121,8 @@ def test_kn_changes_only_selected_value_columns(family):
         mask = torch.zeros_like(d_oi, dtype=torch.bool)
         mask[:, cols] = True
         assert torch.count_nonzero(d_oi[~mask]) == 0
-        torch.testing.assert_close(d_oi[:, cols], expected_col[:, None].expand(-1, len(cols)))
+        value_norms = ad.mlp_out_weight(l)[:, cols].norm(dim=0) if scaled else torch.ones(len(cols))
+        torch.testing.assert_close(d_oi[:, cols], expected_col[:, None] * value_norms[None, :])
     with lm.scope(edit.patch):
         assert lm.digest() != d0
     assert lm.digest() == d0
