@@ -97,6 +97,26 @@ def test_fast_paths_match_full_forward(family, corpus, monkeypatch):
     assert curves["blocks"] == pytest.approx(curves["full"], rel=1e-4, abs=1e-6)
 
 
+def test_a_cached_forward_that_differs_from_a_plain_one_turns_the_suffix_replay_off(corpus, monkeypatch):
+    """The suffix replay trusts the key/value cache only after comparing it with a plain forward; a family
+    whose cached forward differed would get the whole-sequence replay, with the same loss curve."""
+    from editcore.methods import _common
+
+    lm = tiny.lm("llama")
+    reference = get_method("rome").compute(lm, [REQ], _hp(corpus)).diagnostics
+    real = _common.cached_forward
+
+    def skewed(lm_, ids, mask, positions, cache=None):
+        out, cache = real(lm_, ids, mask, positions, cache)
+        out.last_hidden_state = out.last_hidden_state + 0.5
+        return out, cache
+
+    monkeypatch.setattr(_common, "cached_forward", skewed)
+    d = get_method("rome").compute(lm, [REQ], _hp(corpus)).diagnostics
+    assert reference["suffix_replay"] and not d["suffix_replay"] and d["block_replay"]
+    assert d["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-4, abs=1e-6)
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_suffix_replay_with_subject_at_the_start(family, corpus, monkeypatch):
     """A one-token subject opening the prompt (no BOS) leaves rows with nothing before the edited token; the

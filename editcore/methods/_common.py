@@ -19,8 +19,11 @@ Speed: the blocks below the edited layer do not change while ``delta`` is optimi
 arguments every later block was called with (masks, rotary ``position_embeddings``, Gemma's per-layer
 sliding/full masks), and each optimisation step then runs only blocks ``l..L-1``. The replay is checked
 against a full forward on the first step; if it disagrees (an unknown family that does something between
-blocks) it falls back to full forwards. Logits are computed only at the scored positions (Gemma's
-vocabulary has 262k entries).
+blocks) it falls back to full forwards. :class:`_SuffixReplay` goes further and recomputes only the tokens
+from the edited one on, with the prefix in a key/value cache; in a batch (MEMIT) the rows of requests that
+have met their stopping rule are dropped from it. Logits are computed only at the scored positions (Gemma's
+vocabulary has 262k entries), and the unembedding's backward is computed per vocabulary chunk
+(:func:`editcore.models.arch.chunked_matmul`).
 """
 
 from __future__ import annotations
@@ -295,13 +298,14 @@ class _SuffixReplay:
 
     ``delta`` is added at the subject's last token, so every earlier position (and, below the edited layer,
     every position) is the same at every optimisation step. Rows are laid out so the subject's last token
-    of every row falls in one column ``c`` (left padding, explicit position ids): one no-grad forward of the
-    whole rows gives the reference hidden states and a key/value cache, which is cut back to the columns
-    before ``c``; a second pass over the suffix records its input to block ``start`` and every block's call,
-    and each step then runs blocks ``start..L-1`` on the suffix only (about 8 tokens per row instead of 20
-    with context prefixes), reading the prefix from the cache. The cache's layers are reset to their
-    post-prefix state before each step. :meth:`check` compares the first step with the plain forward; on any
-    difference (or if a family cannot do this) the caller falls back to ``_Replay``.
+    of every row falls in one column ``c`` (left padding, explicit position ids): one no-grad pass over the
+    columns before ``c`` fills a key/value cache, a second records the suffix's input to block ``start``,
+    every block's call and the model's own output, and each step then runs blocks ``start..L-1`` on the
+    suffix only (about 8 tokens per row instead of 20 with context prefixes), reading the prefix from the
+    cache. The cache's layers are reset to their post-prefix state before each step. The cached forward is
+    compared with a plain forward on the two rows with the most and the least padding, and :meth:`check`
+    compares the first step with the cached forward on every row; on any difference (or if a family cannot
+    do this) the caller falls back to ``_Replay``.
 
     In suffix coordinates the edited token is column 0 of every row; :meth:`at` maps (row, position in the
     original sequence) to suffix columns.
@@ -328,11 +332,7 @@ class _SuffixReplay:
         self.final_norm = ad.module("final_norm")
         self.calls: list[tuple[tuple, dict]] = []
         with torch.no_grad():
-            # One plain forward of the whole rows gives both the reference for check() and, cut back to the
-            # columns before c, the prefix's key/value cache.
-            full, self.cache = cached_forward(lm, ids, mask, pos)
-            self.reference = _first(full.last_hidden_state if hasattr(full, "last_hidden_state") else full)[:, c:]
-            self.cache.crop(c - width)  # a negative length removes that many tokens (transformers 4.4x and 5)
+            _, self.cache = cached_forward(lm, ids[:, :c], mask[:, :c], pos[:, :c])
             layers = getattr(self.cache, "layers", None)
             if layers is None:
                 raise _NoSuffix("the key/value cache has no per-layer state to reset")
@@ -343,12 +343,27 @@ class _SuffixReplay:
 
             handles = [b.register_forward_pre_hook(record, with_kwargs=True) for b in self.blocks]
             with _hooked(handles):
-                cached_forward(lm, ids[:, c:], mask, pos[:, c:], self.cache)
+                own, _ = cached_forward(lm, ids[:, c:], mask, pos[:, c:], self.cache)
             ok = len(self.calls) == len(self.blocks) and all(
                 len(a) >= 1 and isinstance(a[0], torch.Tensor) for a, _ in self.calls)
             if not ok:
                 raise _NoSuffix("block calls could not be recorded")
             self.h0 = self.calls[0][0][0].detach()
+            # What the model itself computes for the suffix with the cached prefix: check() compares the replay
+            # with it on every row. That the cached, left-padded forward equals a plain forward is checked
+            # here on the two rows with the most and the least padding (a plain forward of every row would
+            # cost as much as the prefix and suffix passes together).
+            self.reference = _first(own.last_hidden_state if hasattr(own, "last_hidden_state") else own)
+            probe = sorted({min(range(len(seqs)), key=self.look.__getitem__),
+                            max(range(len(seqs)), key=self.look.__getitem__)})
+            pids, pmask = _pad_right(lm, [seqs[r] for r in probe])
+            plain = lm.model.base_model(input_ids=pids, attention_mask=pmask, use_cache=False)
+            plain = _first(plain.last_hidden_state if hasattr(plain, "last_hidden_state") else plain)
+            for j, r in enumerate(probe):
+                n = len(seqs[r]) - self.look[r]
+                if not _agrees(plain[j, self.look[r]:len(seqs[r])], self.reference[r, :n],
+                               f"cached forward ({lm.adapter.family})", "replaying whole sequences"):
+                    raise _NoSuffix("the cached forward differs from a plain forward")
         self.suffix_mask = mask[:, c:].bool()
         self.seq_lens = [len(q) for q in seqs]
         self.use_replay = True
@@ -392,7 +407,7 @@ class _SuffixReplay:
         self.h0, self.calls, self.saved, self.look, self.suffix_mask = state
 
     def check(self, h: torch.Tensor) -> bool:
-        """Compare the first (unedited) step with the full forward at every real suffix position."""
+        """Compare the first (unedited) step with the model's own cached forward at every real suffix position."""
         if self.checked:
             return True
         self.checked = True
