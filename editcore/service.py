@@ -19,7 +19,6 @@ import importlib
 import importlib.util
 import json
 import logging
-import math
 import os
 import random
 import time
@@ -428,15 +427,14 @@ def _evaluate(lm, case: Case, edit, progress: Progress | None, families: list[st
     return report.to_dict() if hasattr(report, "to_dict") else dict(report)
 
 
-def _target_probs(lm, case: Case) -> dict:
-    """P(new) and P(old) after the edit prompt (teacher-forced product over target tokens)."""
-    from .text import target_logprobs
-
+def _target_probs(scorer, case: Case) -> dict:
+    """P(new) and P(old) after the edit prompt (teacher-forced product over target tokens), read through
+    ``scorer`` (a pre-edit one serves repeats of the same fact from its cache)."""
     targets = [case.target_new] + ([case.target_true] if case.target_true else [])
-    lp = target_logprobs(lm, [case.edit_prompt] * len(targets), targets).tolist()
-    out = {"p_new": math.exp(lp[0])}
+    scores = scorer.pairs([case.edit_prompt] * len(targets), targets)
+    out = {"p_new": scores[0].prob}
     if case.target_true:
-        out["p_old"] = math.exp(lp[1])
+        out["p_old"] = scores[1].prob
     return out
 
 
@@ -455,7 +453,7 @@ def run_edit(lm, spec: dict, method: str, overrides: dict | None = None, target_
     The model is shared: the whole computation runs under its lock, and the edit exists only inside
     ``lm.scope(patch)`` blocks, so the model is pristine again when this returns or raises.
     """
-    from .text import greedy
+    from .metrics.scoring import Scorer
 
     cache = cache or default_cache()
     case = _with_target_first(resolve_case(spec, lm), int(target_index))
@@ -472,14 +470,18 @@ def run_edit(lm, spec: dict, method: str, overrides: dict | None = None, target_
     with _exclusive(lm, progress):
         with lm.scope():
             _report(progress, "reading the unedited model", 0.02)
-            pre = greedy(lm, [p for _, p in gens], max_new_tokens=16)
-            probs_pre = _target_probs(lm, case)
+            # The pristine model's reads go through the pre-edit cache: Compare runs several methods on
+            # one fact, and a fact is often edited again.
+            base = Scorer(lm, pre=True)
+            pre = base.greedy([p for _, p in gens], 16)
+            probs_pre = _target_probs(base, case)
             _report(progress, f"computing the {m.name} edit", 0.08)
             edit = m.compute(lm, [request], hp, _scaled(progress, 0.08, 0.6, f"{m.name}: "))
         with lm.scope(edit.patch):
             _report(progress, "reading the edited model", 0.62)
-            post = greedy(lm, [p for _, p in gens], max_new_tokens=16)
-            probs_post = _target_probs(lm, case)
+            edited = Scorer(lm)
+            post = edited.greedy([p for _, p in gens], 16)
+            probs_post = _target_probs(edited, case)
         t_eval = time.perf_counter()
         _report(progress, "evaluating", 0.66)
         with lm.scope():

@@ -289,3 +289,29 @@ def test_distracting_prompts_are_kept_only_for_the_target_they_name():
     assert service.with_new_target(case, case.targets_new[0]).distracting_neighbourhood == ("a distracting prompt",)
     assert service.with_new_target(case, case.targets_new[1]).distracting_neighbourhood == ()
     assert service.with_new_target(case, "Some other word").distracting_neighbourhood == ()
+
+
+def test_a_fact_edited_again_reads_the_unedited_model_from_the_cache(lm, monkeypatch, tmp_path):
+    """Compare runs several methods on one fact: the unedited model's continuations are generated once
+    (pre-edit cache), the edited model's every time."""
+    from editcore import text
+    from editcore.metrics import scoring
+
+    scoring.clear_cache(disk=False)
+    calls = []
+    real = text.greedy_tokens
+
+    def spy(lm_, prompts, *args, **kwargs):
+        calls.append(tuple(prompts))
+        return real(lm_, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(text, "greedy_tokens", spy)
+    spec = {"source": "catalog", "id": "P276:louvre"}
+    gens = tuple(p for _, p in service._generation_prompts(service.resolve_case(spec, lm)))
+    cache = ResultsCache(str(tmp_path / "c"))
+    first = service.run_edit(lm, spec, "ft", cache=cache, quick=True)
+    assert calls.count(gens) == 2  # before and after the edit
+    calls.clear()
+    second = service.run_edit(lm, spec, "ft_l", cache=cache, quick=True)
+    assert calls.count(gens) == 1  # after the edit only
+    assert [g["pre"] for g in first["generations"]] == [g["pre"] for g in second["generations"]]
