@@ -10,27 +10,6 @@ from editcore import text
 PROMPTS = ["The Louvre is located in", "Hello", "The capital of Japan is the city of"]
 
 
-@pytest.mark.parametrize("family", tiny.FAMILIES)
-def test_own_greedy_loop_matches_generate(family):
-    lm = tiny.lm(family)
-    tok = lm.tokenizer
-    pad = text.pad_id(tok)
-    enc = [text.prompt_ids(tok, p) for p in PROMPTS]
-    width = max(len(e) for e in enc)
-    ids = torch.full((len(enc), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, e in enumerate(enc):
-        ids[i, width - len(e):] = torch.tensor(e)
-        mask[i, width - len(e):] = 1
-    with torch.no_grad():
-        ref = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
-                                pad_token_id=pad, num_beams=1)[:, width:]
-    got = text._greedy_loop(lm, ids, mask, 6, pad)
-    assert got[:, :ref.shape[1]].tolist() == ref.tolist()
-    # Prefixes: the first n tokens of a longer run are the run of length n.
-    assert text.greedy_tokens(lm, PROMPTS, 3) == [row[:3] for row in text.greedy_tokens(lm, PROMPTS, 6)]
-
-
 def _left_padded(lm, prompts):
     tok = lm.tokenizer
     pad = text.pad_id(tok)
@@ -42,6 +21,19 @@ def _left_padded(lm, prompts):
         ids[i, width - len(e):] = torch.tensor(e)
         mask[i, width - len(e):] = 1
     return ids, mask, pad, width
+
+
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_own_greedy_loop_matches_generate(family):
+    lm = tiny.lm(family)
+    ids, mask, pad, width = _left_padded(lm, PROMPTS)
+    with torch.no_grad():
+        ref = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                                pad_token_id=pad, num_beams=1)[:, width:]
+    got = text._greedy_loop(lm, ids, mask, 6, pad)
+    assert got[:, :ref.shape[1]].tolist() == ref.tolist()
+    # Prefixes: the first n tokens of a longer run are the run of length n.
+    assert text.greedy_tokens(lm, PROMPTS, 3) == [row[:3] for row in text.greedy_tokens(lm, PROMPTS, 6)]
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gemma3", "llama"])
