@@ -25,21 +25,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from cdp import CdpPage, free_port, wait_http  # noqa: E402  (the browser test's client; see tests/cdp.py)
 WIDTH, HEIGHT = 1280, 800
 # JS: the plain-text title of the plotly chart ``g``
 TITLE = "String((g.layout && g.layout.title && (g.layout.title.text || g.layout.title)) || '').replace(/<[^>]+>/g, '')"
@@ -49,23 +48,6 @@ CORPUS = Path("/work/shared/data/wikitext/wiki.test.raw")
 
 
 # ---- small helpers ---------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                return r.read().decode()
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(url)
-
-
 def md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -100,32 +82,16 @@ class Log:
 
 
 # ---- the DevTools protocol client ------------------------------------------------------------------
-class Page:
-    """A minimal CDP client with the few gestures a user makes: click, type, pick from a drop-down."""
+class Page(CdpPage):
+    """The shared CDP page (``tests/cdp.py``) plus the few gestures a user makes: click, type, pick from a
+    drop-down."""
 
     def __init__(self, ws, shots: Path):
-        self.ws = ws
-        self.n = 0
+        super().__init__(ws)
         self.shots = shots
-        self.events: list[dict] = []
 
-    async def send(self, method: str, **params):
-        self.n += 1
-        await self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
-        while True:
-            msg = json.loads(await self.ws.recv())
-            if msg.get("id") == self.n:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            if msg.get("method") in ("Runtime.exceptionThrown", "Log.entryAdded"):
-                self.events.append(msg)
-
-    async def js(self, expr: str):
-        r = await self.send("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in r:
-            raise RuntimeError(f"JS error: {r['exceptionDetails'].get('text')} in {expr[:120]!r}")
-        return r.get("result", {}).get("value")
+    async def js(self, expr: str, check: bool = True):
+        return await super().js(expr, check)
 
     async def main_text(self) -> str:
         try:
@@ -280,13 +246,13 @@ class Page:
             if h2 > h:
                 await self.viewport(int(min(h2, 16000)))
                 await asyncio.sleep(1.0)
-        data = await self.send("Page.captureScreenshot", format="png")
+        png = await self.screenshot()
         if full:
             await self.viewport(HEIGHT)
             await asyncio.sleep(1.0)
         self.shots.mkdir(parents=True, exist_ok=True)
         fname = f"{name}.png"
-        (self.shots / fname).write_bytes(base64.b64decode(data["data"]))
+        (self.shots / fname).write_bytes(png)
         return fname
 
     # reading the page

@@ -4,19 +4,17 @@ DevTools protocol, and screenshot every page into reports/screenshots/."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from cdp import CdpPage, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -25,43 +23,8 @@ SHOTS = Path(os.environ.get("EDITSCOPE_SCREENSHOTS") or ROOT / "reports" / "scre
 pytestmark = pytest.mark.browser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, timeout: float) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                return r.read().decode()
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(url)
-
-
-class Page:
-    """A minimal CDP client: evaluate JS, navigate, screenshot."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.n = 0
-
-    async def send(self, method: str, **params):
-        self.n += 1
-        await self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
-        while True:
-            msg = json.loads(await self.ws.recv())
-            if msg.get("id") == self.n:
-                if "error" in msg:
-                    raise RuntimeError(msg["error"])
-                return msg.get("result", {})
-
-    async def js(self, expr: str):
-        r = await self.send("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
-        return r.get("result", {}).get("value")
+class Page(CdpPage):
+    """The shared CDP page plus what this test needs: read text, navigate, click, screenshot."""
 
     async def text(self) -> str:
         return await self.js("document.body ? document.body.innerText : ''") or ""
@@ -93,15 +56,14 @@ class Page:
             f"{json.dumps(label)}); if (b) {{ b.click(); return true; }} return false; }})()")
 
     async def shot(self, name: str):
-        data = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=False)
         SHOTS.mkdir(parents=True, exist_ok=True)
-        (SHOTS / f"{name}.png").write_bytes(base64.b64decode(data["data"]))
+        (SHOTS / f"{name}.png").write_bytes(await self.screenshot())
 
 
 async def _drive(cdp_port: int, app: str) -> dict:
     import websockets
 
-    targets = json.loads(_wait_http(f"http://127.0.0.1:{cdp_port}/json/list", 20))
+    targets = json.loads(wait_http(f"http://127.0.0.1:{cdp_port}/json/list", 20))
     ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
     seen = {}
     async with websockets.connect(ws_url, max_size=64 * 2**20) as ws:
@@ -157,7 +119,7 @@ async def _drive(cdp_port: int, app: str) -> dict:
 def test_dashboard_in_headless_chromium(tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (CI installs Debian's chromium; apt-get install chromium)")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "EDITSCOPE_TEST_TINY": "1", "EDITSCOPE_TEST_TINY_LAYERS": "10",
            "EDITSCOPE_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
@@ -167,7 +129,7 @@ def test_dashboard_in_headless_chromium(tmp_path):
     profile = Path(tempfile.mkdtemp(prefix="editscope-chromium-"))
     browser = None
     try:
-        assert _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60).strip() == "ok"
+        assert wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60).strip() == "ok"
         browser = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
                                     "--disable-background-networking", "--disable-component-update",
                                     "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
