@@ -112,17 +112,16 @@ def score_targets(lm, prompts: Sequence[str], targets: Sequence[str], batch_size
     tok = lm.tokenizer
     encoded = [(prompt_ids(tok, p), target_ids(tok, t)) for p, t in zip(prompts, targets)]
     results: list[TargetScore] = []
-    for logp, (_, t) in zip(pair_logprobs(lm, encoded, batch_size), encoded):
-        tt = torch.tensor(t, device=logp.device)
-        lp = logp.gather(1, tt[:, None])[:, 0]
-        results.append(TargetScore(lp.tolist(), (logp.argmax(-1) == tt).tolist()))
+    for (lp, am), (_, t) in zip(pair_logprobs(lm, encoded, batch_size), encoded):
+        results.append(TargetScore(lp.tolist(), (am == torch.tensor(t)).tolist()))
     return results
 
 
 @torch.no_grad()
-def pair_logprobs(lm, encoded: Sequence[tuple[list[int], list[int]]], batch_size: int = 16) -> list[torch.Tensor]:
-    """``[len(target), vocab]`` log-distributions predicting each target token after its prompt (teacher
-    forced), for (prompt ids, target ids) pairs.
+def pair_logprobs(lm, encoded: Sequence[tuple[list[int], list[int]]],
+                  batch_size: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """For (prompt ids, target ids) pairs: the log-probability of each target token after its prompt and
+    the previous target tokens (teacher forced), and the argmax token at each of those positions.
 
     The last target token is never an input, so a pair needs the sequence ``prompt + target[:-1]``, and a
     causal model gives the same states for a sequence's prefix whatever follows it. Pairs whose sequence is
@@ -150,20 +149,164 @@ def pair_logprobs(lm, encoded: Sequence[tuple[list[int], list[int]]], batch_size
     by_host: dict[int, list[int]] = {}
     for k, i in enumerate(host_idx):
         by_host.setdefault(i, []).append(k)
-    out: list[torch.Tensor | None] = [None] * len(encoded)
-    for idx in _batches(len(hosts), batch_size):
-        pairs = [k for i in idx for k in by_host.get(i, [])]
-        positions = [[] for _ in idx]
-        for k in pairs:
+    positions = [[] for _ in hosts]  # the positions each host is read at, in the order of its pairs
+    for i in range(len(hosts)):
+        for k in by_host.get(i, []):
             p, t = encoded[k]
-            positions[host_idx[k] - idx[0]].extend(range(len(p) - 1, len(p) + len(t) - 1))
-        rows = split_logprobs(lm, hidden_at(lm, [list(hosts[i]) for i in idx], positions))
-        used = [0] * len(idx)
-        for k in pairs:
-            j, n = host_idx[k] - idx[0], len(encoded[k][1])
-            out[k] = rows[j][used[j]:used[j] + n]
-            used[j] += n
+            positions[i].extend(range(len(p) - 1, len(p) + len(t) - 1))
+    states: list[torch.Tensor | None] = [None] * len(hosts)
+    groups, alone = _shared_prefix_groups(hosts)
+    for chunk in _padding_aware_chunks(groups, hosts, 4 * batch_size):
+        try:
+            got = hidden_at_shared(lm, [(hosts[m[0]][:n], [hosts[i] for i in m]) for n, m in chunk],
+                                   [[positions[i] for i in m] for _, m in chunk])
+        except Exception as exc:  # a family whose cache cannot be shared: plain passes give the same numbers
+            log.info("shared-prefix scoring unavailable for %s (%s)", lm.adapter.family, exc)
+            alone += [i for _, m in chunk for i in m]
+            continue
+        for (_, m), hs in zip(chunk, got):
+            for i, h in zip(m, hs):
+                states[i] = h
+    alone.sort(key=lambda i: len(hosts[i]))  # batches of similar length waste less on padding
+    for idx in _batches(len(alone), batch_size):
+        members = [alone[j] for j in idx]
+        for i, h in zip(members, hidden_at(lm, [list(hosts[i]) for i in members], [positions[i] for i in members])):
+            states[i] = h
+    # Every read row predicts one target token: its log-probability is logit - logsumexp(logits), without
+    # writing out the whole log-distribution (262k floats a row on Gemma).
+    flat = torch.cat([states[i] for i in range(len(hosts))]) if hosts else torch.empty(0)
+    labels = torch.tensor([t for i in range(len(hosts)) for k in by_host.get(i, []) for t in encoded[k][1]],
+                          device=flat.device)
+    lps, ams = [], []
+    for start in range(0, flat.shape[0], 64):
+        logits = lm.adapter.logits(flat[start:start + 64]).float()
+        lab = labels[start:start + 64, None]
+        lps.append((logits.gather(1, lab)[:, 0] - torch.logsumexp(logits, dim=-1)).cpu())
+        ams.append(logits.argmax(-1).cpu())
+    lp_all = torch.cat(lps) if lps else torch.empty(0)
+    am_all = torch.cat(ams) if ams else torch.empty(0, dtype=torch.long)
+    out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(encoded)
+    used = 0
+    for i in range(len(hosts)):
+        for k in by_host.get(i, []):
+            n = len(encoded[k][1])
+            out[k] = (lp_all[used:used + n], am_all[used:used + n])
+            used += n
     return out
+
+
+# Sequences sharing a prefix of at least SHARED_PREFIX_MIN_TOKENS run it once, if that saves at least
+# SHARED_PREFIX_MIN_SAVING token positions (below that, the extra forward call costs more than it saves).
+SHARED_PREFIX_MIN_TOKENS = 6
+SHARED_PREFIX_MIN_SAVING = 24
+
+
+def _shared_prefix_groups(seqs: Sequence[tuple]) -> tuple[list[tuple[int, list[int]]], list[int]]:
+    """Group sequences that share a long prefix: ``([(prefix length, member indices)], [the rest])``.
+
+    In lexicographic order sequences sharing a prefix are adjacent; a run continues while neighbours share
+    at least :data:`SHARED_PREFIX_MIN_TOKENS` tokens, and its prefix is the shortest of those shared parts,
+    kept shorter than every member (so each member has tokens of its own to run)."""
+    order = sorted(range(len(seqs)), key=lambda i: seqs[i])
+    groups: list[tuple[int, list[int]]] = []
+    alone: list[int] = []
+    run: list[int] = []
+    n = 0
+
+    def close() -> None:
+        if len(run) > 1 and (len(run) - 1) * n >= SHARED_PREFIX_MIN_SAVING:
+            groups.append((n, list(run)))
+        else:
+            alone.extend(run)
+
+    for i in order:
+        if run:
+            a, b = seqs[run[-1]], seqs[i]
+            limit = min(len(a), len(b)) - 1
+            common = 0
+            while common < limit and a[common] == b[common]:
+                common += 1
+            if common >= SHARED_PREFIX_MIN_TOKENS:
+                run.append(i)
+                n = min(n, common)
+                continue
+            close()
+        run, n = [i], len(seqs[i]) - 1
+    if run:
+        close()
+    return groups, alone
+
+
+def _padding_aware_chunks(groups: list[tuple[int, list[int]]], seqs: Sequence[tuple], max_rows: int):
+    """Groups for one :func:`hidden_at_shared` call each: sorted by the length of their members' own parts,
+    a chunk takes the next group while the right-padded batch stays at most ~1.3x its real tokens (few-shot
+    items of 40 tokens and one-token targets in one batch would mostly compute padding)."""
+    def rest(g):
+        n, members = g
+        return [len(seqs[i]) - n for i in members]
+
+    chunk: list = []
+    real = rows = width = 0
+    for g in sorted(groups, key=lambda g: max(rest(g))):
+        r = rest(g)
+        w = max(width, max(r))
+        if chunk and ((rows + len(r)) * w > 1.3 * (real + sum(r)) + 64 or rows + len(r) > max_rows):
+            yield chunk
+            chunk, real, rows, w = [], 0, 0, max(r)
+        chunk.append(g)
+        real, rows, width = real + sum(r), rows + len(r), w
+    if chunk:
+        yield chunk
+
+
+@torch.no_grad()
+def hidden_at_shared(lm, groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
+                     positions: Sequence[Sequence[Sequence[int]]]) -> list[list[torch.Tensor]]:
+    """:func:`hidden_at` for groups of sequences sharing a prefix: ``groups[g] = (prefix, members)``.
+
+    Every prefix runs once (one left-padded batch, explicit position ids) and fills a key/value cache; the
+    cache rows are repeated for each group's members, whose remaining tokens then run in one right-padded
+    batch. A causal model gives every position the same state as a plain forward of the whole sequence
+    (tested against plain passes on every supported family). ``positions[g][j]`` are positions in member
+    ``j`` of group ``g``; they may fall inside the prefix."""
+    dev = _device(lm)
+    pad = pad_id(lm.tokenizer)
+    prefixes = [list(p) for p, _ in groups]
+    wp = max(len(p) for p in prefixes)
+    ids = torch.full((len(groups), wp), pad, dtype=torch.long, device=dev)
+    mask = torch.zeros_like(ids)
+    for g, p in enumerate(prefixes):
+        ids[g, wp - len(p):] = torch.tensor(p, device=dev)
+        mask[g, wp - len(p):] = 1
+    out, cache = cached_forward(lm, ids, mask, position_ids(mask))
+    h_pre = out.last_hidden_state
+    owner = [g for g, (_, members) in enumerate(groups) for _ in members]
+    if not hasattr(cache, "batch_select_indices"):
+        raise RuntimeError("the key/value cache cannot repeat rows")
+    cache.batch_select_indices(torch.tensor(owner, device=dev))
+    rests = [list(m)[len(prefixes[g]):] for g, (_, members) in enumerate(groups) for m in members]
+    ws = max(len(r) for r in rests)
+    sids = torch.full((len(rests), ws), pad, dtype=torch.long, device=dev)
+    smask = torch.zeros_like(sids)
+    for r, rest in enumerate(rests):
+        sids[r, :len(rest)] = torch.tensor(rest, device=dev)
+        smask[r, :len(rest)] = 1
+    start = torch.tensor([len(prefixes[g]) for g in owner], device=dev)
+    spos = start[:, None] + torch.arange(ws, device=dev)[None, :]
+    out2, _ = cached_forward(lm, sids, torch.cat([mask[owner], smask], 1), spos, cache)
+    h_rest = out2.last_hidden_state
+    result: list[list[torch.Tensor]] = []
+    r = 0
+    for g, (_, members) in enumerate(groups):
+        n, off = len(prefixes[g]), wp - len(prefixes[g])
+        got = []
+        for j in range(len(members)):
+            pos = list(positions[g][j])
+            rows = [h_pre[g, off + q] if q < n else h_rest[r, q - n] for q in pos]
+            got.append(torch.stack(rows) if rows else h_rest.new_zeros(0, h_rest.shape[-1]))
+            r += 1
+        result.append(got)
+    return result
 
 
 def split_logprobs(lm, hs: Sequence[torch.Tensor], chunk: int = 64) -> list[torch.Tensor]:
@@ -188,13 +331,16 @@ def next_token_logprobs(lm, prompts: Sequence[str], batch_size: int = 16) -> tor
     """Full next-token log-distribution ``[n, vocab]`` (float32, on CPU) at the end of each prompt."""
     tok = lm.tokenizer
     encoded = [prompt_ids(tok, p) for p in prompts]
-    rows = []
-    for idx in _batches(len(encoded), batch_size):
-        seqs = [encoded[i] for i in idx]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
+    rows: list[torch.Tensor | None] = [None] * len(encoded)
+    for idx in _batches(len(order), batch_size):
+        members = [order[i] for i in idx]
+        seqs = [encoded[i] for i in members]
         for s in seqs:
             check_length(lm, len(s), "prompt")
         hs = hidden_at(lm, seqs, [[len(s) - 1] for s in seqs])
-        rows.extend(lp[0].cpu() for lp in split_logprobs(lm, hs))
+        for i, lp in zip(members, split_logprobs(lm, hs)):
+            rows[i] = lp[0].cpu()
     return torch.stack(rows) if rows else torch.empty(0)
 
 

@@ -71,3 +71,43 @@ def test_pair_scores_shared_prefixes_equal_separate_passes():
     for a, b in zip(together, alone):
         assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-5)
         assert a.token_correct == b.token_correct
+
+
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_pairs_sharing_a_long_prefix_run_it_once_and_score_the_same(family, monkeypatch):
+    """Few-shot prompts sharing their demonstrations, and several targets after one prompt, run the shared
+    part once (key/value cache repeated per member); every score equals a separate plain pass."""
+    lm = tiny.lm(family)
+    demo = "Review: a fine film\nSentiment: positive\n\nReview: dull and long\nSentiment: negative\n\n"
+    prompts = [demo + f"Review: {x}\nSentiment:" for x in ("great fun", "boring", "a mess")]
+    prompts += ["The Louvre is located in"] * 3 + ["Big Ben"]
+    targets = ["positive", "negative", "positive", "Paris France", "London England", "Rome", "is in London"]
+    monkeypatch.setattr(text, "SHARED_PREFIX_MIN_SAVING", 4)
+    calls = []
+    real = text.hidden_at_shared
+
+    def spy(*args, **kwargs):
+        calls.append(len(args[1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(text, "hidden_at_shared", spy)
+    together = text.score_targets(lm, prompts, targets)
+    assert calls and sum(calls) >= 2  # groups were formed and run through the shared path
+    alone = [text.score_targets(lm, [p], [t])[0] for p, t in zip(prompts, targets)]
+    for a, b in zip(together, alone):
+        assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-4)
+        assert a.token_correct == b.token_correct
+
+
+def test_shared_prefix_groups_take_runs_with_a_long_common_prefix():
+    seqs = [(1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 5, 6, 7, 8, 10), (1, 2, 3, 4, 5, 6, 7, 11),
+            (5, 5), (1, 2, 9), (7, 7, 7, 7, 7, 7, 7, 1), (7, 7, 7, 7, 7, 7, 7, 2)]
+    old = text.SHARED_PREFIX_MIN_SAVING
+    try:
+        text.SHARED_PREFIX_MIN_SAVING = 6
+        groups, alone = text._shared_prefix_groups(seqs)
+    finally:
+        text.SHARED_PREFIX_MIN_SAVING = old
+    # The first three share 7 tokens (saving 14); the two 7-runs share 7 (saving 7); the rest stand alone.
+    assert sorted((n, sorted(m)) for n, m in groups) == [(7, [0, 1, 2]), (7, [5, 6])]
+    assert sorted(alone) == [3, 4]

@@ -157,6 +157,7 @@ def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, tar
     }
     chosen = [f for f in FAMILIES if f in families]
     seconds: dict[str, float] = {}
+    pre.reset_asked()  # what the families ask the unedited model, the edited one is asked too
     with lm.scope():
         for i, name in enumerate(chosen):
             say(f"unedited model: {name}", 0.05 + 0.45 * i / len(chosen))
@@ -170,6 +171,10 @@ def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, tar
     with lm.scope() as s:
         s.apply(patch)
         post = Scorer(lm)
+        say("edited model: reading", 0.5)
+        t = time.perf_counter()
+        post.prefetch_like(pre)
+        seconds["post_prefetch"] = time.perf_counter() - t
         for i, name in enumerate(chosen):
             say(f"edited model: {name}", 0.5 + 0.5 * i / len(chosen))
             t = time.perf_counter()

@@ -212,11 +212,9 @@ def _score_pairs(lm, prompts: Sequence[str], targets: Sequence[str], batch_size:
     tok = lm.tokenizer
     encoded = [(text.prompt_ids(tok, p), text.target_ids(tok, t)) for p, t in zip(prompts, targets)]
     out: list[PairScore] = []
-    for logp, (_, t) in zip(text.pair_logprobs(lm, encoded, batch_size), encoded):
-        tt = torch.tensor(t, device=logp.device)
-        lp = [floor_log(v) for v in logp.gather(1, tt[:, None])[:, 0].tolist()]
-        am = logp.argmax(-1)
-        out.append(PairScore(tuple(lp), tuple((am == tt).tolist()), tuple(am.tolist())))
+    for (logp, am), (_, t) in zip(text.pair_logprobs(lm, encoded, batch_size), encoded):
+        lp = [floor_log(v) for v in logp.tolist()]
+        out.append(PairScore(tuple(lp), tuple((am == torch.tensor(t)).tolist()), tuple(am.tolist())))
     return out
 
 
@@ -233,6 +231,26 @@ class Scorer:
         self._texts: dict = {}
         self.passes = 0  # forward batches actually run (tests check the cache saves them)
         self.frozen = False
+        self.reset_asked()
+
+    def reset_asked(self) -> None:
+        """Start recording what this scorer is asked for (see :meth:`prefetch_like`)."""
+        self.asked: dict[str, dict] = {"pairs": {}, "dists": {}, "greedy": {}}
+
+    def prefetch_like(self, other: "Scorer") -> None:
+        """Read everything ``other`` was asked for since its :meth:`reset_asked`, in one batched call per kind.
+
+        ``evaluate`` runs the metric families on the unedited model first; the edited model is then asked
+        for the same prompts and targets. Family by family that is a dozen small batches; all at once, the
+        batches are full and sorted by length (less padding), and every later family call is a lookup."""
+        pairs = [k for k in other.asked["pairs"] if k not in self._pairs]
+        if pairs:
+            self.pairs([p for p, _ in pairs], [t for _, t in pairs])
+        dists = [p for p in other.asked["dists"] if p not in self._dists]
+        if dists:
+            self.dists(dists)
+        if other.asked["greedy"]:
+            self.prefetch_greedy(list(other.asked["greedy"]))
 
     def freeze(self) -> "Scorer":
         """After this, a miss raises instead of reading the model: ``evaluate`` freezes the pre-edit
@@ -253,6 +271,7 @@ class Scorer:
         if len(prompts) != len(targets):
             raise ValueError("prompts and targets differ in length")
         keys = [(p, t) for p, t in zip(prompts, targets)]
+        self.asked["pairs"].update(dict.fromkeys(keys))
         found: dict = {}
         for k in set(keys):
             hit = self._pairs.get(k)
@@ -277,6 +296,7 @@ class Scorer:
         """``[n, vocab]`` next-token log-probabilities (float32, CPU) at the end of each prompt."""
         if not prompts:
             return torch.empty(0, 0)
+        self.asked["dists"].update(dict.fromkeys(prompts))
         found: dict = {}
         for p in set(prompts):
             hit = self._dists.get(p)
@@ -306,6 +326,7 @@ class Scorer:
         length, and keep each prompt's prefix of the length asked for. Generation on CPU is bound by reading
         the weights once per step (for Gemma the 262k-row unembedding alone is 670 MB), so one call of 16
         steps is far cheaper than four calls of 6-16 steps."""
+        self.asked["greedy"].update(dict.fromkeys(wanted))
         todo = [(p, n) for p, n in dict.fromkeys(wanted) if (p, n) not in self._texts]
         if self.pre:
             for p, n in list(todo):
