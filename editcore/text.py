@@ -352,10 +352,12 @@ def greedy(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_size: int 
 
 
 def greedy_tokens(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_size: int = 16,
-                  lengths: Sequence[int] | None = None) -> list[list[int]]:
+                  lengths: Sequence[int] | None = None,
+                  drafts: Sequence[Sequence[int] | None] | None = None) -> list[list[int]]:
     """Greedy continuation token ids (``max_new_tokens`` per prompt, padded after an end-of-sequence). The
     first ``n`` of them are the greedy continuation of length ``n``, so callers needing several lengths
-    generate once; ``lengths`` (one per prompt) says how many each prompt needs, the rest is padding."""
+    generate once; ``lengths`` (one per prompt) says how many each prompt needs, the rest is padding.
+    ``drafts`` (one guess per prompt, or None) only make it faster: see :func:`_greedy_loop`."""
     tok = lm.tokenizer
     dev = _device(lm)
     pad = pad_id(tok)
@@ -372,7 +374,8 @@ def greedy_tokens(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_siz
             mask[i, width - len(e):] = 1
         try:
             gen = _greedy_loop(lm, ids, mask, max_new_tokens, pad,
-                               None if lengths is None else [lengths[i] for i in idx])
+                               None if lengths is None else [lengths[i] for i in idx],
+                               None if drafts is None else [drafts[i] for i in idx])
         except Exception as exc:  # a family whose cache API differs: transformers' own generate is exact too
             log.info("own greedy loop failed for %s (%s); using generate()", lm.adapter.family, exc)
             gen = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
@@ -411,46 +414,91 @@ def cached_forward(lm, ids: torch.Tensor, mask: torch.Tensor, positions: torch.T
 
 @torch.no_grad()
 def _greedy_loop(lm, ids: torch.Tensor, mask: torch.Tensor, n: int, pad: int,
-                 lengths: Sequence[int] | None = None) -> torch.Tensor:
+                 lengths: Sequence[int] | None = None,
+                 drafts: Sequence[Sequence[int] | None] | None = None) -> torch.Tensor:
     """Greedy decoding with a key/value cache, the next token read through :meth:`ArchAdapter.logits`.
 
-    Same result as ``generate(do_sample=False)`` (argmax at every step, rows that emitted an end-of-sequence
-    token continue with padding), but each step reads the unembedding once in the memory order CPU BLAS
-    handles fastest: for Gemma's 262k-row vocabulary that is most of a decoding step's cost. Row ``i`` stops
-    after ``lengths[i]`` tokens (default ``n``; the rest is padding); finished rows leave the batch and the
-    cache (rows do not interact, so the others' tokens are unchanged), which makes the unembedding of the
-    remaining steps cheaper."""
+    Same result as ``generate(do_sample=False)`` (argmax at every step; after an end-of-sequence token a row
+    is padding). Row ``i`` stops after ``lengths[i]`` tokens (default ``n``); finished rows leave the batch
+    and the cache (rows do not interact, so the others' tokens are unchanged).
+
+    ``drafts[i]``, a guess of row ``i``'s continuation (the unedited model's, when reading an edited one),
+    is checked the way speculative decoding checks a draft: the prompt and the draft run in one pass, the
+    row's greedy tokens are the argmaxes at the draft's positions up to and including the first one that
+    differs from the draft (each argmax there is conditioned on a draft prefix that equals the greedy
+    prefix), the draft's positions after that are masked out of the cache, and decoding goes on from there.
+    A wrong draft costs one longer first pass; a right one saves a decoding step per token."""
     rows = ids.shape[0]
-    want = torch.tensor([n] * rows if lengths is None else [min(int(x), n) for x in lengths], device=ids.device)
-    gen = torch.full((rows, n), pad, dtype=torch.long, device=ids.device)
-    pos = position_ids(mask)
-    out, cache = cached_forward(lm, ids, mask, pos)
+    dev = ids.device
+    want = [n] * rows if lengths is None else [min(int(x), n) for x in lengths]
+    prompts = [ids[r][mask[r].bool()].tolist() for r in range(rows)]
+    drafts = [list(d or [])[:max(0, w - 1)] for d, w in zip(drafts or [None] * rows, want)]
+    seqs = [p + d for p, d in zip(prompts, drafts)]
+    width = max(len(q) for q in seqs)
+    ids = torch.full((rows, width), pad, dtype=torch.long, device=dev)
+    mask = torch.zeros_like(ids)
+    for r, q in enumerate(seqs):
+        ids[r, width - len(q):] = torch.tensor(q, device=dev)
+        mask[r, width - len(q):] = 1
+    out, cache = cached_forward(lm, ids, mask, position_ids(mask))
+    # The argmax after the prompt's last token and after every draft token, all rows in one unembedding call.
+    where = [(r, width - len(d) - 1 + t) for r, d in enumerate(drafts) for t in range(len(d) + 1)]
+    h = out.last_hidden_state[[r for r, _ in where], [c for _, c in where]]
+    best = lm.adapter.logits(h).argmax(-1).tolist()
     eos = _eos_ids(lm)
-    alive = torch.arange(rows, device=ids.device)  # original row of each row still in the batch
-    h = out.last_hidden_state[:, -1]
-    next_pos = pos[:, -1:] + 1
-    can_select = hasattr(cache, "batch_select_indices")
-    for step in range(n):
-        nxt = lm.adapter.logits(h).argmax(-1)
-        gen[alive, step] = nxt
-        finished = torch.tensor([int(t) in eos for t in nxt.tolist()], device=ids.device) | (want[alive] <= step + 1)
-        if step == n - 1 or bool(finished.all()):
-            break
-        if bool(finished.any()):
-            if can_select:
-                keep = (~finished).nonzero().flatten()
-                cache.batch_select_indices(keep)
-                alive, nxt, mask, next_pos = alive[keep], nxt[keep], mask[keep], next_pos[keep]
-                finished = finished[keep]
-            else:  # keep the row, feeding padding (as generate does after an end-of-sequence token)
-                want[alive[finished]] = step + 1
+    gen = torch.full((rows, n), pad, dtype=torch.long, device=dev)
+    count = [0] * rows
+    finished = [False] * rows
+    nxt = [pad] * rows
+    next_pos = [0] * rows
+    k = 0
+    for r, d in enumerate(drafts):
+        got = best[k:k + len(d) + 1]
+        k += len(d) + 1
+        j = 0  # accept the argmax at each position; stop at the first that leaves the draft
+        while True:
+            tok = got[j]
+            gen[r, j] = tok
+            if tok in eos or j + 1 >= want[r]:
+                finished[r] = True
+                break
+            if j >= len(d) or tok != d[j]:
+                break
+            j += 1
+        count[r] = j + 1
+        nxt[r] = gen[r, j].item()
+        next_pos[r] = len(prompts[r]) + j
+        # Draft tokens after the first departure are not this row's text: hide them from later steps.
+        if j < len(d):
+            mask[r, width - len(d) + j:] = 0
+    alive = torch.tensor([r for r in range(rows) if not finished[r]], dtype=torch.long, device=dev)
+    if len(alive) < rows and len(alive) and hasattr(cache, "batch_select_indices"):
+        cache.batch_select_indices(alive)
+        mask = mask[alive]
+    elif len(alive) < rows:
+        alive = torch.arange(rows, device=dev)  # cannot shrink: keep every row, finished ones are ignored
+    nxt_t = torch.tensor(nxt, device=dev)[alive]
+    pos_t = torch.tensor(next_pos, device=dev)[alive][:, None]
+    while len(alive) and not all(finished[r] for r in alive.tolist()):
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-        out, cache = cached_forward(lm, nxt[:, None], mask, next_pos, cache)
-        h = out.last_hidden_state[:, -1]
-        next_pos = next_pos + 1
-    # Tokens after a row's own stop are padding (a row kept in the batch may have written past it).
-    over = torch.arange(n, device=ids.device)[None, :] >= want[:, None]
-    ended = torch.zeros_like(over)
-    for t in eos:
-        ended |= (gen == t).cumsum(1) - (gen == t).long() > 0
-    return gen.masked_fill(over | ended, pad)
+        out, cache = cached_forward(lm, nxt_t[:, None], mask, pos_t, cache)
+        tokens = lm.adapter.logits(out.last_hidden_state[:, -1]).argmax(-1)
+        keep = []
+        for i, (r, tok) in enumerate(zip(alive.tolist(), tokens.tolist())):
+            if finished[r]:
+                continue
+            gen[r, count[r]] = tok
+            count[r] += 1
+            if tok in eos or count[r] >= want[r]:
+                finished[r] = True
+            else:
+                keep.append(i)
+        if not keep:
+            break
+        if len(keep) < len(alive) and hasattr(cache, "batch_select_indices"):
+            sel = torch.tensor(keep, device=dev)
+            cache.batch_select_indices(sel)
+            alive, mask, tokens, pos_t = alive[sel], mask[sel], tokens[sel], pos_t[sel]
+        nxt_t = tokens
+        pos_t = pos_t + 1
+    return gen

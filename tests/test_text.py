@@ -59,6 +59,9 @@ def test_rows_leaving_the_greedy_batch_keep_the_others_tokens(family, monkeypatc
     ref = torch.cat([ref, torch.full((3, 6 - ref.shape[1]), pad, dtype=ref.dtype)], 1)
     assert got.tolist() == ref.tolist()
     assert got[1, 3:].tolist() == [pad] * 3
+    # A draft that runs past the end-of-sequence token does not extend the row.
+    drafted = text._greedy_loop(lm, ids, mask, 6, pad, drafts=[row[:3] + [5, 5, 5] for row in ref.tolist()])
+    assert drafted.tolist() == ref.tolist()
 
 
 def test_pair_scores_shared_prefixes_equal_separate_passes():
@@ -111,3 +114,22 @@ def test_shared_prefix_groups_take_runs_with_a_long_common_prefix():
     # The first three share 7 tokens (saving 14); the two 7-runs share 7 (saving 7); the rest stand alone.
     assert sorted((n, sorted(m)) for n, m in groups) == [(7, [0, 1, 2]), (7, [5, 6])]
     assert sorted(alone) == [3, 4]
+
+
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_drafts_change_the_speed_of_greedy_decoding_not_its_tokens(family):
+    """A draft (the unedited model's continuation, when reading an edited one) is checked like a speculative
+    draft: right, partly right, wrong, too long or empty, the tokens are those of plain greedy decoding."""
+    lm = tiny.lm(family)
+    ids, mask, pad, _ = _left_padded(lm, PROMPTS)
+    plain = text._greedy_loop(lm, ids, mask, 6, pad)
+    right = [row for row in plain.tolist()]
+    partly = [row[:2] + [(row[2] + 1) % 50, 7, 7] for row in right]
+    wrong = [[(t + 3) % 50 for t in row] for row in right]
+    for drafts in (right, partly, wrong, [row + [1, 2, 3] for row in right], [[], None, right[2][:3]]):
+        got = text._greedy_loop(lm, ids, mask, 6, pad, drafts=drafts)
+        assert got.tolist() == plain.tolist(), drafts
+    lengths = [2, 6, 4]
+    short = text._greedy_loop(lm, ids, mask, 6, pad, lengths, drafts=partly)
+    for row, ref, k in zip(short.tolist(), plain.tolist(), lengths):
+        assert row == ref[:k] + [pad] * (6 - k)
