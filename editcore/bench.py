@@ -202,6 +202,8 @@ def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None,
         if "memit" in methods:
             out["speedups"] += _memit_speedups(lm, facts, common)
         out["stats_sweep"] = _stats_sweep(lm, facts[:5], corpus, sorted({0, 2048, 8192, stats_samples, 65536}))
+    if extras and "rome" in methods:
+        out["evaluation"] = _eval_timing(lm, common)
     out["peak_rss_mb"] = peak_rss_mb()
     return out
 
@@ -263,6 +265,51 @@ def _memit_speedups(lm, facts, common) -> list[dict]:
                      "seconds_median": r["seconds_median"], "success": r["success"],
                      "steps_mean": r["steps_mean"], "n_facts": r["n_facts"]})
     return rows
+
+
+EVAL_FACT, EVAL_TARGET = "P276:louvre", "London"
+
+
+def _eval_timing(lm, common) -> dict:
+    """Seconds of ``python -m editcore eval <model> --method rome --fact louvre --target London``'s parts:
+    the edit, then the evaluation of every metric family (and of the quick set the dashboard uses by
+    default), each with the unedited model's reads taken from the pre-edit cache (the usual case: a fact's
+    pre-edit scores are computed once) and, for the full set, without it (first time)."""
+    from .catalog import load_catalog
+    from .methods import get_method
+    from .methods.base import load_hparams
+    from .metrics import FAMILIES, evaluate
+    from .metrics import scoring
+    from .service import QUICK_SKIPPED, with_new_target
+
+    case = with_new_target(next(c for c in load_catalog() if c.id == EVAL_FACT), EVAL_TARGET)
+    rome = get_method("rome")
+    hp = load_hparams("rome", rome.Hparams, lm.name, common)
+    with lm.scope():
+        edit = rome.compute(lm, [case.request(0)], hp)
+    quick = tuple(f for f in FAMILIES if f not in QUICK_SKIPPED)
+    saved = os.environ.get("EDITSCOPE_PRECACHE")
+    os.environ["EDITSCOPE_PRECACHE"] = "0"  # the cold run must not read (or fill) the disk cache
+    try:
+        scoring.clear_cache(disk=False)
+        t = time.perf_counter()
+        evaluate(lm, case, edit, families=FAMILIES, target_new=EVAL_TARGET)
+        cold = time.perf_counter() - t
+    finally:
+        if saved is None:
+            os.environ.pop("EDITSCOPE_PRECACHE", None)
+        else:
+            os.environ["EDITSCOPE_PRECACHE"] = saved
+    t = time.perf_counter()
+    report = evaluate(lm, case, edit, families=FAMILIES, target_new=EVAL_TARGET)
+    warm = time.perf_counter() - t
+    t = time.perf_counter()
+    evaluate(lm, case, edit, families=quick, target_new=EVAL_TARGET)
+    warm_quick = time.perf_counter() - t
+    return {"fact": EVAL_FACT, "target": EVAL_TARGET, "edit_seconds": edit.seconds,
+            "all_families_seconds": warm, "all_families_cold_seconds": cold, "quick_seconds": warm_quick,
+            "quick_families": list(quick),
+            "post_seconds": {k[len("post_"):]: v for k, v in report.seconds.items() if k.startswith("post_")}}
 
 
 def _stats_sweep(lm, facts, corpus, counts) -> list[dict]:
@@ -331,6 +378,15 @@ def to_markdown(report: dict) -> str:
                 lines.append(f"| {r.get('method', 'rome')} | {r['variant']} | {r['seconds_median']:.2f} | "
                              f"{r['steps_mean']:.1f} | {r['success']:.0%} |")
             lines.append("")
+        if m.get("evaluation"):
+            e = m["evaluation"]
+            post = ", ".join(f"{k} {v:.2f}" for k, v in e["post_seconds"].items())
+            lines += ["### Evaluation after one edit (`eval --method rome --fact louvre --target London`)", "",
+                      f"Edit {e['edit_seconds']:.2f} s. Evaluation of every metric family: "
+                      f"**{e['all_families_seconds']:.2f} s** with the unedited model's reads cached (computed once "
+                      f"per fact), {e['all_families_cold_seconds']:.2f} s the first time; the dashboard's quick "
+                      f"set ({', '.join(e['quick_families'])}): {e['quick_seconds']:.2f} s. Seconds on the edited "
+                      f"model: {post}.", ""]
         if m.get("stats_sweep"):
             lines += ["### Statistics sample count (0 = identity covariance)", "",
                       "| method | tokens | s to compute (one layer) | success | efficacy | neighbourhood | "
