@@ -46,6 +46,10 @@ table = pd.DataFrame([{"method": r["method"], **{label: ui.fmt_sig(r.get(key)) f
                       for r in result["rows"]])
 st.dataframe(table, hide_index=True, key="cmp_table")
 st.caption(ui.definitions_caption(key for key, _label, _h in metrics) + " · — : no value for this fact")
+cached = [name for name, r in result["results"].items() if r.get("cached")]
+if cached:
+    st.caption(f"From the results cache, not recomputed: {', '.join(cached)} (Seconds are those of the run "
+               "that computed them).")
 if any((r.get("evaluation") or {}).get("quick") for r in result["results"].values()):
     st.caption("Quick evaluation: Fluency was not computed (— cells, not zeros).")
 st.caption("Heatmap colour: within each row, green is the best method and red the worst (ties at the best "

@@ -39,6 +39,9 @@ def test_compare_table_charts_and_details_link():
     assert list(table["method"]) == ["memit"] and float(table["Seconds"].iloc[0]) > 0
     assert list(table["Fluency"]) == ["—"]  # quick evaluation: not computed, shown "—", never "None" or 0
     assert not any("previous run" in c.value for c in at.caption)
+    assert not any("From the results cache" in c.value for c in at.caption)
+    at.button(key="cmp_run").click().run(timeout=h.TIMEOUT)  # the same comparison again: from the cache
+    assert any("From the results cache, not recomputed: memit" in c.value for c in at.caption)
     at.checkbox(key="cmp_m_rome").check().run(timeout=h.TIMEOUT)  # the form no longer matches the result
     assert any("Result of the previous run" in c.value for c in at.caption)
     assert any("[Efficacy](methods#efficacy)" in c.value for c in at.caption)  # the table's metrics link too
