@@ -147,7 +147,6 @@ def compare_heatmap(rows: Sequence[dict], metrics: Sequence[tuple[str, str, bool
     z, text = [], []
     for key, _label, higher in metrics:
         vals = [r.get(key) for r in rows]
-        nums = [v for v in vals if isinstance(v, (int, float))]
         z.append(_row_scores(vals, higher))
         text.append(["—" if v is None else f"{v:.3g}" for v in vals])
     fig = go.Figure(go.Heatmap(z=z, x=methods, y=[label for _k, label, _h in metrics], text=text,

@@ -1,7 +1,6 @@
 """AppTest: the router, the sidebar model picker and the Generate page on a tiny random model."""
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 import app_harness as h
 

@@ -1,6 +1,5 @@
 """The shipped catalog: counts, consistency by construction, answer matching, the knowledge check."""
 
-import json
 import subprocess
 import sys
 from collections import Counter, defaultdict

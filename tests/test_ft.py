@@ -5,7 +5,6 @@ import statistics
 import time
 
 import pytest
-import torch
 
 import tiny
 from editcore.errors import InputError

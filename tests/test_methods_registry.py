@@ -2,7 +2,6 @@
 the model bit-identical after compute and after the scope; plus the shipped hparam files load."""
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -365,7 +365,6 @@ class _SuffixReplay:
                                f"cached forward ({lm.adapter.family})", "replaying whole sequences"):
                     raise _NoSuffix("the cached forward differs from a plain forward")
         self.suffix_mask = mask[:, c:].bool()
-        self.seq_lens = [len(q) for q in seqs]
         self.use_replay = True
         self.checked = False
 
