@@ -83,17 +83,26 @@ def pad_id(tokenizer) -> int:
     return 0
 
 
+def padded(lm, seqs: Sequence[Sequence[int]], left: bool = False, width: int | None = None,
+           offsets: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, attention mask)`` of token sequences padded to one width with :func:`pad_id`: on the right,
+    or on the ``left`` (what generation and cached prefixes need); ``offsets[i]`` puts row ``i`` at that
+    column instead (its own alignment, e.g. the subject's last token in one column)."""
+    dev = _device(lm)
+    width = width or max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id(lm.tokenizer), dtype=torch.long, device=dev)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        start = offsets[i] if offsets is not None else (width - len(s) if left else 0)
+        ids[i, start:start + len(s)] = torch.tensor(list(s), device=dev)
+        mask[i, start:start + len(s)] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def hidden_at(lm, seqs: Sequence[Sequence[int]], positions: Sequence[Sequence[int]]) -> list[torch.Tensor]:
     """Final-normed hidden states of each right-padded sequence at the requested positions."""
-    dev = _device(lm)
-    width = max(len(s) for s in seqs)
-    pad = pad_id(lm.tokenizer)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=dev)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long, device=dev)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(list(s), device=dev)
-        mask[i, : len(s)] = 1
+    ids, mask = padded(lm, seqs)
     out = lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
     h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
     return [h[i, list(pos)] for i, pos in enumerate(positions)]
@@ -270,14 +279,9 @@ def hidden_at_shared(lm, groups: Sequence[tuple[Sequence[int], Sequence[Sequence
     (tested against plain passes on every supported family). ``positions[g][j]`` are positions in member
     ``j`` of group ``g``; they may fall inside the prefix."""
     dev = _device(lm)
-    pad = pad_id(lm.tokenizer)
     prefixes = [list(p) for p, _ in groups]
     wp = max(len(p) for p in prefixes)
-    ids = torch.full((len(groups), wp), pad, dtype=torch.long, device=dev)
-    mask = torch.zeros_like(ids)
-    for g, p in enumerate(prefixes):
-        ids[g, wp - len(p):] = torch.tensor(p, device=dev)
-        mask[g, wp - len(p):] = 1
+    ids, mask = padded(lm, prefixes, left=True)
     out, cache = cached_forward(lm, ids, mask, position_ids(mask))
     h_pre = out.last_hidden_state
     owner = [g for g, (_, members) in enumerate(groups) for _ in members]
@@ -285,12 +289,8 @@ def hidden_at_shared(lm, groups: Sequence[tuple[Sequence[int], Sequence[Sequence
         raise RuntimeError("the key/value cache cannot repeat rows")
     cache.batch_select_indices(torch.tensor(owner, device=dev))
     rests = [list(m)[len(prefixes[g]):] for g, (_, members) in enumerate(groups) for m in members]
-    ws = max(len(r) for r in rests)
-    sids = torch.full((len(rests), ws), pad, dtype=torch.long, device=dev)
-    smask = torch.zeros_like(sids)
-    for r, rest in enumerate(rests):
-        sids[r, :len(rest)] = torch.tensor(rest, device=dev)
-        smask[r, :len(rest)] = 1
+    sids, smask = padded(lm, rests)
+    ws = sids.shape[1]
     start = torch.tensor([len(prefixes[g]) for g in owner], device=dev)
     spos = start[:, None] + torch.arange(ws, device=dev)[None, :]
     out2, _ = cached_forward(lm, sids, torch.cat([mask[owner], smask], 1), spos, cache)
@@ -359,19 +359,14 @@ def greedy_tokens(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_siz
     generate once; ``lengths`` (one per prompt) says how many each prompt needs, the rest is padding.
     ``drafts`` (one guess per prompt, or None) only make it faster: see :func:`_greedy_loop`."""
     tok = lm.tokenizer
-    dev = _device(lm)
     pad = pad_id(tok)
     outs: list[list[int]] = []
     for idx in _batches(len(prompts), batch_size):
         enc = [prompt_ids(tok, prompts[i]) for i in idx]
         for e in enc:
             check_length(lm, len(e) + max_new_tokens, "prompt + generated text")
-        width = max(len(e) for e in enc)
-        ids = torch.full((len(enc), width), pad, dtype=torch.long, device=dev)
-        mask = torch.zeros_like(ids)
-        for i, e in enumerate(enc):
-            ids[i, width - len(e):] = torch.tensor(e, device=dev)
-            mask[i, width - len(e):] = 1
+        ids, mask = padded(lm, enc, left=True)
+        width = ids.shape[1]
         try:
             gen = _greedy_loop(lm, ids, mask, max_new_tokens, pad,
                                None if lengths is None else [lengths[i] for i in idx],
@@ -434,12 +429,8 @@ def _greedy_loop(lm, ids: torch.Tensor, mask: torch.Tensor, n: int, pad: int,
     prompts = [ids[r][mask[r].bool()].tolist() for r in range(rows)]
     drafts = [list(d or [])[:max(0, w - 1)] for d, w in zip(drafts or [None] * rows, want)]
     seqs = [p + d for p, d in zip(prompts, drafts)]
-    width = max(len(q) for q in seqs)
-    ids = torch.full((rows, width), pad, dtype=torch.long, device=dev)
-    mask = torch.zeros_like(ids)
-    for r, q in enumerate(seqs):
-        ids[r, width - len(q):] = torch.tensor(q, device=dev)
-        mask[r, width - len(q):] = 1
+    ids, mask = padded(lm, seqs, left=True)
+    width = ids.shape[1]
     out, cache = cached_forward(lm, ids, mask, position_ids(mask))
     # The argmax after the prompt's last token and after every draft token, all rows in one unembedding call.
     where = [(r, width - len(d) - 1 + t) for r, d in enumerate(drafts) for t in range(len(d) + 1)]

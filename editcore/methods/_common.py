@@ -41,7 +41,7 @@ import torch
 
 from .. import paths
 from ..errors import InputError
-from ..text import cached_forward, check_length, pad_id, position_ids, prompt_ids, target_ids
+from ..text import cached_forward, check_length, padded, position_ids, prompt_ids, target_ids
 from ..types import Request
 
 log = logging.getLogger(__name__)
@@ -143,15 +143,7 @@ def _sample_prefixes(lm, n: int, length: int, seed: int) -> list[str]:
 
 # ---- batching and capture ---------------------------------------------------------------------------
 def _pad_right(lm, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    dev = lm.device
-    pad = pad_id(lm.tokenizer)
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=dev)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long, device=dev)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(list(s), device=dev)
-        mask[i, : len(s)] = 1
-    return ids, mask
+    return padded(lm, seqs)
 
 
 @contextlib.contextmanager
@@ -317,15 +309,9 @@ class _SuffixReplay:
         self.look = list(look)
         if max(self.look) < 1:
             raise _NoSuffix("no row has a token before the edited one")
-        dev = lm.device
-        pad = pad_id(lm.tokenizer)
         c = max(self.look)
         width = c + max(len(q) - i for q, i in zip(seqs, self.look))
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long, device=dev)
-        mask = torch.zeros_like(ids)
-        for r, (q, i) in enumerate(zip(seqs, self.look)):
-            ids[r, c - i:c - i + len(q)] = torch.tensor(list(q), device=dev)
-            mask[r, c - i:c - i + len(q)] = 1
+        ids, mask = padded(lm, seqs, width=width, offsets=[c - i for i in self.look])
         pos = position_ids(mask)
         self.c = c
         self.blocks = [ad.block(i) for i in range(start, ad.n_layers)]

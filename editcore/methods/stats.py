@@ -37,6 +37,7 @@ import torch
 
 from .. import paths
 from ..errors import InputError
+from ..text import padded
 
 log = logging.getLogger(__name__)
 
@@ -237,19 +238,12 @@ def _accumulate(lm, layers: list[int], corpus_id: str, n_tokens: int,
     acc = {layer: torch.zeros(d, d, dtype=torch.float64, device=dev) for layer in layers}
     top = max(layers)
     modules = {layer: lm.adapter.module("mlp_out", layer) for layer in layers}
-    tok = lm.tokenizer
-    pad = next((int(c) for c in (tok.pad_token_id, tok.eos_token_id, 0) if c is not None), 0)
     per_batch = max(1, _BATCH_TOKENS // SEQ_LEN)
     seen = 0
     total = sum(len(s) for s in seqs)
     for start in range(0, len(seqs), per_batch):
         batch = seqs[start:start + per_batch]
-        width = max(len(s) for s in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long, device=dev)
-        mask = torch.zeros_like(ids)
-        for i, s in enumerate(batch):
-            ids[i, : len(s)] = torch.tensor(s, device=dev)
-            mask[i, : len(s)] = 1
+        ids, mask = padded(lm, batch)
         keep = mask.bool()
         handles = []
 
