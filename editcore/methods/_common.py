@@ -20,7 +20,8 @@ arguments every later block was called with (masks, rotary ``position_embeddings
 sliding/full masks), and each optimisation step then runs only blocks ``l..L-1``. The replay is checked
 against a full forward on the first step; if it disagrees (an unknown family that does something between
 blocks) it falls back to full forwards. :class:`_SuffixReplay` goes further and recomputes only the tokens
-from the edited one on, with the prefix in a key/value cache; in a batch (MEMIT) the rows of requests that
+from the edited one on, with the prefix in a key/value cache (checked against the model's own cached forward
+on every row, and that against a plain forward on two rows); in a batch (MEMIT) the rows of requests that
 have met their stopping rule are dropped from it. Logits are computed only at the scored positions (Gemma's
 vocabulary has 262k entries), and the unembedding's backward is computed per vocabulary chunk
 (:func:`editcore.models.arch.chunked_matmul`).
