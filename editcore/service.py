@@ -455,7 +455,7 @@ def run_edit(lm, spec: dict, method: str, overrides: dict | None = None, target_
     """
     from .metrics.scoring import Scorer
 
-    cache = cache or default_cache()
+    cache = cache if cache is not None else default_cache()  # an empty ResultsCache is falsy (__len__)
     case = _with_target_first(resolve_case(spec, lm), int(target_index))
     request = case.request(0).validate()
     m, hp, hp_dict = _method_and_hparams(method, lm.name, overrides)
