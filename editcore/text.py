@@ -368,6 +368,8 @@ def greedy_tokens(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_siz
         ids, mask = padded(lm, enc, left=True)
         width = ids.shape[1]
         try:
+            if not _fits_window(lm, width + max_new_tokens):
+                raise ValueError("a padded batch longer than the sliding attention window")
             gen = _greedy_loop(lm, ids, mask, max_new_tokens, pad,
                                None if lengths is None else [lengths[i] for i in idx],
                                None if drafts is None else [drafts[i] for i in idx])
@@ -377,6 +379,14 @@ def greedy_tokens(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_siz
                                     do_sample=False, pad_token_id=pad, num_beams=1)[:, width:]
         outs.extend(row.tolist() for row in gen)
     return outs
+
+
+def _fits_window(lm, n_columns: int) -> bool:
+    """Whether ``n_columns`` fit the model's sliding attention window (if it has one). The own cache paths
+    (greedy loop, shared prefixes) are checked against plain passes only within it: with left padding and a
+    window shorter than the batch, the own greedy loop was measured to differ from ``generate``."""
+    window = getattr(lm.model.config, "sliding_window", None)
+    return not isinstance(window, int) or window <= 0 or n_columns <= window
 
 
 def _eos_ids(lm) -> set[int]:

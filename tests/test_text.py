@@ -133,3 +133,25 @@ def test_drafts_change_the_speed_of_greedy_decoding_not_its_tokens(family):
     short = text._greedy_loop(lm, ids, mask, 6, pad, lengths, drafts=partly)
     for row, ref, k in zip(short.tolist(), plain.tolist(), lengths):
         assert row == ref[:k] + [pad] * (6 - k)
+
+
+@pytest.mark.parametrize("family", ["gemma3", "mistral"])
+def test_cache_paths_hold_when_prompts_outrun_a_sliding_window(family, monkeypatch):
+    """Gemma's local layers (and Mistral) attend to a sliding window; with a padded batch longer than it,
+    greedy decoding (which then goes through ``generate``) and the shared-prefix scores still equal plain
+    passes."""
+    lm = tiny.lm(family, sliding_window=4)
+    ids, mask, pad, width = _left_padded(lm, PROMPTS)
+    assert width > 4
+    with torch.no_grad():
+        ref = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                                pad_token_id=pad, num_beams=1)[:, width:]
+    assert text.greedy_tokens(lm, PROMPTS, 6) == ref.tolist()
+    partly = [row[:2] + [7, 7, 7] for row in ref.tolist()]
+    assert text.greedy_tokens(lm, PROMPTS, 6, drafts=partly) == ref.tolist()
+    monkeypatch.setattr(text, "SHARED_PREFIX_MIN_SAVING", 1)
+    prompts = ["The capital of Japan is the city of"] * 3
+    targets = ["Tokyo Japan", "Kyoto", "Paris France"]
+    together = text.score_targets(lm, prompts, targets)
+    for (a, p, t) in zip(together, prompts, targets):
+        assert a.token_logprobs == pytest.approx(text.score_targets(lm, [p], [t])[0].token_logprobs, abs=1e-4)

@@ -38,7 +38,8 @@ def tokenizer(bos: bool = False):
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
 
 
-def config(family: str, vocab_size: int, n_layers: int = 3):
+def config(family: str, vocab_size: int, n_layers: int = 3, **extra):
+    """A tiny config; ``extra`` goes to the llama-like families (e.g. ``sliding_window``)."""
     import transformers as T
 
     common = dict(vocab_size=vocab_size)
@@ -50,7 +51,7 @@ def config(family: str, vocab_size: int, n_layers: int = 3):
         return T.GPTNeoXConfig(num_hidden_layers=n_layers, hidden_size=32, num_attention_heads=2,
                                intermediate_size=64, max_position_embeddings=128, **common)
     llama_like = dict(num_hidden_layers=n_layers, hidden_size=32, num_attention_heads=2, num_key_value_heads=1,
-                      intermediate_size=48, max_position_embeddings=128, **common)
+                      intermediate_size=48, max_position_embeddings=128, **common, **extra)
     if family == "llama":
         return T.LlamaConfig(**llama_like)
     if family == "mistral":
@@ -67,20 +68,20 @@ def config(family: str, vocab_size: int, n_layers: int = 3):
 FAMILIES = ("gpt2", "gptj", "gpt_neox", "llama", "mistral", "qwen2", "gemma2", "gemma3")
 
 
-def model(family: str = "gpt2", seed: int = 0, n_layers: int = 3, bos: bool | None = None):
+def model(family: str = "gpt2", seed: int = 0, n_layers: int = 3, bos: bool | None = None, **extra):
     """``(model, tokenizer)`` with random weights; Gemma variants get a BOS-adding tokenizer like Gemma's."""
     from transformers import AutoModelForCausalLM
 
     tok = tokenizer(bos=family.startswith("gemma") if bos is None else bos)
     torch.manual_seed(seed)
-    m = AutoModelForCausalLM.from_config(config(family, len(tok), n_layers))
+    m = AutoModelForCausalLM.from_config(config(family, len(tok), n_layers, **extra))
     m.eval()
     return m, tok
 
 
-def lm(family: str = "gpt2", seed: int = 0, n_layers: int = 3):
+def lm(family: str = "gpt2", seed: int = 0, n_layers: int = 3, **extra):
     """An :class:`editcore.models.LM` around a tiny random model."""
     from editcore.models import LM
 
-    m, tok = model(family, seed, n_layers)
+    m, tok = model(family, seed, n_layers, **extra)
     return LM.from_model(m, tok, name=f"tiny-{family}")
