@@ -382,9 +382,10 @@ def greedy_tokens(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_siz
 
 
 def _fits_window(lm, n_columns: int) -> bool:
-    """Whether ``n_columns`` fit the model's sliding attention window (if it has one). The own cache paths
-    (greedy loop, shared prefixes) are checked against plain passes only within it: with left padding and a
-    window shorter than the batch, the own greedy loop was measured to differ from ``generate``."""
+    """Whether ``n_columns`` fit the model's sliding attention window (if it has one). Beyond it the greedy
+    loop hands over to ``generate`` as a precaution: once, on a tiny model with a 4-token window and a
+    left-padded batch, the own loop's tokens differed from ``generate``'s (not reproduced in later runs; a
+    near-tie of a random model flipped by float rounding is the likely cause, but it was not proven)."""
     window = getattr(lm.model.config, "sliding_window", None)
     return not isinstance(window, int) or window <= 0 or n_columns <= window
 
