@@ -220,50 +220,42 @@ def _resolve_layers(lm, layers) -> list[int]:
 
 def _speedups(lm, facts, common) -> list[dict]:
     """ROME's seconds per edit with each speed-up switched off, on the same facts (statistics cached)."""
-    from .methods import _common, get_method
-    from .methods.base import load_hparams
-
-    rome = get_method("rome")
-    variants = [
+    return _variants(lm, "rome", facts, common, [
         ("EditScope defaults", {}, {}),
         ("no suffix-only replay (whole sequences through blocks l..L-1)", {}, {"suffix_cache": False}),
         ("no block replay (full forward every step)", {}, {"suffix_cache": False, "block_replay": False}),
         ("no early stop at P(target)>=0.9 (ROME's loss<0.05 rule only)", {"v_stop_prob": 1.0}, {}),
         ("ROME's 20 context prefixes instead of 5", {"context_prefixes": 20, "context_tokens": 10}, {}),
-    ]
-    rows = []
-    saved = dict(_common.SPEEDUPS)
-    for label, ov, switches in variants:
-        hp = load_hparams("rome", rome.Hparams, lm.name, {**common, **ov})
-        _common.SPEEDUPS.update({**saved, **switches})
-        try:
-            r = run_method(lm, rome, hp, facts)
-        finally:
-            _common.SPEEDUPS.update(saved)
-        rows.append({"method": "rome", "variant": label, "seconds_median": r["seconds_median"],
-                     "success": r["success"], "steps_mean": r["steps_mean"], "n_facts": r["n_facts"]})
-    return rows
+    ])
 
 
 def _memit_speedups(lm, facts, common) -> list[dict]:
     """MEMIT's batch seconds with finished requests' rows dropped (default) or kept, on the same batch."""
+    return _variants(lm, "memit", facts, common, [
+        ("EditScope defaults", {}, {}),
+        ("finished requests' rows kept in the batch", {}, {"drop_finished": False}),
+    ])
+
+
+def _variants(lm, method_name: str, facts, common, variants) -> list[dict]:
+    """One row per ``(label, hyper-parameter overrides, SPEEDUPS switches)``: the method run on the same facts
+    (all in one batch for batched methods), the switches restored afterwards."""
     from .methods import _common, get_method
     from .methods.base import load_hparams
 
-    memit = get_method("memit")
-    hp = load_hparams("memit", memit.Hparams, lm.name, common)
+    method = get_method(method_name)
     rows = []
     saved = dict(_common.SPEEDUPS)
-    for label, switches in (("EditScope defaults", {}),
-                            ("finished requests' rows kept in the batch", {"drop_finished": False})):
+    for label, ov, switches in variants:
+        hp = load_hparams(method_name, method.Hparams, lm.name, {**common, **ov})
         _common.SPEEDUPS.update({**saved, **switches})
         try:
-            r = run_method(lm, memit, hp, facts, batch=True)
+            r = run_method(lm, method, hp, facts)
         finally:
             _common.SPEEDUPS.update(saved)
-        rows.append({"method": f"memit (batch of {r['n_facts']})", "variant": label,
-                     "seconds_median": r["seconds_median"], "success": r["success"],
-                     "steps_mean": r["steps_mean"], "n_facts": r["n_facts"]})
+        name = f"{method_name} (batch of {r['n_facts']})" if r["batched"] else method_name
+        rows.append({"method": name, "variant": label, "seconds_median": r["seconds_median"],
+                     "success": r["success"], "steps_mean": r["steps_mean"], "n_facts": r["n_facts"]})
     return rows
 
 
