@@ -99,12 +99,16 @@ def padded(lm, seqs: Sequence[Sequence[int]], left: bool = False, width: int | N
     return ids, mask
 
 
+def final_hidden(out) -> torch.Tensor:
+    """The final-normed hidden states of a ``base_model`` output (a ModelOutput or a plain tuple)."""
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
 @torch.no_grad()
 def hidden_at(lm, seqs: Sequence[Sequence[int]], positions: Sequence[Sequence[int]]) -> list[torch.Tensor]:
     """Final-normed hidden states of each right-padded sequence at the requested positions."""
     ids, mask = padded(lm, seqs)
-    out = lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
-    h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    h = final_hidden(lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False))
     return [h[i, list(pos)] for i, pos in enumerate(positions)]
 
 
@@ -155,14 +159,12 @@ def pair_logprobs(lm, encoded: Sequence[tuple[list[int], list[int]]],
             hosts.append(q)
     index = {h: i for i, h in enumerate(hosts)}
     host_idx = [index[host_of[q]] for q in need]  # which host sequence each pair is read from
-    by_host: dict[int, list[int]] = {}
-    for k, i in enumerate(host_idx):
-        by_host.setdefault(i, []).append(k)
-    positions = [[] for _ in hosts]  # the positions each host is read at, in the order of its pairs
-    for i in range(len(hosts)):
-        for k in by_host.get(i, []):
-            p, t = encoded[k]
-            positions[i].extend(range(len(p) - 1, len(p) + len(t) - 1))
+    # Pairs in host order: each host's rows are read at its pairs' positions, in this order.
+    order = sorted(range(len(encoded)), key=host_idx.__getitem__)
+    positions = [[] for _ in hosts]
+    for k in order:
+        p, t = encoded[k]
+        positions[host_idx[k]].extend(range(len(p) - 1, len(p) + len(t) - 1))
     states: list[torch.Tensor | None] = [None] * len(hosts)
     groups, alone = _shared_prefix_groups(hosts)
     for chunk in _padding_aware_chunks(groups, hosts, 4 * batch_size):
@@ -184,8 +186,7 @@ def pair_logprobs(lm, encoded: Sequence[tuple[list[int], list[int]]],
     # Every read row predicts one target token: its log-probability is logit - logsumexp(logits), without
     # writing out the whole log-distribution (262k floats a row on Gemma).
     flat = torch.cat([states[i] for i in range(len(hosts))]) if hosts else torch.empty(0)
-    labels = torch.tensor([t for i in range(len(hosts)) for k in by_host.get(i, []) for t in encoded[k][1]],
-                          device=flat.device)
+    labels = torch.tensor([t for k in order for t in encoded[k][1]], device=flat.device)
     lps, ams = [], []
     for start in range(0, flat.shape[0], 64):
         logits = lm.adapter.logits(flat[start:start + 64]).float()
@@ -196,11 +197,10 @@ def pair_logprobs(lm, encoded: Sequence[tuple[list[int], list[int]]],
     am_all = torch.cat(ams) if ams else torch.empty(0, dtype=torch.long)
     out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(encoded)
     used = 0
-    for i in range(len(hosts)):
-        for k in by_host.get(i, []):
-            n = len(encoded[k][1])
-            out[k] = (lp_all[used:used + n], am_all[used:used + n])
-            used += n
+    for k in order:
+        n = len(encoded[k][1])
+        out[k] = (lp_all[used:used + n], am_all[used:used + n])
+        used += n
     return out
 
 
@@ -280,8 +280,8 @@ def hidden_at_shared(lm, groups: Sequence[tuple[Sequence[int], Sequence[Sequence
     ``j`` of group ``g``; they may fall inside the prefix."""
     dev = _device(lm)
     prefixes = [list(p) for p, _ in groups]
-    wp = max(len(p) for p in prefixes)
     ids, mask = padded(lm, prefixes, left=True)
+    wp = ids.shape[1]
     out, cache = cached_forward(lm, ids, mask, position_ids(mask))
     h_pre = out.last_hidden_state
     owner = [g for g, (_, members) in enumerate(groups) for _ in members]
@@ -402,16 +402,21 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(1) - 1).clamp_min(0)
 
 
-def cached_forward(lm, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache=None):
+def cached_forward(lm, ids: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor | None, cache=None):
     """``base_model`` forward with a key/value cache: ``(output, cache)``. ``cache=None`` starts one; a given
-    cache is extended in place. transformers 5 names the argument and the output ``cache`` (``past_key_values``
-    is deprecated there); older versions use ``past_key_values``."""
+    cache is extended in place. ``mask``/``positions`` of None are not passed (one unpadded row needs
+    neither). transformers 5 names the argument and the output ``cache`` (``past_key_values`` is deprecated
+    there); older versions use ``past_key_values``."""
     base = lm.model.base_model
     kwargs = {}
+    if mask is not None:
+        kwargs["attention_mask"] = mask
+    if positions is not None:
+        kwargs["position_ids"] = positions
     if cache is not None:
         name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         kwargs[name] = cache
-    out = base(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
+    out = base(input_ids=ids, use_cache=True, **kwargs)
     got = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     if got is None:
         raise RuntimeError("the model returned no key/value cache")

@@ -42,7 +42,7 @@ import torch
 
 from .. import paths
 from ..errors import InputError
-from ..text import cached_forward, check_length, padded, position_ids, prompt_ids, target_ids
+from ..text import cached_forward, check_length, final_hidden, padded, position_ids, prompt_ids, target_ids
 from ..types import Request
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ class _Replay:
             handles.append(b.register_forward_pre_hook(record, with_kwargs=True))
         with _hooked(handles), torch.no_grad():
             out = lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
-        self.reference = _first(out.last_hidden_state if hasattr(out, "last_hidden_state") else out).detach()
+        self.reference = final_hidden(out).detach()
         ok = len(self.calls) == len(self.blocks) and all(
             len(a) >= 1 and isinstance(a[0], torch.Tensor) for a, _ in self.calls)
         self.h0 = self.calls[0][0][0].detach() if ok else None
@@ -248,7 +248,7 @@ class _Replay:
                     if isinstance(out, tuple) else block_edit(out)))
             with _hooked(bhandles):
                 out = self.lm.model.base_model(input_ids=self.ids, attention_mask=self.mask, use_cache=False)
-            return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+            return final_hidden(out)
 
     def at(self, rows: Sequence[int], positions: Sequence[int]) -> tuple[list[int], list[int]]:
         return list(rows), list(positions)
@@ -340,12 +340,11 @@ class _SuffixReplay:
             # with it on every row. That the cached, left-padded forward equals a plain forward is checked
             # here on the two rows with the most and the least padding (a plain forward of every row would
             # cost as much as the prefix and suffix passes together).
-            self.reference = _first(own.last_hidden_state if hasattr(own, "last_hidden_state") else own)
+            self.reference = final_hidden(own)
             probe = sorted({min(range(len(seqs)), key=self.look.__getitem__),
                             max(range(len(seqs)), key=self.look.__getitem__)})
             pids, pmask = _pad_right(lm, [seqs[r] for r in probe])
-            plain = lm.model.base_model(input_ids=pids, attention_mask=pmask, use_cache=False)
-            plain = _first(plain.last_hidden_state if hasattr(plain, "last_hidden_state") else plain)
+            plain = final_hidden(lm.model.base_model(input_ids=pids, attention_mask=pmask, use_cache=False))
             for j, r in enumerate(probe):
                 n = len(seqs[r]) - self.look[r]
                 if not _agrees(plain[j, self.look[r]:len(seqs[r])], self.reference[r, :n],
@@ -536,7 +535,8 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     edited = lm.adapter.module("mlp_out", layer) if slot == "mlp_out" else None
     captured: dict[str, torch.Tensor] = {}
     if slot == "mlp_out":
-        ctx_rows = [r for r in range(len(owner)) if r not in {k for k, _ in kl_entries}]
+        kl_rows = {k for k, _ in kl_entries}
+        ctx_rows = [r for r in range(len(owner)) if r not in kl_rows]
         with torch.no_grad():
             captured["keys"] = module_io_at(lm, "mlp_out", layer, [seqs[r] for r in ctx_rows],
                                             [look[r] for r in ctx_rows], "in")

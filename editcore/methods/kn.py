@@ -45,7 +45,6 @@ relation's other facts (it needs attributions for many facts of the relation).
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import math
 import time
@@ -56,7 +55,7 @@ import torch
 
 from ..errors import InputError
 from ..scope import Patch
-from ..text import check_length, prompt_ids, target_ids
+from ..text import cached_forward, check_length, final_hidden, prompt_ids, target_ids
 from ..types import Request
 from . import _common
 from .base import Edit, Progress, hparam
@@ -89,14 +88,6 @@ class Attribution:
     cached: bool  # whether the KV-cached one-token path was used
 
 
-def _cache_kwarg(lm) -> str:
-    params = inspect.signature(lm.model.base_model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _first(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
-
 
 def attribute(lm, prompt: str, answer_id: int, layers: Sequence[int], steps: int,
               batch_rows: int = 256) -> Attribution:
@@ -117,8 +108,7 @@ def attribute(lm, prompt: str, answer_id: int, layers: Sequence[int], steps: int
         handles.append(mod.register_forward_pre_hook(
             lambda _m, args, l=l: acts.__setitem__(l, args[0][0, -1].detach().clone())))
     with _common._hooked(handles), torch.no_grad():
-        out = lm.model.base_model(input_ids=ids_t, use_cache=False)
-        h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        h = final_hidden(lm.model.base_model(input_ids=ids_t, use_cache=False))
         ref_p = float(torch.softmax(ad.logits(h[0, -1]).float(), -1)[answer_id])
 
     # Rows: 0 is an unscaled reference; then (layer i, alpha k) for k = 1..m.
@@ -127,11 +117,12 @@ def attribute(lm, prompt: str, answer_id: int, layers: Sequence[int], steps: int
     row_alpha = torch.cat([torch.ones(1, device=dev), alphas.repeat(len(layers))])
 
     prefix_cache = None
-    kw = _cache_kwarg(lm)
     if len(ids) > 1:
-        with torch.no_grad():
-            pre = lm.model.base_model(input_ids=ids_t[:, :-1], use_cache=True)
-        prefix_cache = getattr(pre, "cache", None) or getattr(pre, "past_key_values", None)
+        try:
+            with torch.no_grad():
+                _, prefix_cache = cached_forward(lm, ids_t[:, :-1], None, None)
+        except RuntimeError:  # no key/value cache from this family: full prompts below
+            prefix_cache = None
 
     grad_sum = {l: torch.zeros(ad.d_mlp, device=dev, dtype=torch.float32) for l in layers}
     cached = prefix_cache is not None
@@ -141,7 +132,7 @@ def attribute(lm, prompt: str, answer_id: int, layers: Sequence[int], steps: int
             grad_sum[l].zero_()
         for start in range(0, len(row_layer), batch_rows):
             sel = list(range(start, min(len(row_layer), start + batch_rows)))
-            ok = _ig_chunk(lm, ids_t, prefix_cache if attempt == "cached" else None, kw, modules, acts,
+            ok = _ig_chunk(lm, ids_t, prefix_cache if attempt == "cached" else None, modules, acts,
                            [row_layer[i] for i in sel], row_alpha[sel], answer_id, ref_p, grad_sum)
             if not ok:
                 break
@@ -158,7 +149,7 @@ def attribute(lm, prompt: str, answer_id: int, layers: Sequence[int], steps: int
                        cached)
 
 
-def _ig_chunk(lm, ids_t, prefix_cache, kw, modules, acts, rows_layer, rows_alpha, answer_id, ref_p,
+def _ig_chunk(lm, ids_t, prefix_cache, modules, acts, rows_layer, rows_alpha, answer_id, ref_p,
               grad_sum) -> bool:
     """One batch of (layer, alpha) rows; adds each layer's gradient sum into ``grad_sum``. Returns False
     when the reference row (layer -1) does not reproduce the unedited activations / probability."""
@@ -195,10 +186,10 @@ def _ig_chunk(lm, ids_t, prefix_cache, kw, modules, acts, rows_layer, rows_alpha
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(n)
-            out = lm.model.base_model(input_ids=ids_t[:, -1:].expand(n, 1), use_cache=True, **{kw: cache})
+            out, _ = cached_forward(lm, ids_t[:, -1:].expand(n, 1), None, None, cache)
         else:
             out = lm.model.base_model(input_ids=ids_t.expand(n, -1), use_cache=False)
-        h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        h = final_hidden(out)
         probs = torch.softmax(lm.adapter.logits(h[:, -1]).float(), dim=-1)[:, answer_id]
         if has_ref:
             p0 = float(probs[rows_layer.index(-1)].detach())
@@ -236,8 +227,7 @@ def select_neurons(attrs: Sequence[Attribution], threshold: float, p: float,
 def _current_answer(lm, prompt: str) -> int:
     ids = torch.tensor([prompt_ids(lm.tokenizer, prompt)], device=lm.device)
     with torch.no_grad():
-        out = lm.model.base_model(input_ids=ids, use_cache=False)
-        h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        h = final_hidden(lm.model.base_model(input_ids=ids, use_cache=False))
         return int(lm.adapter.logits(h[0, -1]).argmax())
 
 
