@@ -631,7 +631,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
             delta[over] *= (max_norm[over] / norms[over])[:, None]
     seconds = time.perf_counter() - t0
     keys = captured.get("keys")
-    for q, (req, res) in enumerate(zip(reqs, results)):
+    for q, res in enumerate(results):
         res.v_init = captured["v_init"][q]
         res.delta = delta.detach()[q].clone()
         res.keys = keys[q * n_ctx:(q + 1) * n_ctx] if keys is not None else None
@@ -639,9 +639,16 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
         res.suffix = isinstance(replay, _SuffixReplay) and replay.use_replay
         res.seconds = seconds
         res.batch_rows = rows_run
-        if res.already_answer:
-            log.warning("the target %r is already the model's top-1 answer for %r", req.target_new, req.text)
+    for warning in already_answer_warnings(reqs, results):
+        log.warning(warning)
     return results
+
+
+def already_answer_warnings(reqs: Sequence[Request], results: Sequence[ValueResult]) -> list[str]:
+    """One sentence for each request whose new target was already the model's top-1 answer (for an edit's
+    ``diagnostics["warnings"]``; :func:`optimise_values` logs them too)."""
+    return [f"the new target {req.target_new!r} was already the model's answer to {req.text!r}"
+            for req, res in zip(reqs, results) if res.already_answer]
 
 
 def value_settings(hp) -> ValueSettings:

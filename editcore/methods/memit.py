@@ -42,8 +42,8 @@ from ..errors import InputError
 from ..scope import Patch
 from ..types import Request
 from . import stats
-from ._common import (context_templates, mlp_keys, module_io_at, optimise_values, subject_last_index,
-                      validate_request, value_settings)
+from ._common import (already_answer_warnings, context_templates, mlp_keys, module_io_at, optimise_values,
+                      subject_last_index, validate_request, value_settings)
 from .base import Edit, Progress, hparam, validate_hparams
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,8 @@ class _Memit:
         covs = stats.second_moments(lm, layers, hp.stats_samples, hp.stats_corpus, progress) \
             if hp.mom2_adjustment else dict.fromkeys(layers)
         stats_seconds = time.perf_counter() - ts
+        identity = not hp.mom2_adjustment or hp.stats_samples == 0
+        identity_on_post_norm = identity and any(lm.adapter.post_mlp_norm(layer) is not None for layer in layers)
         z_layer = layers[-1]
         settings = value_settings(hp)
 
@@ -204,30 +206,23 @@ class _Memit:
             # How much of z* - z_init the finished update achieves at the last layer (1 = all of it).
             "z_residual_left": float((z_target - z_final).norm() / (z_target - torch.stack(
                 [r.v_init for r in results], 1).double().to(z_target.device)).norm().clamp_min(1e-12)),
-            "identity_cov": not hp.mom2_adjustment or hp.stats_samples == 0,
+            "identity_cov": identity,
             "n_contexts": len(templates),
             "block_replay": all(r.replayed for r in results),
             "suffix_replay": all(r.suffix for r in results),
-            "warnings": _warnings(lm, reqs, layers, hp, results),
+            "warnings": ([_IDENTITY_ON_POST_NORM] if identity_on_post_norm else [])
+            + already_answer_warnings(reqs, results),
         }
-        for w in diagnostics["warnings"]:
-            log.warning("MEMIT: %s", w)
+        if identity_on_post_norm:
+            log.warning("MEMIT: %s", _IDENTITY_ON_POST_NORM)
         log.info("MEMIT %d request(s) over layers %s: |dW|=%.3g, %.2fs", len(reqs), layers,
                  diagnostics["update_norm"], seconds)
         return Edit(self.name, tuple(reqs), Patch(deltas, label=label), seconds, diagnostics)
 
 
-def _warnings(lm, reqs, layers, hp, results) -> list[str]:
-    out = []
-    identity = not hp.mom2_adjustment or hp.stats_samples == 0
-    if identity and any(lm.adapter.post_mlp_norm(layer) is not None for layer in layers):
-        out.append("MEMIT without layer statistics (identity covariance) on a model that normalises its MLP "
-                   "output (Gemma 2/3) spreads each update over every key; on Gemma-3-270M it made 0 of 10 new "
-                   "targets stick. Use stats_samples > 0.")
-    for req, res in zip(reqs, results):
-        if res.already_answer:
-            out.append(f"the new target {req.target_new!r} was already the model's answer to {req.text!r}")
-    return out
+_IDENTITY_ON_POST_NORM = (
+    "MEMIT without layer statistics (identity covariance) on a model that normalises its MLP output (Gemma 2/3) "
+    "spreads each update over every key; on Gemma-3-270M it made 0 of 10 new targets stick. Use stats_samples > 0.")
 
 
 METHOD = _Memit()

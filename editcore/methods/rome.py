@@ -48,7 +48,8 @@ from ..errors import InputError
 from ..scope import Patch
 from ..types import Request
 from . import stats
-from ._common import context_templates, optimise_value, validate_request, value_settings
+from ._common import (already_answer_warnings, context_templates, optimise_value, validate_request,
+                      value_settings)
 from .base import Edit, Progress, hparam, validate_hparams
 
 log = logging.getLogger(__name__)
@@ -153,8 +154,7 @@ class _Rome:
             "block_replay": vr.replayed,
             "suffix_replay": vr.suffix,
             "consistent_keys": hp.consistent_keys,
-            "warnings": [f"the new target {req.target_new!r} was already the model's answer to {req.text!r}"]
-            if vr.already_answer else [],
+            "warnings": already_answer_warnings([req], [vr]),
             # Tensors for tests and plots (kept on CPU); ``Edit.summary`` skips them.
             "vectors": {"k_star": k_star.cpu(), "key": key.cpu(), "c_inv_k": c_inv_k.cpu(),
                         "v_target": v_target.cpu(), "v_current": v_current.cpu()},
