@@ -283,10 +283,5 @@ def stale_caption(result_form: dict | None, form: dict, button: str) -> bool:
     return True
 
 
-def fmt_sig(v: float | None, digits: int = 3) -> str:
-    """A number with ``digits`` significant digits, "—" when missing."""
-    return "—" if v is None else f"{v:.{digits}g}"
-
-
 def fmt(v: float | None, digits: int = 3) -> str:
     return "—" if v is None else f"{v:.{digits}f}"

@@ -140,6 +140,11 @@ def related_words(rows: Sequence[dict]) -> go.Figure:
     return _layout(fig, "Related words of the new and old target, before vs after", barmode="group")
 
 
+def fmt_sig(v: float | None, digits: int = 3) -> str:
+    """A number with ``digits`` significant digits, "—" when missing (the Compare table and heatmap cells)."""
+    return "—" if v is None else f"{v:.{digits}g}"
+
+
 def compare_heatmap(rows: Sequence[dict], metrics: Sequence[tuple[str, str, bool]]) -> go.Figure:
     """Methods × metrics. Colour is the value scaled per metric so that 1 = best among the methods (for
     'lower is better' metrics the scale is flipped); the cell text is the raw value."""
@@ -148,7 +153,7 @@ def compare_heatmap(rows: Sequence[dict], metrics: Sequence[tuple[str, str, bool
     for key, _label, higher in metrics:
         vals = [r.get(key) for r in rows]
         z.append(_row_scores(vals, higher))
-        text.append(["—" if v is None else f"{v:.3g}" for v in vals])
+        text.append([fmt_sig(v) for v in vals])
     fig = go.Figure(go.Heatmap(z=z, x=methods, y=[label for _k, label, _h in metrics], text=text,
                                texttemplate="%{text}", colorscale="RdYlGn", zmin=0, zmax=1, showscale=False,
                                hovertemplate="%{y} · %{x}: %{text}<extra></extra>"))

@@ -349,8 +349,8 @@ def _greedy_answer(lm, prompt: str) -> str:
 def with_new_target(case: Case, target: str | None) -> Case:
     """A catalog or benchmark case edited towards ``target`` (``None``: the case as it is). One of the
     case's own targets (matched case-insensitively) is moved first; any other target is put first as a
-    free target, for which the case has no one-hop questions or related words (the metrics then use
-    the model's own suggestions)."""
+    free target, for which the case has no one-hop questions; its related words are borrowed from the catalog
+    fact that lists them, else the metrics use the model's own suggestions."""
     if target is None:
         return case
     target = " ".join(str(target).split())

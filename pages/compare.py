@@ -42,7 +42,7 @@ ui.stale_caption(st.session_state.get("cmp_result_form"), form, "Compare")
 metrics = [m for m in service.SCORECARD]
 # Three significant digits, as in the heatmap; a missing value is "—" (st.dataframe shows a missing number as
 # "None", also through a Styler's na_rep), never a zero.
-table = pd.DataFrame([{"method": r["method"], **{label: ui.fmt_sig(r.get(key)) for key, label, _h in metrics}}
+table = pd.DataFrame([{"method": r["method"], **{label: charts.fmt_sig(r.get(key)) for key, label, _h in metrics}}
                       for r in result["rows"]])
 st.dataframe(table, hide_index=True, key="cmp_table")
 st.caption(ui.definitions_caption(key for key, _label, _h in metrics) + " · — : no value for this fact")
