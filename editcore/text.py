@@ -370,8 +370,7 @@ def greedy_tokens(lm, prompts: Sequence[str], max_new_tokens: int = 8, batch_siz
         try:
             if not _fits_window(lm, width + max_new_tokens):
                 raise ValueError("a padded batch longer than the sliding attention window")
-            gen = _greedy_loop(lm, ids, mask, max_new_tokens, pad,
-                               None if lengths is None else [lengths[i] for i in idx],
+            gen = _greedy_loop(lm, enc, max_new_tokens, None if lengths is None else [lengths[i] for i in idx],
                                None if drafts is None else [drafts[i] for i in idx])
         except Exception as exc:  # a family whose cache API differs: transformers' own generate is exact too
             log.info("own greedy loop failed for %s (%s); using generate()", lm.adapter.family, exc)
@@ -424,8 +423,7 @@ def cached_forward(lm, ids: torch.Tensor, mask: torch.Tensor | None, positions: 
 
 
 @torch.no_grad()
-def _greedy_loop(lm, ids: torch.Tensor, mask: torch.Tensor, n: int, pad: int,
-                 lengths: Sequence[int] | None = None,
+def _greedy_loop(lm, prompts: Sequence[Sequence[int]], n: int, lengths: Sequence[int] | None = None,
                  drafts: Sequence[Sequence[int] | None] | None = None) -> torch.Tensor:
     """Greedy decoding with a key/value cache, the next token read through :meth:`ArchAdapter.logits`.
 
@@ -438,11 +436,13 @@ def _greedy_loop(lm, ids: torch.Tensor, mask: torch.Tensor, n: int, pad: int,
     row's greedy tokens are the argmaxes at the draft's positions up to and including the first one that
     differs from the draft (each argmax there is conditioned on a draft prefix that equals the greedy
     prefix), the draft's positions after that are masked out of the cache, and decoding goes on from there.
-    A wrong draft costs one longer first pass; a right one saves a decoding step per token."""
-    rows = ids.shape[0]
-    dev = ids.device
+    A wrong draft costs one longer first pass; a right one saves a decoding step per token. Returns ``[rows,
+    n]`` token ids, padded with :func:`pad_id`."""
+    rows = len(prompts)
+    dev = _device(lm)
+    pad = pad_id(lm.tokenizer)
     want = [n] * rows if lengths is None else [min(int(x), n) for x in lengths]
-    prompts = [ids[r][mask[r].bool()].tolist() for r in range(rows)]
+    prompts = [list(p) for p in prompts]
     drafts = [list(d or [])[:max(0, w - 1)] for d, w in zip(drafts or [None] * rows, want)]
     seqs = [p + d for p, d in zip(prompts, drafts)]
     ids, mask = padded(lm, seqs, left=True)

@@ -11,26 +11,20 @@ PROMPTS = ["The Louvre is located in", "Hello", "The capital of Japan is the cit
 
 
 def _left_padded(lm, prompts):
-    tok = lm.tokenizer
-    pad = text.pad_id(tok)
-    enc = [text.prompt_ids(tok, p) for p in prompts]
-    width = max(len(e) for e in enc)
-    ids = torch.full((len(enc), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, e in enumerate(enc):
-        ids[i, width - len(e):] = torch.tensor(e)
-        mask[i, width - len(e):] = 1
-    return ids, mask, pad, width
+    """Prompt ids, and the left-padded batch ``generate`` takes: ``(enc, ids, mask, pad, width)``."""
+    enc = [text.prompt_ids(lm.tokenizer, p) for p in prompts]
+    ids, mask = text.padded(lm, enc, left=True)
+    return enc, ids, mask, text.pad_id(lm.tokenizer), ids.shape[1]
 
 
 @pytest.mark.parametrize("family", tiny.FAMILIES)
 def test_own_greedy_loop_matches_generate(family):
     lm = tiny.lm(family)
-    ids, mask, pad, width = _left_padded(lm, PROMPTS)
+    enc, ids, mask, pad, width = _left_padded(lm, PROMPTS)
     with torch.no_grad():
         ref = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
                                 pad_token_id=pad, num_beams=1)[:, width:]
-    got = text._greedy_loop(lm, ids, mask, 6, pad)
+    got = text._greedy_loop(lm, enc, 6)
     assert got[:, :ref.shape[1]].tolist() == ref.tolist()
     # Prefixes: the first n tokens of a longer run are the run of length n.
     assert text.greedy_tokens(lm, PROMPTS, 3) == [row[:3] for row in text.greedy_tokens(lm, PROMPTS, 6)]
@@ -41,12 +35,12 @@ def test_rows_leaving_the_greedy_batch_keep_the_others_tokens(family, monkeypatc
     """Rows that reach their own length, or an end-of-sequence token, leave the batch and its key/value
     cache; every row still gets exactly generate()'s tokens up to its stop, then padding."""
     lm = tiny.lm(family)
-    ids, mask, pad, width = _left_padded(lm, PROMPTS)
+    enc, ids, mask, pad, width = _left_padded(lm, PROMPTS)
     with torch.no_grad():
         ref = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
                                 pad_token_id=pad, num_beams=1)[:, width:]
     lengths = [2, 6, 4]
-    got = text._greedy_loop(lm, ids, mask, 6, pad, lengths)
+    got = text._greedy_loop(lm, enc, 6, lengths)
     for row, ref_row, n in zip(got.tolist(), ref.tolist(), lengths):
         assert row == ref_row[:n] + [pad] * (6 - n)
     # An end-of-sequence token met by one row (its third token) ends that row early.
@@ -55,12 +49,12 @@ def test_rows_leaving_the_greedy_batch_keep_the_others_tokens(family, monkeypatc
     with torch.no_grad():
         ref = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
                                 pad_token_id=pad, num_beams=1, eos_token_id=eos)[:, width:]
-    got = text._greedy_loop(lm, ids, mask, 6, pad)
+    got = text._greedy_loop(lm, enc, 6)
     ref = torch.cat([ref, torch.full((3, 6 - ref.shape[1]), pad, dtype=ref.dtype)], 1)
     assert got.tolist() == ref.tolist()
     assert got[1, 3:].tolist() == [pad] * 3
     # A draft that runs past the end-of-sequence token does not extend the row.
-    drafted = text._greedy_loop(lm, ids, mask, 6, pad, drafts=[row[:3] + [5, 5, 5] for row in ref.tolist()])
+    drafted = text._greedy_loop(lm, enc, 6, drafts=[row[:3] + [5, 5, 5] for row in ref.tolist()])
     assert drafted.tolist() == ref.tolist()
 
 
@@ -121,16 +115,16 @@ def test_drafts_change_the_speed_of_greedy_decoding_not_its_tokens(family):
     """A draft (the unedited model's continuation, when reading an edited one) is checked like a speculative
     draft: right, partly right, wrong, too long or empty, the tokens are those of plain greedy decoding."""
     lm = tiny.lm(family)
-    ids, mask, pad, _ = _left_padded(lm, PROMPTS)
-    plain = text._greedy_loop(lm, ids, mask, 6, pad)
+    enc, ids, mask, pad, _ = _left_padded(lm, PROMPTS)
+    plain = text._greedy_loop(lm, enc, 6)
     right = [row for row in plain.tolist()]
     partly = [row[:2] + [(row[2] + 1) % 50, 7, 7] for row in right]
     wrong = [[(t + 3) % 50 for t in row] for row in right]
     for drafts in (right, partly, wrong, [row + [1, 2, 3] for row in right], [[], None, right[2][:3]]):
-        got = text._greedy_loop(lm, ids, mask, 6, pad, drafts=drafts)
+        got = text._greedy_loop(lm, enc, 6, drafts=drafts)
         assert got.tolist() == plain.tolist(), drafts
     lengths = [2, 6, 4]
-    short = text._greedy_loop(lm, ids, mask, 6, pad, lengths, drafts=partly)
+    short = text._greedy_loop(lm, enc, 6, lengths, drafts=partly)
     for row, ref, k in zip(short.tolist(), plain.tolist(), lengths):
         assert row == ref[:k] + [pad] * (6 - k)
 
@@ -141,7 +135,7 @@ def test_cache_paths_hold_when_prompts_outrun_a_sliding_window(family, monkeypat
     greedy decoding (which then goes through ``generate``) and the shared-prefix scores still equal plain
     passes."""
     lm = tiny.lm(family, sliding_window=4)
-    ids, mask, pad, width = _left_padded(lm, PROMPTS)
+    enc, ids, mask, pad, width = _left_padded(lm, PROMPTS)
     assert width > 4
     with torch.no_grad():
         ref = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
