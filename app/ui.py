@@ -64,6 +64,25 @@ METRIC_HELP: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Streamlit scrolls to a URL's #anchor when that heading mounts; formulas typeset afterwards (KaTeX) can
+# push the heading down again, so a page with formulas above its anchors scrolls once more after them.
+# Constant script, no user text; the component's iframe shares the page's origin.
+_RESCROLL = """<script>
+const top_ = window.parent, id = decodeURIComponent(top_.location.hash.slice(1));
+for (const ms of [400, 1200, 3000]) setTimeout(() => {
+  const el = id && top_.document.getElementById(id);
+  if (el && Math.abs(el.getBoundingClientRect().top) > 120) el.scrollIntoView();
+}, ms);
+</script>"""
+
+
+def rescroll_to_anchor() -> None:
+    """Scroll to the URL's #anchor again once the page's formulas are typeset (call at the page's end)."""
+    import streamlit.components.v1 as components
+
+    components.html(_RESCROLL, height=0)
+
+
 def definition_url(anchor: str) -> str:
     """Link to a section of the Methods & metrics page (Streamlit scrolls to a heading's anchor on load).
     Relative, so that it also works when the app is served under a base path (``/<base>/methods``);

@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from app import ui
+
 st.title("Methods & metrics")
 st.caption("Short definitions in EditScope's own words; the formulas follow the cited papers. Every metric "
            "label elsewhere links to its section here.")
@@ -72,3 +74,5 @@ st.markdown("Li et al. 2024 (ICLR). *θ* unedited, *θ′* after edit 1, *θ″*
             "trip, **IR** the share of other true objects whose probability fell, **FR** the share of cases "
             "with IR > 0.5.")
 st.latex(r"\mathrm{CM} = \frac{P_{\theta'}(o_1 \mid q_1) - P_{\theta''}(o_1 \mid q_1)}{P_{\theta'}(o_1 \mid q_1)}")
+
+ui.rescroll_to_anchor()
