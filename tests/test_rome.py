@@ -86,15 +86,20 @@ def test_fast_paths_match_full_forward(family, corpus, monkeypatch):
     lm = tiny.lm(family)
     hp = _hp(corpus)
     curves = {}
-    for mode, switches in (("suffix", {}), ("blocks", {"suffix_cache": False}),
-                           ("full", {"suffix_cache": False, "block_replay": False})):
-        monkeypatch.setattr(_common, "SPEEDUPS", {"block_replay": True, "suffix_cache": True, "drop_finished": True, **switches})
+    base = dict(_common.SPEEDUPS)
+    for mode, switches, group_cost in (
+            ("suffix", {}, _common.GROUP_COST_TOKENS),
+            ("split", {}, 0.0),  # the KL row (one suffix token) in a group of its own
+            ("blocks", {"suffix_cache": False}, _common.GROUP_COST_TOKENS),
+            ("full", {"suffix_cache": False, "block_replay": False}, _common.GROUP_COST_TOKENS)):
+        monkeypatch.setattr(_common, "SPEEDUPS", {**base, **switches})
+        monkeypatch.setattr(_common, "GROUP_COST_TOKENS", group_cost)
         d = get_method("rome").compute(lm, [REQ], hp).diagnostics
-        assert d["suffix_replay"] == (mode == "suffix")
+        assert d["suffix_replay"] == (mode in ("suffix", "split"))
         assert d["block_replay"] == (mode != "full")
         curves[mode] = d["loss_curve"]
-    assert curves["suffix"] == pytest.approx(curves["full"], rel=1e-4, abs=1e-6)
-    assert curves["blocks"] == pytest.approx(curves["full"], rel=1e-4, abs=1e-6)
+    for mode in ("suffix", "split", "blocks"):
+        assert curves[mode] == pytest.approx(curves["full"], rel=1e-4, abs=1e-6), mode
 
 
 def test_a_cached_forward_that_differs_from_a_plain_one_turns_the_suffix_replay_off(corpus, monkeypatch):
@@ -127,8 +132,9 @@ def test_suffix_replay_with_subject_at_the_start(family, corpus, monkeypatch):
     req = Request("{} is located in the city of", "The", "London")
     assert _common.subject_last_index(lm.tokenizer, req.prompt, req.subject)[1] == 0
     curves = {}
+    base = dict(_common.SPEEDUPS)
     for mode, switches in (("suffix", {}), ("full", {"suffix_cache": False, "block_replay": False})):
-        monkeypatch.setattr(_common, "SPEEDUPS", {"block_replay": True, "suffix_cache": True, "drop_finished": True, **switches})
+        monkeypatch.setattr(_common, "SPEEDUPS", {**base, **switches})
         d = get_method("rome").compute(lm, [req], _hp(corpus)).diagnostics
         assert d["suffix_replay"] == (mode == "suffix")
         curves[mode] = d["loss_curve"]

@@ -15,15 +15,18 @@ What lives here, written once so the methods cannot drift apart:
   ``||delta|| / ||v_init||^2`` and its clamp ``||delta|| <= clamp_norm_factor * ||v_init||``.
 
 Speed: the blocks below the edited layer do not change while ``delta`` is optimised, so
-:class:`_Replay` runs them once, records the hidden state entering the edited block and the keyword
+:class:`_Replay` runs them once, records the hidden state entering the first replayed block and the keyword
 arguments every later block was called with (masks, rotary ``position_embeddings``, Gemma's per-layer
-sliding/full masks), and each optimisation step then runs only blocks ``l..L-1``. The replay is checked
-against a full forward on the first step; if it disagrees (an unknown family that does something between
-blocks) it falls back to full forwards. :class:`_SuffixReplay` goes further and recomputes only the tokens
-from the edited one on, with the prefix in a key/value cache (checked against the model's own cached forward
-on every row, and that against a plain forward on two rows); in a batch (MEMIT) the rows of requests that
-have met their stopping rule are dropped from it. Logits are computed only at the scored positions (Gemma's
-vocabulary has 262k entries), and the unembedding's backward is computed per vocabulary chunk
+sliding/full masks), and each optimisation step then runs only blocks ``l..L-1`` (ROME's delta sits inside
+block ``l``) or ``l+1..L-1`` (MEMIT's is added to block ``l``'s output). The replay is checked against a full
+forward on the first step; if it disagrees (an unknown family that does something between blocks) it falls
+back to full forwards. :class:`_SuffixReplay` goes further and recomputes only the tokens from the edited one
+on, with the prefix in a key/value cache (checked against the model's own cached forward on every row, and
+that against a plain forward on two rows); rows are grouped by suffix length (:func:`suffix_groups`) so short
+rows are not padded to the longest, and in a batch (MEMIT) the rows of requests that have met their stopping
+rule are dropped. Rows end at the last position that is read (the last target token is only a label; the KL
+prompt is read at the subject). Logits are computed only at the scored positions (Gemma's vocabulary has 262k
+entries), and the unembedding's backward is computed per vocabulary chunk
 (:func:`editcore.models.arch.chunked_matmul`).
 """
 
@@ -205,6 +208,47 @@ def mlp_keys(lm, layer: int, requests: Sequence[Request], templates: Sequence[st
 
 
 # ---- replaying the upper blocks -------------------------------------------------------------------
+# ``edit(x, rows)`` rewrites hidden states ``x`` whose batch holds the replay's rows ``rows`` (a LongTensor of
+# row numbers in the replay's current order): ROME adds its delta to the MLP projection's output, MEMIT to
+# the input of the block above the edited one.
+RowEdit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _edit_output(out, edit: RowEdit, rows: torch.Tensor):
+    return edit(out, rows) if not isinstance(out, tuple) else (edit(out[0], rows),) + tuple(out[1:])
+
+
+def _record(blocks: Sequence[torch.nn.Module], final_norm: torch.nn.Module, forward: Callable[[], object]):
+    """Run ``forward`` recording every call of ``blocks`` and of the final norm. Returns ``(output, block
+    calls, h0)`` where ``h0`` is the input of the first block (of the final norm when there are no blocks),
+    or ``None`` when the calls could not be recorded (hidden states not passed positionally)."""
+    calls: list[tuple[tuple, dict]] = []
+
+    def record(_m, args, kwargs):
+        calls.append((args, kwargs))
+
+    handles = [m.register_forward_pre_hook(record, with_kwargs=True) for m in (*blocks, final_norm)]
+    with _hooked(handles):
+        out = forward()
+    ok = len(calls) == len(blocks) + 1 and all(len(a) >= 1 and isinstance(a[0], torch.Tensor) for a, _ in calls)
+    return out, calls[:len(blocks)], (calls[0][0][0].detach() if ok else None)
+
+
+def _run_recorded(rp, edit: RowEdit | None, module: torch.nn.Module | None, rows: torch.Tensor) -> torch.Tensor:
+    """Run a replay's recorded block calls from its recorded input ``rp.h0`` (edited by ``edit`` unless the edit
+    sits on ``module``, whose forward hook the caller installed). Returns final-normed hidden states."""
+    h = rp.h0 if edit is None or module is not None else edit(rp.h0, rows)
+    for block, (args, kwargs) in zip(rp.blocks, rp.calls):
+        h = _first(block(h, *args[1:], **kwargs))
+    return rp.final_norm(h)
+
+
+def _module_edit(edit: RowEdit | None, module: torch.nn.Module | None, rows: torch.Tensor) -> list:
+    if edit is None or module is None:
+        return []
+    return [module.register_forward_hook(lambda _m, _a, out: _edit_output(out, edit, rows))]
+
+
 class _Replay:
     """Run blocks ``start..L-1`` (plus the final norm) on recorded inputs; see the module docstring."""
 
@@ -213,41 +257,29 @@ class _Replay:
         self.ids, self.mask, self.start = ids, mask, start
         ad = lm.adapter
         self.blocks = [ad.block(i) for i in range(start, ad.n_layers)]
+        self.below = ad.block(start - 1) if start > 0 else None  # its output is the replay's input
         self.final_norm = ad.module("final_norm")
-        self.calls: list[tuple[tuple, dict]] = []
-        handles = []
-
-        def record(_m, args, kwargs):
-            self.calls.append((args, kwargs))
-
-        for b in self.blocks:
-            handles.append(b.register_forward_pre_hook(record, with_kwargs=True))
-        with _hooked(handles), torch.no_grad():
-            out = lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+        with torch.no_grad():
+            out, self.calls, self.h0 = _record(self.blocks, self.final_norm, lambda: lm.model.base_model(
+                input_ids=ids, attention_mask=mask, use_cache=False))
         self.reference = final_hidden(out).detach()
-        ok = len(self.calls) == len(self.blocks) and all(
-            len(a) >= 1 and isinstance(a[0], torch.Tensor) for a, _ in self.calls)
-        self.h0 = self.calls[0][0][0].detach() if ok else None
-        self.use_replay = ok
+        self.use_replay = self.h0 is not None
+        self.order = list(range(ids.shape[0]))
         self.checked = False
 
-    def run(self, module_hook: tuple[torch.nn.Module, Callable] | None = None,
-            block_edit: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        """Final-normed hidden states ``[B, T, d]``. ``module_hook=(module, fn)`` installs a forward hook
-        for the pass; ``block_edit`` rewrites the edited block's output (MEMIT's residual)."""
-        handles = []
-        if module_hook is not None:
-            handles.append(module_hook[0].register_forward_hook(module_hook[1]))
+    def run(self, edit: RowEdit | None = None, module: torch.nn.Module | None = None) -> torch.Tensor:
+        """Final-normed hidden states ``[B, T, d]``. ``edit`` rewrites the output of ``module`` (inside the
+        replayed blocks) or, without ``module``, the replay's input (the output of block ``start - 1``)."""
+        rows = torch.arange(self.ids.shape[0], device=self.ids.device)
+        handles = _module_edit(edit, module, rows)
+        if not self.use_replay and edit is not None and module is None:
+            if self.below is None:
+                raise ValueError("an edit of the replay's input needs start >= 1")
+            handles.append(self.below.register_forward_hook(lambda _m, _a, out: _edit_output(out, edit, rows)))
         with _hooked(handles):
             if self.use_replay:
-                return _run_blocks(self, block_edit)
-            bhandles = []
-            if block_edit is not None:
-                bhandles.append(self.blocks[0].register_forward_hook(
-                    lambda _m, _a, out: (block_edit(out[0]),) + tuple(out[1:])
-                    if isinstance(out, tuple) else block_edit(out)))
-            with _hooked(bhandles):
-                out = self.lm.model.base_model(input_ids=self.ids, attention_mask=self.mask, use_cache=False)
+                return _run_recorded(self, edit, module, rows)
+            out = self.lm.model.base_model(input_ids=self.ids, attention_mask=self.mask, use_cache=False)
             return final_hidden(out)
 
     def at(self, rows: Sequence[int], positions: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -262,17 +294,6 @@ class _Replay:
         self.use_replay = _agrees(self.reference[m], h.detach()[m], f"block replay ({self.lm.adapter.family})",
                                   "using full forwards")
         return self.use_replay
-
-
-def _run_blocks(rp, block_edit: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
-    """Run a replay's recorded block calls from its recorded input ``rp.h0``; ``block_edit`` rewrites the first
-    block's output (MEMIT's residual). Returns final-normed hidden states."""
-    h = rp.h0
-    for i, (block, (args, kwargs)) in enumerate(zip(rp.blocks, rp.calls)):
-        h = _first(block(h, *args[1:], **kwargs))
-        if i == 0 and block_edit is not None:
-            h = block_edit(h)
-    return rp.final_norm(h)
 
 
 def _agrees(ref: torch.Tensor, got: torch.Tensor, what: str, fallback: str) -> bool:
@@ -317,59 +338,56 @@ class _SuffixReplay:
         self.c = c
         self.blocks = [ad.block(i) for i in range(start, ad.n_layers)]
         self.final_norm = ad.module("final_norm")
-        self.calls: list[tuple[tuple, dict]] = []
         with torch.no_grad():
             _, self.cache = cached_forward(lm, ids[:, :c], mask[:, :c], pos[:, :c])
             layers = getattr(self.cache, "layers", None)
             if layers is None:
                 raise _NoSuffix("the key/value cache has no per-layer state to reset")
             self.saved = [dict(layer.__dict__) for layer in layers]
-
-            def record(_m, args, kwargs):
-                self.calls.append((args, kwargs))
-
-            handles = [b.register_forward_pre_hook(record, with_kwargs=True) for b in self.blocks]
-            with _hooked(handles):
-                own, _ = cached_forward(lm, ids[:, c:], mask, pos[:, c:], self.cache)
-            ok = len(self.calls) == len(self.blocks) and all(
-                len(a) >= 1 and isinstance(a[0], torch.Tensor) for a, _ in self.calls)
-            if not ok:
+            (own, _), self.calls, h0 = _record(self.blocks, self.final_norm, lambda: cached_forward(
+                lm, ids[:, c:], mask, pos[:, c:], self.cache))
+            if h0 is None:
                 raise _NoSuffix("block calls could not be recorded")
-            self.h0 = self.calls[0][0][0].detach()
+            self.h0 = h0
             # What the model itself computes for the suffix with the cached prefix: check() compares the replay
             # with it on every row. That the cached, left-padded forward equals a plain forward is checked
-            # here on the two rows with the most and the least padding (a plain forward of every row would
-            # cost as much as the prefix and suffix passes together).
+            # here on the two rows with the most and the least padding, at the input of block ``start`` (at
+            # least block 1, so one cached attention is always covered): the blocks above use the same cache
+            # code, and a plain pass that stops there costs a fraction of a full one.
             self.reference = final_hidden(own)
             probe = sorted({min(range(len(seqs)), key=self.look.__getitem__),
                             max(range(len(seqs)), key=self.look.__getitem__)})
-            pids, pmask = _pad_right(lm, [seqs[r] for r in probe])
-            plain = final_hidden(lm.model.base_model(input_ids=pids, attention_mask=pmask, use_cache=False))
+            stop = max(start, 1)
+            plain, cached = _plain_hidden(lm, [seqs[r] for r in probe], stop), self.reference
+            if stop < ad.n_layers:
+                cached = self.calls[stop - start][0][0]
             for j, r in enumerate(probe):
                 n = len(seqs[r]) - self.look[r]
-                if not _agrees(plain[j, self.look[r]:len(seqs[r])], self.reference[r, :n],
+                if not _agrees(plain[j, self.look[r]:len(seqs[r])], cached[r, :n],
                                f"cached forward ({lm.adapter.family})", "replaying whole sequences"):
                     raise _NoSuffix("the cached forward differs from a plain forward")
         self.suffix_mask = mask[:, c:].bool()
         self.use_replay = True
         self.checked = False
 
-    def at(self, rows: Sequence[int], positions: Sequence[int]) -> tuple[list[int], list[int]]:
-        return list(rows), [p - self.look[r] for r, p in zip(rows, positions)]
+    @property
+    def n_rows(self) -> int:
+        return self.h0.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.h0.shape[1]
 
     def _reset(self) -> None:
         for layer, state in zip(self.cache.layers, self.saved):
             layer.__dict__.clear()
             layer.__dict__.update(state)
 
-    def run(self, module_hook=None, block_edit=None) -> torch.Tensor:
-        handles = []
-        if module_hook is not None:
-            handles.append(module_hook[0].register_forward_hook(module_hook[1]))
+    def run(self, edit: RowEdit | None, module: torch.nn.Module | None, rows: torch.Tensor) -> torch.Tensor:
         self._reset()
         try:
-            with _hooked(handles):
-                return _run_blocks(self, block_edit)
+            with _hooked(_module_edit(edit, module, rows)):
+                return _run_recorded(self, edit, module, rows)
         finally:
             self._reset()
 
@@ -402,6 +420,131 @@ class _SuffixReplay:
         return self.use_replay
 
 
+# Padded suffix tokens that one more group must save before the rows are split (CPU). A group costs a pass
+# over every replayed block's weights per step whatever its size: on this project's 2-core machine a step
+# of SmolLM2-135M's 25 upper blocks took ~0.13 s plus ~2.7 ms per token, so a group pays for itself once it
+# saves about 48 padded tokens. On CUDA padding costs next to nothing, so rows stay in one group there.
+GROUP_COST_TOKENS = 48.0
+
+
+def suffix_groups(lengths: Sequence[int], looks: Sequence[int], cost: float) -> list[list[int]]:
+    """Split rows into groups of similar suffix length: minimise ``sum(rows x longest suffix) + cost x groups``
+    over splits of the rows sorted by length (rows of one length stay together). Every group needs a row
+    with a token before the edited one (``look >= 1``), which the cache of :class:`_SuffixReplay` needs."""
+    by_len: dict[int, list[int]] = {}
+    for r, n in enumerate(lengths):
+        by_len.setdefault(n, []).append(r)
+    keys = sorted(by_len)
+    size = [len(by_len[k]) for k in keys]
+    has_prefix = [any(looks[r] >= 1 for r in by_len[k]) for k in keys]
+    best, cut = [0.0] + [math.inf] * len(keys), [0] * (len(keys) + 1)
+    for j in range(1, len(keys) + 1):
+        rows = 0
+        prefix = False
+        for i in range(j - 1, -1, -1):  # group = buckets i..j-1, width keys[j-1]
+            rows += size[i]
+            prefix = prefix or has_prefix[i]
+            c = best[i] + rows * keys[j - 1] + cost
+            if prefix and c < best[j]:
+                best[j], cut[j] = c, i
+    if not math.isfinite(best[-1]):
+        return [list(range(len(lengths)))]
+    groups, j = [], len(keys)
+    while j > 0:
+        groups.append(sorted(r for k in keys[cut[j]:j] for r in by_len[k]))
+        j = cut[j]
+    return groups[::-1]
+
+
+class _SuffixGroups:
+    """Rows split into groups of similar suffix length (:func:`suffix_groups`), one :class:`_SuffixReplay` per
+    group, so short rows (ROME's KL prompt is a single suffix token) are not padded to the longest. Rows are
+    held group after group (:attr:`order`: the original row of each); :meth:`run` pads each group's hidden
+    states to the longest suffix and stacks them."""
+
+    def __init__(self, lm, seqs: Sequence[Sequence[int]], look: Sequence[int], start: int,
+                 groups: Sequence[Sequence[int]]):
+        self.parts = [_SuffixReplay(lm, [seqs[r] for r in g], [look[r] for r in g], start) for g in groups]
+        self.order = [r for g in groups for r in g]
+        self.use_replay = True
+        self.lm = lm
+
+    @property
+    def look(self) -> list[int]:
+        return [x for p in self.parts for x in p.look]
+
+    @property
+    def width(self) -> int:
+        return max(p.width for p in self.parts)
+
+    @property
+    def suffix_mask(self) -> torch.Tensor:
+        w = self.width
+        return torch.cat([torch.nn.functional.pad(p.suffix_mask, (0, w - p.width)) for p in self.parts])
+
+    def at(self, rows: Sequence[int], positions: Sequence[int]) -> tuple[list[int], list[int]]:
+        look = self.look
+        return list(rows), [p - look[r] for r, p in zip(rows, positions)]
+
+    def _spans(self) -> list:
+        spans, off = [], 0
+        for p in self.parts:
+            spans.append((p, off))
+            off += p.n_rows
+        return spans
+
+    def run(self, edit: RowEdit | None = None, module: torch.nn.Module | None = None) -> torch.Tensor:
+        w, outs = self.width, []
+        for p, off in self._spans():
+            rows = torch.arange(off, off + p.n_rows, device=p.h0.device)
+            h = p.run(edit, module, rows)
+            outs.append(torch.nn.functional.pad(h, (0, 0, 0, w - h.shape[1])))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def check(self, h: torch.Tensor) -> bool:
+        self.use_replay = all([p.check(h[off:off + p.n_rows, :p.width]) for p, off in self._spans()])
+        return self.use_replay
+
+    def shrink(self, keep: Sequence[int]):
+        """Keep rows ``keep`` (current row numbers, ascending); a group left empty is dropped."""
+        state = (self.parts, [])
+        parts = []
+        for p, off in self._spans():
+            local = [i - off for i in keep if off <= i < off + p.n_rows]
+            if len(local) < p.n_rows and local:
+                state[1].append((p, p.shrink(local)))
+            if local:
+                parts.append(p)
+        self.parts = parts
+        return state
+
+    def undo(self, state) -> None:
+        parts, undos = state
+        for p, st in undos:
+            p.undo(st)
+        self.parts = parts
+
+
+def _plain_hidden(lm, seqs: Sequence[Sequence[int]], block: int) -> torch.Tensor:
+    """Right-padded plain forward (no cache) of ``seqs``: the input of block ``block`` ``[n, T, d]``, the pass
+    stopping there, or the final-normed hidden states when ``block`` is past the last block."""
+    ids, mask = _pad_right(lm, seqs)
+    if block >= lm.adapter.n_layers:
+        return final_hidden(lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False))
+    got: dict[str, torch.Tensor] = {}
+
+    def pre(_m, args):
+        got["h"] = args[0]
+        raise _Stop
+
+    with _hooked([lm.adapter.block(block).register_forward_pre_hook(pre)]):
+        try:
+            lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+        except _Stop:
+            pass
+    return got["h"]
+
+
 def _take_rows(x, idx: torch.Tensor, n: int):
     """``x`` with every tensor of batch size ``n`` (2-D or more, first dimension ``n``) cut to rows ``idx``;
     containers are rebuilt, anything else (a cache object, flags) is passed through."""
@@ -419,8 +562,8 @@ class _NoSuffix(Exception):
     """This model/batch cannot use the suffix replay (the caller falls back to :class:`_Replay`)."""
 
 
-# Switches for the benchmark's "what bought how much" table; both on in normal use.
-SPEEDUPS = {"block_replay": True, "suffix_cache": True, "drop_finished": True}
+# Switches for the benchmark's "what bought how much" table; all on in normal use.
+SPEEDUPS = {"block_replay": True, "suffix_cache": True, "drop_finished": True, "suffix_groups": True}
 
 
 # ---- value optimisation (ROME's v*, MEMIT's z*) ---------------------------------------------------------
@@ -437,6 +580,7 @@ class ValueResult:
     keys: torch.Tensor | None = None  # [n_contexts, d_mlp] keys at the edited layer (slot "mlp_out" only)
     replayed: bool = True
     suffix: bool = False  # the suffix-only replay was used (see _SuffixReplay)
+    groups: int = 0  # how many suffix-length groups it started with (see suffix_groups)
     batch_rows: list[int] = field(default_factory=list)  # rows run at each step (shared by the batch)
 
     @property
@@ -455,13 +599,16 @@ class ValueSettings:
     stop_prob: float = 1.0  # also stop once mean P(target token) reaches this (1.0: ROME's rule only)
 
 
-def _make_replay(lm, seqs, look, layer):
+def _make_replay(lm, seqs, look, start):
     if SPEEDUPS["block_replay"] and SPEEDUPS["suffix_cache"]:
+        split = SPEEDUPS["suffix_groups"] and lm.device.type == "cpu"
+        groups = suffix_groups([len(q) - i for q, i in zip(seqs, look)], look,
+                               GROUP_COST_TOKENS if split else math.inf)
         try:
-            return _SuffixReplay(lm, seqs, look, layer)
+            return _SuffixGroups(lm, seqs, look, start, groups)
         except Exception as exc:  # any family that cannot do it still gets the (slower) exact path
             log.info("suffix replay unavailable for %s (%s); replaying whole sequences", lm.adapter.family, exc)
-    rp = _Replay(lm, *_pad_right(lm, seqs), layer)
+    rp = _Replay(lm, *_pad_right(lm, seqs), start)
     if not SPEEDUPS["block_replay"]:
         rp.use_replay = False
     return rp
@@ -499,24 +646,30 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
             check_length(lm, len(ids) + len(tgt))
             for j, t in enumerate(tgt):
                 loss_entries.append((len(seqs), len(ids) - 1 + j, t, q))
-            seqs.append(ids + tgt)
+            # The last target token is only ever a label: no position reads it (as in ROME's code).
+            seqs.append(ids + tgt[:-1])
             look.append(idx)
             owner.append(q)
     # ROME's KL prompt: the subject's own "essence", read at the subject's last token (one row per request).
+    # Nothing after that token can reach it, so the row ends there.
     kl_entries: list[tuple[int, int]] = []  # (row, position), one per request
     for q, req in enumerate(reqs):
         kl_ids, kl_idx = subject_last_index(tok, "{} is a", req.subject)
         kl_entries.append((len(seqs), kl_idx))
-        seqs.append(kl_ids)
+        seqs.append(kl_ids[:kl_idx + 1])
         look.append(kl_idx)
         owner.append(q)
 
     dev = lm.device
     per_req = torch.zeros(n_req, device=dev).index_add_(
         0, torch.tensor([e[3] for e in loss_entries], device=dev), torch.ones(len(loss_entries), device=dev))
-    first_row = [owner.index(q) for q in range(n_req)]  # the plain prompt ("{}" comes first) of each request
-    replay = _make_replay(lm, seqs, look, layer)
-    rows_now = list(range(len(seqs)))  # original row of each row the replay holds, in order
+    first_of = {owner.index(q): q for q in range(n_req)}  # the plain prompt ("{}" comes first) of each request
+    # ROME's delta sits inside block ``layer`` (replayed from there); MEMIT's is added to that block's output,
+    # which is the input of block ``layer + 1``.
+    start = layer if slot == "mlp_out" else layer + 1
+    replay = _make_replay(lm, seqs, look, start)
+    rows_now = list(replay.order)  # original row of each row the replay holds, in order
+    n_groups = len(replay.parts) if isinstance(replay, _SuffixGroups) else 0
 
     def make_layout(rp, active: Sequence[int]) -> dict:
         """Index tensors for the rows ``rp`` holds (``rows_now``) and the entries of the ``active`` requests."""
@@ -527,7 +680,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
         kls = [kl_entries[q] for q in active]
         rr, rc = rp.at([at[e[0]] for e in loss] + [at[r] for r, _ in kls], [e[1] for e in loss] + [p for _, p in kls])
         t = lambda xs: torch.tensor(list(xs), device=dev, dtype=torch.long)  # noqa: E731
-        return {"rows": t(range(len(rows_now))), "cols": t(cols), "owner": t(owner[r] for r in rows_now),
+        return {"cols": t(cols), "owner": t(owner[r] for r in rows_now),
                 "read_rows": t(rr), "read_cols": t(rc), "labels": t(e[2] for e in loss),
                 "loss_owner": t(e[3] for e in loss), "n_loss": len(loss), "kl_owner": t(active)}
 
@@ -544,33 +697,37 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     delta = torch.zeros(n_req, d, device=dev, dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=s.lr)
 
-    def add_delta(x: torch.Tensor) -> torch.Tensor:
-        if "v_init" not in captured:  # the first forward holds every row
-            captured["v_init"] = x[first_row, L["cols"][first_row]].detach().float().clone()
+    v_init: dict[int, torch.Tensor] = {}  # request -> value at its plain prompt, read in the first forward
+
+    def add_delta(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        cols = L["cols"][rows]
+        if len(v_init) < n_req:
+            for i, r in enumerate(rows.tolist()):
+                q = first_of.get(rows_now[r])
+                if q is not None:
+                    v_init[q] = x[i, cols[i]].detach().float().clone()
         bump = torch.zeros_like(x)
-        bump[L["rows"], L["cols"]] = delta[L["owner"]].to(x.dtype)
+        bump[torch.arange(len(rows), device=x.device), cols] = delta[L["owner"][rows]].to(x.dtype)
         return x + bump
 
-    def hook(_m, _args, out):
-        return add_delta(_first(out)) if not isinstance(out, tuple) else (add_delta(out[0]),) + tuple(out[1:])
-
     def forward(rp) -> torch.Tensor:
-        return rp.run(module_hook=(edited, hook)) if edited is not None else rp.run(block_edit=add_delta)
+        return rp.run(add_delta, edited)
 
     results = [ValueResult(torch.zeros(d), torch.zeros(d)) for _ in reqs]
     done = torch.zeros(n_req, dtype=torch.bool, device=dev)
     kl_init: torch.Tensor | None = None  # [n_req, V] log-probabilities on the KL prompt before editing
-    can_shrink = isinstance(replay, _SuffixReplay) and SPEEDUPS["drop_finished"]
+    can_shrink = isinstance(replay, _SuffixGroups) and SPEEDUPS["drop_finished"]
     rows_run: list[int] = []
     for it in range(s.steps):
         opt.zero_grad()
         h = forward(replay)
         if it == 0 and not replay.check(h):
             can_shrink = False
-            if isinstance(replay, _SuffixReplay):  # fall back to replaying whole sequences
-                replay = _Replay(lm, *_pad_right(lm, seqs), layer)
+            if isinstance(replay, _SuffixGroups):  # fall back to replaying whole sequences
+                replay = _Replay(lm, *_pad_right(lm, seqs), start)
+                rows_now = list(replay.order)
                 L = make_layout(replay, range(n_req))
-                captured.pop("v_init", None)
+                v_init.clear()
                 h = forward(replay)
                 if not replay.check(h):
                     h = forward(replay)
@@ -591,8 +748,10 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
         # ROME's order: KL(P_edited || P_init) on the essence prompt, per request.
         kl_act = (kl_logp.exp() * (kl_logp - kl_init[L["kl_owner"]])).sum(-1)
         kl = torch.zeros(n_req, device=dev).index_add(0, L["kl_owner"], kl_act)
-        v_init = captured["v_init"]
-        wd = s.weight_decay * delta.norm(dim=1) / v_init.norm(dim=1).clamp_min(1e-12) ** 2
+        if it == 0:
+            captured["v_init"] = torch.stack([v_init[q] for q in range(n_req)])
+        v0 = captured["v_init"]
+        wd = s.weight_decay * delta.norm(dim=1) / v0.norm(dim=1).clamp_min(1e-12) ** 2
         loss = nll + s.kl_factor * kl + wd  # [n_req]; only the active requests' entries are meaningful
         probs = torch.zeros(n_req, device=dev).index_add_(0, L["loss_owner"], tok_lp.detach().exp()) / per_req
         active = (~done).nonzero().flatten().tolist()
@@ -617,7 +776,9 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
             with torch.no_grad():
                 got = forward(replay)
             m = replay.suffix_mask
-            if not _agrees(h.detach()[keep][m], got[m], "suffix replay without finished rows", "keeping them"):
+            # (suffix columns mean the same in both; the cut replay may be narrower)
+            if not _agrees(h.detach()[keep][:, :m.shape[1]][m], got[m], "suffix replay without finished rows",
+                           "keeping them"):
                 replay.undo(state)
                 rows_now, L, can_shrink = old_rows, old_layout, False
         frozen = delta.detach()[done].clone()
@@ -625,7 +786,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
         opt.step()
         with torch.no_grad():
             delta[done] = frozen  # Adam's momentum would otherwise keep moving finished requests
-            max_norm = s.clamp_norm_factor * v_init.norm(dim=1)
+            max_norm = s.clamp_norm_factor * v0.norm(dim=1)
             norms = delta.norm(dim=1)
             over = norms > max_norm
             delta[over] *= (max_norm[over] / norms[over])[:, None]
@@ -636,7 +797,8 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
         res.delta = delta.detach()[q].clone()
         res.keys = keys[q * n_ctx:(q + 1) * n_ctx] if keys is not None else None
         res.replayed = replay.use_replay
-        res.suffix = isinstance(replay, _SuffixReplay) and replay.use_replay
+        res.suffix = isinstance(replay, _SuffixGroups) and replay.use_replay
+        res.groups = n_groups if res.suffix else 0
         res.seconds = seconds
         res.batch_rows = rows_run
     for warning in already_answer_warnings(reqs, results):

@@ -210,6 +210,7 @@ class _Memit:
             "n_contexts": len(templates),
             "block_replay": all(r.replayed for r in results),
             "suffix_replay": all(r.suffix for r in results),
+            "suffix_groups": results[0].groups if results else 0,
             "warnings": ([_IDENTITY_ON_POST_NORM] if identity_on_post_norm else [])
             + already_answer_warnings(reqs, results),
         }

@@ -153,6 +153,7 @@ class _Rome:
             "identity_cov": cov is None,
             "block_replay": vr.replayed,
             "suffix_replay": vr.suffix,
+            "suffix_groups": vr.groups,
             "consistent_keys": hp.consistent_keys,
             "warnings": already_answer_warnings([req], [vr]),
             # Tensors for tests and plots (kept on CPU); ``Edit.summary`` skips them.
