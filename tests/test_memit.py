@@ -41,6 +41,23 @@ def test_memit_update_matches_sherman_morrison():
     assert torch.allclose(memit_update(r, k, cov, lam), expect, atol=1e-10)
     # Identity covariance when no statistics are used.
     assert torch.allclose(memit_update(r, k, None, lam), r @ k.T / (lam + k.T @ k), atol=1e-10)
+    # From C's Cholesky factor (the Woodbury form) the same.
+    assert torch.allclose(memit_update(r, k, None, lam, torch.linalg.cholesky(cov)), expect, atol=1e-10)
+
+
+@pytest.mark.parametrize("n", [1, 7, 12, 20])
+def test_memit_update_from_the_cholesky_factor_matches_the_direct_solve(n):
+    """The Woodbury form (fewer edits than key dimensions) and the direct solve give one matrix; with as
+    many edits as dimensions or more the factor is multiplied out and solved directly."""
+    g = torch.Generator().manual_seed(n)
+    d_mlp, d_model, lam = 12, 5, 50.0
+    a = torch.randn(d_mlp, 40, generator=g, dtype=torch.float64)
+    cov = a @ a.T / 40
+    k = torch.randn(d_mlp, n, generator=g, dtype=torch.float64)
+    r = torch.randn(d_model, n, generator=g, dtype=torch.float64)
+    direct = memit_update(r, k, cov, lam)
+    assert torch.allclose(direct, r @ k.T @ torch.linalg.inv(lam * cov + k @ k.T), atol=1e-9)
+    assert torch.allclose(memit_update(r, k, None, lam, torch.linalg.cholesky(cov)), direct, atol=1e-9)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
@@ -249,3 +266,12 @@ def test_suffix_groups(lengths, looks, cost, expected):
     from editcore.methods._common import suffix_groups
 
     assert suffix_groups(lengths, looks, cost) == expected
+
+
+def test_singular_statistics_are_warned(corpus):
+    """Too few statistics tokens leave C singular (no Cholesky factor): MEMIT solves with C itself and says so."""
+    lm = tiny.lm("llama")
+    few = get_method("memit").compute(lm, [REQ], _hp(corpus, stats_samples=20))
+    assert any("not positive definite" in w for w in few.warnings)
+    enough = get_method("memit").compute(lm, [REQ], _hp(corpus))
+    assert not any("not positive definite" in w for w in enough.warnings)

@@ -69,6 +69,25 @@ def test_gated_key_is_down_proj_input(corpus):
     assert torch.allclose(got, expect, atol=1e-6)
 
 
+@pytest.mark.parametrize("samples", [1500, 20])
+def test_c_inverse_k_is_solved_against_the_statistics(samples, corpus):
+    """C^-1 k* through C's cached Cholesky factor, or (20 tokens: C singular, no factor) through C itself."""
+    from editcore.methods import stats
+
+    lm = tiny.lm("llama")
+    edit = get_method("rome").compute(lm, [REQ], _hp(corpus, stats_samples=samples))
+    vec = edit.diagnostics["vectors"]
+    cov = stats.second_moment(lm, 1, samples, corpus)
+    assert (stats.cholesky_factors(lm, [1], samples, corpus)[1] is None) == (samples == 20)
+    assert not edit.diagnostics["identity_cov"]
+    if samples == 20:  # what an LU solve of a singular C gives; the edit says so
+        assert torch.allclose(vec["c_inv_k"], torch.linalg.solve(cov, vec["k_star"]))
+        assert any("not positive definite" in w for w in edit.warnings)
+    else:
+        assert torch.allclose(cov @ vec["c_inv_k"], vec["k_star"], rtol=1e-6, atol=1e-8 * float(vec["k_star"].norm()))
+        assert not any("not positive definite" in w for w in edit.warnings)
+
+
 def test_identity_covariance_option(corpus):
     lm = tiny.lm("gpt2")
     edit = get_method("rome").compute(lm, [REQ], _hp(corpus, mom2_adjustment=False))

@@ -95,3 +95,24 @@ def test_model_sampled_corpus_is_seeded_and_cached():
     b = stats._sampled_sequences(lm, 40, 16)
     assert a == b and sum(len(s) for s in a) >= 40
     assert stats.resolve_corpus("model") == "model"
+
+
+def test_cholesky_factors_are_cached_and_match_the_moment(corpus, monkeypatch):
+    lm = tiny.lm("llama")
+    c = stats.second_moment(lm, 1, 700, corpus)
+    chol = stats.cholesky_factors(lm, [1], 700, corpus)[1]
+    assert chol is not None and torch.allclose(chol @ chol.T, c, atol=1e-10)
+    monkeypatch.setattr(stats, "second_moments", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    assert torch.equal(stats.cholesky_factors(lm, [1], 700, corpus)[1], chol)  # from its own cache file
+    assert stats.cholesky_factors(lm, [1], 0, corpus) == {1: None}
+
+
+def test_a_moment_that_is_not_positive_definite_has_no_factor(corpus):
+    """Fewer tokens than key dimensions give a singular C: no factor (recorded, not retried); callers
+    fall back to solving with C itself."""
+    lm = tiny.lm("llama")
+    n = lm.adapter.d_mlp // 2
+    c = stats.second_moment(lm, 1, n, corpus)
+    assert torch.linalg.matrix_rank(c) < c.shape[0]
+    assert stats.cholesky_factors(lm, [1], n, corpus) == {1: None}
+    assert stats.cholesky_factors(lm, [1], n, corpus) == {1: None}

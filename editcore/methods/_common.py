@@ -169,7 +169,9 @@ def module_io_at(lm, slot: str, layer: int, seqs: Sequence[Sequence[int]], idxs:
     """Input (``which="in"``, first positional argument) or output of ``slot`` at layer ``layer`` for each
     sequence at its position ``idxs[i]``: ``[n, d]`` in float32. The forward stops right after it."""
     module = lm.adapter.module(slot, layer)
-    ids, mask = _pad_right(lm, seqs)
+    # Causal: nothing after position idx reaches it, so each sequence ends there (a context-prefixed prompt
+    # with its target is ~40% longer than what the subject's last token sees).
+    ids, mask = _pad_right(lm, [list(q[:i + 1]) for q, i in zip(seqs, idxs)])
     got: dict[str, torch.Tensor] = {}
 
     def pre(_m, args):

@@ -79,14 +79,27 @@ def auto_layers(lm) -> list[int]:
     return list(range(max(0, top - 4), top + 1))
 
 
-def memit_update(residual: torch.Tensor, keys: torch.Tensor, cov: torch.Tensor | None, lam: float) -> torch.Tensor:
+def memit_update(residual: torch.Tensor, keys: torch.Tensor, cov: torch.Tensor | None, lam: float,
+                 chol: torch.Tensor | None = None) -> torch.Tensor:
     """``R K^T (lam C + K K^T)^-1`` in float64: ``residual`` ``[d_model, n]``, ``keys`` ``[d_mlp, n]``,
-    ``cov`` ``[d_mlp, d_mlp]`` (``None``: identity). Returns ``[d_model, d_mlp]``."""
+    ``cov`` ``[d_mlp, d_mlp]`` (``None``: identity). Returns ``[d_model, d_mlp]``.
+
+    With ``chol``, the Cholesky factor of ``C`` (``cov`` is then not needed), and fewer edits than key
+    dimensions, the same matrix comes from the Woodbury identity without factorising a ``d x d`` system:
+    ``(lam C + K K^T)^-1 K = A (I + K^T A)^-1`` with ``A = C^-1 K / lam``."""
     k = keys.double()
-    c = torch.eye(k.shape[0], dtype=torch.float64, device=k.device) if cov is None else cov.double().to(k.device)
-    a = lam * c + k @ k.T
     try:
-        adj = torch.linalg.solve(a, k)  # (lam C + K K^T)^-1 K; the matrix is symmetric
+        if chol is not None and k.shape[1] < k.shape[0]:
+            a = torch.cholesky_solve(k.to(chol.device), chol).to(k.device) / lam  # [d_mlp, n]
+            m = torch.eye(k.shape[1], dtype=torch.float64, device=k.device) + k.T @ a  # symmetric positive definite
+            adj = torch.linalg.solve(m, a.T).T
+        else:
+            if chol is not None:
+                c = chol @ chol.T
+            else:
+                c = torch.eye(k.shape[0], dtype=torch.float64, device=k.device) if cov is None else cov.double()
+            a = lam * c.to(k.device) + k @ k.T
+            adj = torch.linalg.solve(a, k)  # (lam C + K K^T)^-1 K; the matrix is symmetric
     except RuntimeError:
         raise InputError("MEMIT's system is singular: use more statistics samples or a larger "
                          "mom2_update_weight") from None
@@ -153,8 +166,14 @@ class _Memit:
     def _compute(self, lm, reqs: list[Request], layers: list[int], hp: Hparams, progress, t0: float) -> Edit:
         templates = context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)
         ts = time.perf_counter()
-        covs = stats.second_moments(lm, layers, hp.stats_samples, hp.stats_corpus, progress) \
+        covs: dict = dict.fromkeys(layers)
+        no_factor: list[int] = []
+        chols = stats.cholesky_factors(lm, layers, hp.stats_samples, hp.stats_corpus, progress) \
             if hp.mom2_adjustment else dict.fromkeys(layers)
+        if hp.mom2_adjustment and hp.stats_samples:  # C itself only where it is not positive definite
+            no_factor = [layer for layer in layers if chols[layer] is None]
+            if no_factor:
+                covs.update(stats.second_moments(lm, no_factor, hp.stats_samples, hp.stats_corpus, progress))
         stats_seconds = time.perf_counter() - ts
         identity = not hp.mom2_adjustment or hp.stats_samples == 0
         identity_on_post_norm = identity and any(lm.adapter.post_mlp_norm(layer) is not None for layer in layers)
@@ -178,7 +197,7 @@ class _Memit:
                 if norm is not None:  # Gemma 2/3: ask the projection for what the norm turns into resid
                     m = module_io_at(lm, "mlp_out", layer, [p[0] for p in plain], [p[1] for p in plain], "out")
                     resid = through_post_norm(norm, m, resid.T).T
-                delta = memit_update(resid, keys, covs[layer], hp.mom2_update_weight)
+                delta = memit_update(resid, keys, covs[layer], hp.mom2_update_weight, chols[layer])
                 weight = lm.adapter.mlp_out_weight(layer)
                 name = lm.adapter.mlp_out_param_name(layer)
                 param_delta = lm.adapter.to_param_layout(delta.to(weight.device)).to(weight.dtype).contiguous()
@@ -212,6 +231,7 @@ class _Memit:
             "suffix_replay": all(r.suffix for r in results),
             "suffix_groups": results[0].groups if results else 0,
             "warnings": ([_IDENTITY_ON_POST_NORM] if identity_on_post_norm else [])
+            + ([stats.not_positive_definite_warning(no_factor, hp.stats_samples, lm.adapter.d_mlp)] if no_factor else [])
             + already_answer_warnings(reqs, results),
         }
         if identity_on_post_norm:

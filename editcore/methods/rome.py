@@ -20,7 +20,9 @@ the original; ``consistent_keys=True`` is r-ROME (then ``W' k* = v*``).
 Covariance: ``mom2_adjustment=True`` (EditScope's default, as in the ROME paper) uses ``C``;
 ``False`` uses the identity. Note that EasyEdit's shipped ROME configs set ``mom2_adjustment: false``, so
 "ROME" numbers from EasyEdit are the identity-``C`` variant. ROME's update is invariant to scaling ``C``,
-so there is no ``mom2_update_weight`` here (it matters for MEMIT only).
+so there is no ``mom2_update_weight`` here (it matters for MEMIT only). ``C^-1 k*`` is solved with ``C``'s
+Cholesky factor, cached beside the statistics; statistics that are not positive definite (fewer tokens than
+key dimensions) are solved as they are, and the edit carries a warning.
 
 Post-norm blocks (Gemma 2/3 normalise the MLP output before it joins the residual): ``v*`` is optimised in
 the projection's output space and the norm is part of the forward pass, so the method is exact, but the
@@ -114,14 +116,20 @@ class _Rome:
     def _compute(self, lm, req: Request, layer: int, hp: Hparams, progress, t0: float) -> Edit:
         templates = context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)
         ts = time.perf_counter()
-        cov = stats.second_moment(lm, layer, hp.stats_samples, hp.stats_corpus, progress) \
-            if hp.mom2_adjustment else None
+        cov = chol = None
+        if hp.mom2_adjustment:
+            chol = stats.cholesky_factors(lm, [layer], hp.stats_samples, hp.stats_corpus, progress)[layer]
+            if chol is None:  # no statistics (0 tokens), or C is not positive definite: solve with C itself
+                cov = stats.second_moment(lm, layer, hp.stats_samples, hp.stats_corpus, progress)
         stats_seconds = time.perf_counter() - ts
 
         vr = optimise_value(lm, req, layer, templates, value_settings(hp), slot="mlp_out", progress=progress)
         keys = vr.keys.double()  # [n_contexts, d_mlp]; row 0 is the plain prompt
         k_star = keys.mean(0)
-        c_inv_k = torch.linalg.solve(cov, k_star) if cov is not None else k_star.clone()
+        if chol is not None:
+            c_inv_k = torch.cholesky_solve(k_star[:, None].to(chol.device), chol)[:, 0]
+        else:
+            c_inv_k = torch.linalg.solve(cov, k_star) if cov is not None else k_star.clone()
         if not torch.isfinite(c_inv_k).all():
             raise InputError("the layer statistics are singular; use more statistics samples")
         key = k_star if hp.consistent_keys else keys[0]
@@ -150,12 +158,14 @@ class _Rome:
             "delta_norm": float(vr.delta.norm()),
             "v_init_norm": float(vr.v_init.norm()),
             "n_contexts": len(templates),
-            "identity_cov": cov is None,
+            "identity_cov": cov is None and chol is None,
             "block_replay": vr.replayed,
             "suffix_replay": vr.suffix,
             "suffix_groups": vr.groups,
             "consistent_keys": hp.consistent_keys,
-            "warnings": already_answer_warnings([req], [vr]),
+            "warnings": already_answer_warnings([req], [vr]) + (
+                [stats.not_positive_definite_warning([layer], hp.stats_samples, lm.adapter.d_mlp)]
+                if cov is not None else []),
             # Tensors for tests and plots (kept on CPU); ``Edit.summary`` skips them.
             "vectors": {"k_star": k_star.cpu(), "key": key.cpu(), "c_inv_k": c_inv_k.cpu(),
                         "v_target": v_target.cpu(), "v_current": v_current.cpu()},

@@ -227,6 +227,48 @@ def second_moments(lm, layers: Sequence[int], n_tokens: int = DEFAULT_TOKENS, co
     return out
 
 
+def not_positive_definite_warning(layers: Sequence[int], n_tokens: int, d_mlp: int) -> str:
+    """The sentence an edit carries when its statistics had no Cholesky factor (see :func:`cholesky_factors`)."""
+    return (f"the layer statistics of layer(s) {', '.join(map(str, layers))} ({n_tokens} tokens for {d_mlp}-dimensional "
+            "keys) are not positive definite, so C^-1 is ill-defined and the update may be far off; use more "
+            "statistics samples")
+
+
+def cholesky_factors(lm, layers: Sequence[int], n_tokens: int = DEFAULT_TOKENS, corpus: str | None = None,
+                     progress: Progress | None = None) -> dict[int, torch.Tensor | None]:
+    """Lower Cholesky factors ``L`` (``C = L L^T``, float64, on the model's device) of the layers' second
+    moments, cached on disk beside them. ROME solves ``C^-1 k*`` and MEMIT ``(lam C + K K^T)^-1 K`` at every
+    edit; with ``L`` at hand a solve costs O(d^2) per column instead of factorising a ``d x d`` matrix
+    (Gemma-3-270M, d=2048: ~95 ms per layer per edit). ``None`` for a layer whose ``C`` is not positive
+    definite (too few tokens; callers then solve with ``C`` itself) and for every layer when ``n_tokens``
+    is 0 (no statistics)."""
+    from safetensors.torch import load_file, save_file
+
+    out: dict[int, torch.Tensor | None] = {}
+    if n_tokens == 0:
+        return {layer: None for layer in layers}
+    corpus_id = resolve_corpus(corpus)
+    paths_ = {layer: cache_path({**cache_key(lm, layer, corpus_id, n_tokens), "stat": "mom2_cholesky"})
+              for layer in layers}
+    missing = [layer for layer in layers if not paths_[layer].is_file()]
+    covs = second_moments(lm, missing, n_tokens, corpus, progress) if missing else {}
+    for layer in layers:
+        path = paths_[layer]
+        if layer in covs:
+            chol, info = torch.linalg.cholesky_ex(covs[layer].double())
+            pd = int(info) == 0 and bool(torch.isfinite(chol).all())
+            tmp = path.with_suffix(".tmp")
+            # A matrix that is not positive definite is recorded as such, so it is not factorised again.
+            save_file({"chol": chol.contiguous().cpu() if pd else torch.zeros(0, dtype=torch.float64)}, str(tmp),
+                      metadata={"positive_definite": str(pd)})
+            tmp.replace(path)
+            out[layer] = chol if pd else None
+        else:
+            t = load_file(str(path))["chol"]
+            out[layer] = t.to(lm.device) if t.numel() else None
+    return out
+
+
 @torch.no_grad()
 def _accumulate(lm, layers: list[int], corpus_id: str, n_tokens: int,
                 progress: Progress | None) -> tuple[dict[int, torch.Tensor], int]:
