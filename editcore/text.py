@@ -141,10 +141,24 @@ def pair_logprobs(lm, encoded: Sequence[tuple[list[int], list[int]]],
     a prefix of another pair's (every single-token target after the same prompt: P(new) and P(true) on a
     CounterFact prompt, both sentiment labels, ...) are read from that one sequence, which halves the work
     of most metrics without changing a number."""
+    return pairs_and_dists(lm, encoded, (), batch_size)[0]
+
+
+def pairs_and_dists(lm, encoded: Sequence[tuple[list[int], list[int]]], dist_prompts: Sequence[list[int]],
+                    batch_size: int = 16) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """:func:`pair_logprobs` for ``encoded``, and the full next-token log-distribution ``[n, vocab]`` (float32,
+    CPU) at the end of each of ``dist_prompts`` from the same passes: a prompt that is also scored with a
+    target is a prefix of that pair's sequence, so its distribution costs one more row of logits instead of
+    a forward pass of its own (the metrics read NKL and probability shifts on the prompts they score)."""
+    entries = [(list(p), list(t)) for p, t in encoded] + [(list(p), None) for p in dist_prompts]
     need = []
-    for p, t in encoded:
-        check_length(lm, len(p) + len(t))
-        need.append(tuple(p + t[:-1]))
+    for p, t in entries:
+        if t is None:
+            check_length(lm, len(p), "prompt")
+            need.append(tuple(p))
+        else:
+            check_length(lm, len(p) + len(t))
+            need.append(tuple(p + t[:-1]))
     # Each distinct sequence is read from a longest sequence it is a prefix of. In lexicographic order the
     # sequences that extend q come right after q, so one backward pass finds every host.
     uniq = sorted(set(need))
@@ -160,11 +174,11 @@ def pair_logprobs(lm, encoded: Sequence[tuple[list[int], list[int]]],
     index = {h: i for i, h in enumerate(hosts)}
     host_idx = [index[host_of[q]] for q in need]  # which host sequence each pair is read from
     # Pairs in host order: each host's rows are read at its pairs' positions, in this order.
-    order = sorted(range(len(encoded)), key=host_idx.__getitem__)
+    order = sorted(range(len(entries)), key=host_idx.__getitem__)
     positions = [[] for _ in hosts]
     for k in order:
-        p, t = encoded[k]
-        positions[host_idx[k]].extend(range(len(p) - 1, len(p) + len(t) - 1))
+        p, t = entries[k]
+        positions[host_idx[k]].extend(range(len(p) - 1, len(p) + len(t) - 1) if t is not None else [len(p) - 1])
     states: list[torch.Tensor | None] = [None] * len(hosts)
     groups, alone = _shared_prefix_groups(hosts)
     for chunk in _padding_aware_chunks(groups, hosts, 4 * batch_size):
@@ -183,25 +197,38 @@ def pair_logprobs(lm, encoded: Sequence[tuple[list[int], list[int]]],
         members = [alone[j] for j in idx]
         for i, h in zip(members, hidden_at(lm, [list(hosts[i]) for i in members], [positions[i] for i in members])):
             states[i] = h
-    # Every read row predicts one target token: its log-probability is logit - logsumexp(logits), without
-    # writing out the whole log-distribution (262k floats a row on Gemma).
+    # A pair's rows each predict one target token: its log-probability is logit - logsumexp(logits), without
+    # writing out the whole log-distribution (262k floats a row on Gemma); only distribution rows keep theirs.
     flat = torch.cat([states[i] for i in range(len(hosts))]) if hosts else torch.empty(0)
-    labels = torch.tensor([t for k in order for t in encoded[k][1]], device=flat.device)
-    lps, ams = [], []
+    labels = torch.tensor([x for k in order for x in (entries[k][1] if entries[k][1] is not None else [0])],
+                          device=flat.device)
+    dist_row = torch.tensor([entries[k][1] is None for k in order for _ in (entries[k][1] or [0])],
+                            dtype=torch.bool)
+    lps, ams, dists = [], [], []
     for start in range(0, flat.shape[0], 64):
         logits = lm.adapter.logits(flat[start:start + 64]).float()
-        lab = labels[start:start + 64, None]
-        lps.append((logits.gather(1, lab)[:, 0] - torch.logsumexp(logits, dim=-1)).cpu())
+        lse = torch.logsumexp(logits, dim=-1)
+        lps.append((logits.gather(1, labels[start:start + 64, None])[:, 0] - lse).cpu())
         ams.append(logits.argmax(-1).cpu())
+        here = dist_row[start:start + 64].to(logits.device)
+        if bool(here.any()):
+            dists.append((logits[here] - lse[here, None]).cpu())
     lp_all = torch.cat(lps) if lps else torch.empty(0)
     am_all = torch.cat(ams) if ams else torch.empty(0, dtype=torch.long)
+    dist_all = torch.cat(dists) if dists else torch.empty(0, 0)
     out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(encoded)
-    used = 0
+    dist_out: list[torch.Tensor | None] = [None] * len(dist_prompts)
+    used = used_d = 0
     for k in order:
-        n = len(encoded[k][1])
-        out[k] = (lp_all[used:used + n], am_all[used:used + n])
-        used += n
-    return out
+        t = entries[k][1]
+        if t is None:
+            dist_out[k - len(encoded)] = dist_all[used_d]
+            used_d += 1
+            used += 1
+        else:
+            out[k] = (lp_all[used:used + len(t)], am_all[used:used + len(t)])
+            used += len(t)
+    return out, (torch.stack(dist_out) if dist_out else torch.empty(0, 0))
 
 
 # Sequences sharing a prefix of at least SHARED_PREFIX_MIN_TOKENS run it once, if that saves at least

@@ -164,3 +164,28 @@ def test_pre_cache_persists_on_disk_for_the_base_model_only(lm, tmp_home, monkey
     gone = Scorer(lm, pre=True)
     gone.pairs(["The Louvre is in"], ["Paris"])
     assert gone.passes == 1
+
+
+def test_distributions_at_scored_prompts_come_from_the_pairs_passes(tmp_home, monkeypatch):
+    """A prompt scored with targets has its next-token distribution read in the same pass: asking for it
+    afterwards runs no forward pass, gives the plain distribution, and a pre-edit scorer keeps it on disk."""
+    monkeypatch.setenv("EDITSCOPE_PRECACHE", "1")
+    lm = tiny.lm("llama")
+    scoring.clear_cache()
+    first = Scorer(lm, pre=True)
+    first.pairs(["The Louvre is in", "Big Ben is in"], ["Paris", "London"])
+    passes = first.passes
+    dist = first.dists(["Big Ben is in", "The Louvre is in"])
+    assert first.passes == passes
+    plain = Scorer(lm).dists(["Big Ben is in", "The Louvre is in"])
+    assert torch.allclose(dist, plain, atol=1e-4)
+    scoring.clear_cache(disk=False)
+    again = Scorer(lm, pre=True)
+    assert torch.equal(again.dists(["Big Ben is in"])[0], dist[0]) and again.passes == 0
+    # A long list of prompts (a probe set) does not keep 1 MB per prompt on the side.
+    monkeypatch.setattr(scoring, "SPARE_DISTS_MAX", 1)
+    capped = Scorer(lm)
+    capped.pairs(["A b c", "D e f"], ["x", "y"])
+    before = capped.passes
+    capped.dists(["A b c"])
+    assert capped.passes == before + 1

@@ -96,6 +96,22 @@ def test_pairs_sharing_a_long_prefix_run_it_once_and_score_the_same(family, monk
         assert a.token_correct == b.token_correct
 
 
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_distributions_read_along_with_pairs_equal_plain_ones(family):
+    """Next-token distributions read from the pairs' passes (a prompt also scored, a prompt only asked for its
+    distribution, one asked twice) equal plain ones; the pair scores are unchanged by asking for them."""
+    lm = tiny.lm(family)
+    tok = lm.tokenizer
+    pairs = [("The Louvre is in", "Paris France"), ("The Louvre is in", "London"), ("Big Ben is in", "London")]
+    dist_prompts = ["The Louvre is in", "A tower in", "Big Ben is in", "A tower in"]
+    encoded = [(text.prompt_ids(tok, p), text.target_ids(tok, t)) for p, t in pairs]
+    read, dists = text.pairs_and_dists(lm, encoded, [text.prompt_ids(tok, p) for p in dist_prompts])
+    assert dists.shape[0] == 4
+    assert torch.allclose(dists, text.next_token_logprobs(lm, dist_prompts), atol=1e-4)
+    for (lp, am), (lp0, am0) in zip(read, text.pair_logprobs(lm, encoded)):
+        assert torch.allclose(lp, lp0, atol=1e-5) and torch.equal(am, am0)
+
+
 def test_shared_prefix_groups_take_runs_with_a_long_common_prefix():
     seqs = [(1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 5, 6, 7, 8, 10), (1, 2, 3, 4, 5, 6, 7, 11),
             (5, 5), (1, 2, 9), (7, 7, 7, 7, 7, 7, 7, 1), (7, 7, 7, 7, 7, 7, 7, 2)]

@@ -207,15 +207,23 @@ def cache_sizes() -> dict[str, int]:
 
 
 @torch.no_grad()
-def _score_pairs(lm, prompts: Sequence[str], targets: Sequence[str], batch_size: int) -> list[PairScore]:
-    """Like :func:`editcore.text.score_targets`, but also keeps the argmax token at each position."""
+def _score_pairs(lm, prompts: Sequence[str], targets: Sequence[str], batch_size: int,
+                 dist_prompts: Sequence[str] = ()) -> tuple[list[PairScore], torch.Tensor]:
+    """Like :func:`editcore.text.score_targets`, but also keeps the argmax token at each position; and the
+    next-token log-distributions after ``dist_prompts``, read from the same passes
+    (:func:`editcore.text.pairs_and_dists`)."""
     tok = lm.tokenizer
     encoded = [(text.prompt_ids(tok, p), text.target_ids(tok, t)) for p, t in zip(prompts, targets)]
+    read, dists = text.pairs_and_dists(lm, encoded, [text.prompt_ids(tok, p) for p in dist_prompts], batch_size)
     out: list[PairScore] = []
-    for (logp, am), (_, t) in zip(text.pair_logprobs(lm, encoded, batch_size), encoded):
+    for (logp, am), (_, t) in zip(read, encoded):
         lp = [floor_log(v) for v in logp.tolist()]
         out.append(PairScore(tuple(lp), tuple((am == torch.tensor(t)).tolist()), tuple(am.tolist())))
-    return out
+    return out, dists
+
+
+# Distributions read along with pair scores are kept for at most this many prompts (1 MB each on Gemma).
+SPARE_DISTS_MAX = 64
 
 
 class Scorer:
@@ -230,6 +238,7 @@ class Scorer:
         self._dists: dict = {}
         self._texts: dict = {}
         self._gen_ids: dict[str, list[int]] = {}
+        self._spare_dists: dict[str, torch.Tensor] = {}  # distributions read along with pairs, not asked yet
         self.passes = 0  # forward batches actually run (tests check the cache saves them)
         self.frozen = False
         self.reset_asked()
@@ -245,11 +254,19 @@ class Scorer:
         for the same prompts and targets. Family by family that is a dozen small batches; all at once, the
         batches are full and sorted by length (less padding), and every later family call is a lookup."""
         pairs = [k for k in other.asked["pairs"] if k not in self._pairs]
-        if pairs:
-            self.pairs([p for p, _ in pairs], [t for _, t in pairs])
         dists = [p for p in other.asked["dists"] if p not in self._dists]
-        if dists:
-            self.dists(dists)
+        if pairs and dists and not self.pre and not self.frozen:
+            # The distributions are read at prompts the families also score, from the pairs' own passes.
+            self.passes += math.ceil((len(pairs) + len(dists)) / self.batch_size)
+            scores, rows = _score_pairs(self.lm, [p for p, _ in pairs], [t for _, t in pairs], self.batch_size,
+                                        dists)
+            self._pairs.update(zip(pairs, scores))
+            self._dists.update(zip(dists, rows))
+        else:
+            if pairs:
+                self.pairs([p for p, _ in pairs], [t for _, t in pairs])
+            if dists:
+                self.dists(dists)
         if other.asked["greedy"]:
             wanted = list(other.asked["greedy"])
             self.prefetch_greedy(wanted, drafts={p: other.continuation_ids(p) for p, _ in wanted})
@@ -296,7 +313,14 @@ class Scorer:
         self._check(todo)
         if todo:
             self.passes += math.ceil(len(todo) / self.batch_size)
-            scores = _score_pairs(self.lm, [p for p, _ in todo], [t for _, t in todo], self.batch_size)
+            # The families read next-token distributions mostly at prompts they also score (NKL and shifts
+            # after CounterFact's), and from these passes one costs a row of logits, not a forward pass.
+            spare = [p for p in dict.fromkeys(p for p, _ in todo) if p not in self._dists]
+            if len(spare) + len(self._spare_dists) > SPARE_DISTS_MAX:  # a probe set, not a fact's prompts
+                spare = []
+            scores, rows = _score_pairs(self.lm, [p for p, _ in todo], [t for _, t in todo], self.batch_size,
+                                        spare)
+            self._spare_dists.update(zip(spare, rows))
             for k, s in zip(todo, scores):
                 found[k] = s
                 if self.pre:
@@ -315,6 +339,10 @@ class Scorer:
             hit = self._dists.get(p)
             if hit is None and self.pre:
                 hit = _get(_DIST_CACHE, self._key("dist", p))
+            if hit is None and p in self._spare_dists:  # read along with pair scores (see pairs)
+                hit = self._spare_dists.pop(p)
+                if self.pre:
+                    _put(_DIST_CACHE, self._key("dist", p), hit, DIST_CACHE_SIZE)
             if hit is not None:
                 found[p] = hit
         todo = [p for p in dict.fromkeys(prompts) if p not in found]
