@@ -22,7 +22,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -397,6 +397,9 @@ def _with_target_first(case: Case, target_index: int) -> Case:
 
 
 # ==== one edit + evaluation ====================================================================
+GENERATION_TOKENS = 16  # before/after continuations shown on the Edit and Compare pages
+
+
 def _generation_prompts(case: Case, n_generation: int = 3) -> list[tuple[str, str]]:
     prompts = [("edit prompt", case.edit_prompt)]
     prompts += [("paraphrase", p) for p in case.paraphrases[:2]]
@@ -419,11 +422,13 @@ def evaluation_families(quick: bool = False) -> list[str]:
     return [f for f in families if not (quick and f in QUICK_SKIPPED)]
 
 
-def _evaluate(lm, case: Case, edit, progress: Progress | None, families: list[str]) -> dict:
+def _evaluate(lm, case: Case, edit, progress: Progress | None, families: list[str],
+              generation_prompts: Sequence[str] = ()) -> dict:
     metrics = _optional("metrics")
     if metrics is None or not hasattr(metrics, "evaluate"):
         raise EditScopeError("the evaluation metrics (editcore.metrics) are not installed yet")
-    report = metrics.evaluate(lm, case, edit, families=families, progress=progress)
+    report = metrics.evaluate(lm, case, edit, families=families, progress=progress,
+                              generation_prompts=generation_prompts, generation_tokens=GENERATION_TOKENS)
     return report.to_dict() if hasattr(report, "to_dict") else dict(report)
 
 
@@ -472,21 +477,20 @@ def run_edit(lm, spec: dict, method: str, overrides: dict | None = None, target_
             _report(progress, "reading the unedited model", 0.02)
             # The pristine model's reads go through the pre-edit cache: Compare runs several methods on
             # one fact, and a fact is often edited again.
-            base = Scorer(lm, pre=True)
-            pre = base.greedy([p for _, p in gens], 16)
-            probs_pre = _target_probs(base, case)
-            _report(progress, f"computing the {m.name} edit", 0.08)
-            edit = m.compute(lm, [request], hp, _scaled(progress, 0.08, 0.6, f"{m.name}: "))
+            probs_pre = _target_probs(Scorer(lm, pre=True), case)
+            _report(progress, f"computing the {m.name} edit", 0.04)
+            edit = m.compute(lm, [request], hp, _scaled(progress, 0.04, 0.5, f"{m.name}: "))
         with lm.scope(edit.patch):
-            _report(progress, "reading the edited model", 0.62)
-            edited = Scorer(lm)
-            post = edited.greedy([p for _, p in gens], 16)
-            probs_post = _target_probs(edited, case)
+            probs_post = _target_probs(Scorer(lm), case)
         t_eval = time.perf_counter()
-        _report(progress, "evaluating", 0.66)
+        _report(progress, "evaluating", 0.52)
         with lm.scope():
-            report = _evaluate(lm, case, edit, _scaled(progress, 0.66, 0.99, "evaluating: "), families)
+            # The before/after continuations are decoded in the evaluation's own loops (one per model state).
+            report = _evaluate(lm, case, edit, _scaled(progress, 0.52, 0.99, "evaluating: "), families,
+                               [p for _, p in gens])
         eval_seconds = time.perf_counter() - t_eval
+        texts = report.pop("generations", [])
+        pre, post = [g["pre"] for g in texts], [g["post"] for g in texts]
 
     result = {
         "key": key,

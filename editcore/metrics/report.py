@@ -75,6 +75,7 @@ class EvalReport:
     counterfact_pre: dict | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    generations: list[dict] = field(default_factory=list)  # {"prompt", "pre", "post"} per generation_prompts
 
     def to_dict(self) -> dict:
         return _plain({k: getattr(self, k) for k in self.__dataclass_fields__})
@@ -96,10 +97,15 @@ def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, tar
              convention: str = "product", pre_state: str | None = "base", related_new: Sequence[str] = (),
              related_old: Sequence[str] = (), suggest: int = 6, general_sizes: dict[str, int] | None = None,
              general_paths: dict[str, str] | None = None, heldout: str | None = None, heldout_chars: int = 1000,
-             nkl_generated_tokens: int = 0, shift_k: int = 10, max_related: int = 5, progress: Progress | None = None) -> EvalReport:
+             nkl_generated_tokens: int = 0, shift_k: int = 10, max_related: int = 5, progress: Progress | None = None,
+             generation_prompts: Sequence[str] = (), generation_tokens: int = 16) -> EvalReport:
     """Evaluate one edit of ``case`` (see the module docstring). ``target_new`` defaults to the case's
     first new target; related words come from the caller, the case, and (``suggest`` > 0, when neither
-    has any) from :func:`~editcore.metrics.shifts.suggest_related` on the unedited model."""
+    has any) from :func:`~editcore.metrics.shifts.suggest_related` on the unedited model.
+
+    ``generation_prompts`` are also continued greedily (``generation_tokens``) before and after the edit, in
+    the same decoding loops as the families' own generations (the dashboard shows them side by side);
+    they come back in :attr:`EvalReport.generations`."""
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
         raise InputError(f"unknown metric family {unknown[0]!r}; known: {', '.join(FAMILIES)}")
@@ -159,6 +165,8 @@ def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, tar
     seconds: dict[str, float] = {}
     pre.reset_asked()  # what the families ask the unedited model, the edited one is asked too
     with lm.scope():
+        if generation_prompts:
+            pre.greedy(list(generation_prompts), generation_tokens)
         for i, name in enumerate(chosen):
             say(f"unedited model: {name}", 0.05 + 0.45 * i / len(chosen))
             t = time.perf_counter()
@@ -180,6 +188,9 @@ def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, tar
             t = time.perf_counter()
             out[name] = runners[name](pre, post)
             seconds[f"post_{name}"] = time.perf_counter() - t
+        generations = [{"prompt": p, "pre": a, "post": b} for p, a, b in zip(
+            generation_prompts, pre.greedy(list(generation_prompts), generation_tokens),
+            post.greedy(list(generation_prompts), generation_tokens))]
     seconds["total"] = time.perf_counter() - t0
     say("done", 1.0)
     if "general" in out:
@@ -188,7 +199,7 @@ def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, tar
     if "nkl" in out and out["nkl"].vocab_size:  # a free-form fact has no neighbours, so no NKL to explain
         notes.append(f"NKL in nats (true KL); divide by vocab_size={out['nkl'].vocab_size} for specificityplus' numbers")
     return EvalReport(lm.name, lm.fingerprint, case.id, case.edit_prompt, case.subject, target_new, target_true,
-                      convention, out, cf_pre.to_dict() if cf_pre else None, seconds, notes)
+                      convention, out, cf_pre.to_dict() if cf_pre else None, seconds, notes, generations)
 
 
 # ---- text rendering (CLI) -----------------------------------------------------------------------------
