@@ -181,7 +181,7 @@ def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, tar
         post = Scorer(lm)
         say("edited model: reading", 0.5)
         t = time.perf_counter()
-        post.prefetch_like(pre)
+        post.prefetch_like(pre, lambda stage: say(f"edited model: {stage}", 0.5))
         seconds["post_prefetch"] = time.perf_counter() - t
         for i, name in enumerate(chosen):
             say(f"edited model: {name}", 0.5 + 0.5 * i / len(chosen))

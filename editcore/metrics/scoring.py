@@ -21,7 +21,7 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -247,7 +247,7 @@ class Scorer:
         """Start recording what this scorer is asked for (see :meth:`prefetch_like`)."""
         self.asked: dict[str, dict] = {"pairs": {}, "dists": {}, "greedy": {}}
 
-    def prefetch_like(self, other: "Scorer") -> None:
+    def prefetch_like(self, other: "Scorer", progress: Callable[[str], None] | None = None) -> None:
         """Read everything ``other`` was asked for since its :meth:`reset_asked`, in one batched call per kind.
 
         ``evaluate`` runs the metric families on the unedited model first; the edited model is then asked
@@ -255,6 +255,8 @@ class Scorer:
         batches are full and sorted by length (less padding), and every later family call is a lookup."""
         pairs = [k for k in other.asked["pairs"] if k not in self._pairs]
         dists = [p for p in other.asked["dists"] if p not in self._dists]
+        if progress is not None and (pairs or dists):
+            progress(f"scoring {len(pairs)} targets and {len(dists)} distributions")
         if pairs and dists and not self.pre and not self.frozen:
             # The distributions are read at prompts the families also score, from the pairs' own passes.
             self.passes += math.ceil((len(pairs) + len(dists)) / self.batch_size)
@@ -269,6 +271,8 @@ class Scorer:
                 self.dists(dists)
         if other.asked["greedy"]:
             wanted = list(other.asked["greedy"])
+            if progress is not None:
+                progress(f"continuing {len(wanted)} prompts greedily")
             self.prefetch_greedy(wanted, drafts={p: other.continuation_ids(p) for p, _ in wanted})
 
     def continuation_ids(self, prompt: str) -> list[int] | None:
