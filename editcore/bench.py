@@ -234,7 +234,6 @@ def _memit_speedups(lm, facts, common) -> list[dict]:
     return _variants(lm, "memit", facts, common, [
         ("EditScope defaults", {}, {}),
         ("finished requests' rows kept in the batch", {}, {"drop_finished": False}),
-        ("all rows in one suffix group (padded to the longest suffix)", {}, {"suffix_groups": False}),
     ])
 
 

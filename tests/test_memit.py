@@ -207,15 +207,12 @@ def test_through_post_norm_rejects_other_norms():
 
 
 @pytest.mark.parametrize("family", tiny.FAMILIES)
-@pytest.mark.parametrize("split", [False, True])
-def test_dropping_finished_rows_keeps_the_loss_curves(family, split, monkeypatch):
+def test_dropping_finished_rows_keeps_the_loss_curves(family, monkeypatch):
     """Once requests meet their stopping rule their rows leave the batch; the requests still running follow
     exactly the curves they follow with every row kept (every family, incl. Gemma's sliding-window cache),
-    with the rows in one group or split by suffix length (``split``: a group per length, so some groups empty
-    out and leave), and the same as with full forwards."""
+    and the same as with full forwards (MEMIT's delta added to the input of the block above the edited one)."""
     from editcore.methods import _common
 
-    monkeypatch.setattr(_common, "GROUP_COST_TOKENS", 0.0 if split else math.inf)
     lm = tiny.lm(family)
     reqs = [REQ, REQ2, Request("{} plays the", "Miles Davis", "guitar"), Request("{} was born in", "Anna", "Rome")]
     templates = ["{}", "A b. {}", "C d e. {}"]
@@ -235,7 +232,6 @@ def test_dropping_finished_rows_keeps_the_loss_curves(family, split, monkeypatch
     assert rows == sorted(rows, reverse=True)
     assert set(runs[False][0].batch_rows) == {16}
     assert runs[True][0].suffix and not runs["full"][0].replayed
-    assert (runs[True][0].groups > 1) == split and runs[True][0].groups >= 1
     # Against full forwards float rounding differs (other shapes), and lr=2 Adam steps carry it along.
     for other, tol in ((False, 1e-5), ("full", 1e-3)):
         for a, b in zip(runs[True], runs[other]):
@@ -253,19 +249,6 @@ def test_identity_covariance_on_a_post_norm_model_is_warned(family, warned, corp
     assert any("identity covariance" in w for w in edit.warnings) == warned
     with_stats = get_method("memit").compute(lm, [REQ], _hp(corpus))
     assert not any("identity covariance" in w for w in with_stats.warnings)
-
-
-@pytest.mark.parametrize("lengths, looks, cost, expected", [
-    ([7] * 6 + [1], [3] * 7, 48.0, [list(range(7))]),  # one group: 7 x 7 + 48 < 6 x 7 + 1 + 2 x 48
-    ([7] * 6 + [1], [3] * 7, 0.0, [[6], list(range(6))]),
-    ([7] * 6 + [1], [3] * 6 + [0], 0.0, [list(range(7))]),  # a group needs a row with a prefix to cache
-    ([2, 9, 2, 9, 5], [1] * 5, 0.0, [[0, 2], [4], [1, 3]]),
-    ([2, 9, 2, 9, 5], [1] * 5, 5.0, [[0, 2], [1, 3, 4]]),  # 4 + 27 + 2 x 5 = 41 < 42 (three groups), 43, 50
-])
-def test_suffix_groups(lengths, looks, cost, expected):
-    from editcore.methods._common import suffix_groups
-
-    assert suffix_groups(lengths, looks, cost) == expected
 
 
 def test_singular_statistics_are_warned(corpus):

@@ -106,18 +106,14 @@ def test_fast_paths_match_full_forward(family, corpus, monkeypatch):
     hp = _hp(corpus)
     curves = {}
     base = dict(_common.SPEEDUPS)
-    for mode, switches, group_cost in (
-            ("suffix", {}, _common.GROUP_COST_TOKENS),
-            ("split", {}, 0.0),  # the KL row (one suffix token) in a group of its own
-            ("blocks", {"suffix_cache": False}, _common.GROUP_COST_TOKENS),
-            ("full", {"suffix_cache": False, "block_replay": False}, _common.GROUP_COST_TOKENS)):
+    for mode, switches in (("suffix", {}), ("blocks", {"suffix_cache": False}),
+                           ("full", {"suffix_cache": False, "block_replay": False})):
         monkeypatch.setattr(_common, "SPEEDUPS", {**base, **switches})
-        monkeypatch.setattr(_common, "GROUP_COST_TOKENS", group_cost)
         d = get_method("rome").compute(lm, [REQ], hp).diagnostics
-        assert d["suffix_replay"] == (mode in ("suffix", "split"))
+        assert d["suffix_replay"] == (mode == "suffix")
         assert d["block_replay"] == (mode != "full")
         curves[mode] = d["loss_curve"]
-    for mode in ("suffix", "split", "blocks"):
+    for mode in ("suffix", "blocks"):
         assert curves[mode] == pytest.approx(curves["full"], rel=1e-4, abs=1e-6), mode
 
 

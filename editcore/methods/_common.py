@@ -22,9 +22,8 @@ block ``l``) or ``l+1..L-1`` (MEMIT's is added to block ``l``'s output). The rep
 forward on the first step; if it disagrees (an unknown family that does something between blocks) it falls
 back to full forwards. :class:`_SuffixReplay` goes further and recomputes only the tokens from the edited one
 on, with the prefix in a key/value cache (checked against the model's own cached forward on every row, and
-that against a plain forward on two rows); rows are grouped by suffix length (:func:`suffix_groups`) so short
-rows are not padded to the longest, and in a batch (MEMIT) the rows of requests that have met their stopping
-rule are dropped. Rows end at the last position that is read (the last target token is only a label; the KL
+that against a plain forward on two rows); in a batch (MEMIT) the rows of requests that have met their
+stopping rule are dropped. Rows end at the last position that is read (the last target token is only a label; the KL
 prompt is read at the subject). Logits are computed only at the scored positions (Gemma's vocabulary has 262k
 entries), and the unembedding's backward is computed per vocabulary chunk
 (:func:`editcore.models.arch.chunked_matmul`).
@@ -369,23 +368,20 @@ class _SuffixReplay:
                                f"cached forward ({lm.adapter.family})", "replaying whole sequences"):
                     raise _NoSuffix("the cached forward differs from a plain forward")
         self.suffix_mask = mask[:, c:].bool()
+        self.order = list(range(len(seqs)))
         self.use_replay = True
         self.checked = False
 
-    @property
-    def n_rows(self) -> int:
-        return self.h0.shape[0]
-
-    @property
-    def width(self) -> int:
-        return self.h0.shape[1]
+    def at(self, rows: Sequence[int], positions: Sequence[int]) -> tuple[list[int], list[int]]:
+        return list(rows), [p - self.look[r] for r, p in zip(rows, positions)]
 
     def _reset(self) -> None:
         for layer, state in zip(self.cache.layers, self.saved):
             layer.__dict__.clear()
             layer.__dict__.update(state)
 
-    def run(self, edit: RowEdit | None, module: torch.nn.Module | None, rows: torch.Tensor) -> torch.Tensor:
+    def run(self, edit: RowEdit | None = None, module: torch.nn.Module | None = None) -> torch.Tensor:
+        rows = torch.arange(self.h0.shape[0], device=self.h0.device)
         self._reset()
         try:
             with _hooked(_module_edit(edit, module, rows)):
@@ -420,111 +416,6 @@ class _SuffixReplay:
         self.use_replay = _agrees(self.reference[m], h.detach()[m], f"suffix replay ({self.lm.adapter.family})",
                                   "not using it")
         return self.use_replay
-
-
-# Padded suffix tokens that one more group must save before the rows are split (CPU). A group costs a pass
-# over every replayed block's weights per step whatever its size: on this project's 2-core machine a step
-# of SmolLM2-135M's 25 upper blocks took ~0.13 s plus ~2.7 ms per token, so a group pays for itself once it
-# saves about 48 padded tokens. On CUDA padding costs next to nothing, so rows stay in one group there.
-GROUP_COST_TOKENS = 48.0
-
-
-def suffix_groups(lengths: Sequence[int], looks: Sequence[int], cost: float) -> list[list[int]]:
-    """Split rows into groups of similar suffix length: minimise ``sum(rows x longest suffix) + cost x groups``
-    over splits of the rows sorted by length (rows of one length stay together). Every group needs a row
-    with a token before the edited one (``look >= 1``), which the cache of :class:`_SuffixReplay` needs."""
-    by_len: dict[int, list[int]] = {}
-    for r, n in enumerate(lengths):
-        by_len.setdefault(n, []).append(r)
-    keys = sorted(by_len)
-    size = [len(by_len[k]) for k in keys]
-    has_prefix = [any(looks[r] >= 1 for r in by_len[k]) for k in keys]
-    best, cut = [0.0] + [math.inf] * len(keys), [0] * (len(keys) + 1)
-    for j in range(1, len(keys) + 1):
-        rows = 0
-        prefix = False
-        for i in range(j - 1, -1, -1):  # group = buckets i..j-1, width keys[j-1]
-            rows += size[i]
-            prefix = prefix or has_prefix[i]
-            c = best[i] + rows * keys[j - 1] + cost
-            if prefix and c < best[j]:
-                best[j], cut[j] = c, i
-    if not math.isfinite(best[-1]):
-        return [list(range(len(lengths)))]
-    groups, j = [], len(keys)
-    while j > 0:
-        groups.append(sorted(r for k in keys[cut[j]:j] for r in by_len[k]))
-        j = cut[j]
-    return groups[::-1]
-
-
-class _SuffixGroups:
-    """Rows split into groups of similar suffix length (:func:`suffix_groups`), one :class:`_SuffixReplay` per
-    group, so short rows (ROME's KL prompt is a single suffix token) are not padded to the longest. Rows are
-    held group after group (:attr:`order`: the original row of each); :meth:`run` pads each group's hidden
-    states to the longest suffix and stacks them."""
-
-    def __init__(self, lm, seqs: Sequence[Sequence[int]], look: Sequence[int], start: int,
-                 groups: Sequence[Sequence[int]]):
-        self.parts = [_SuffixReplay(lm, [seqs[r] for r in g], [look[r] for r in g], start) for g in groups]
-        self.order = [r for g in groups for r in g]
-        self.use_replay = True
-        self.lm = lm
-
-    @property
-    def look(self) -> list[int]:
-        return [x for p in self.parts for x in p.look]
-
-    @property
-    def width(self) -> int:
-        return max(p.width for p in self.parts)
-
-    @property
-    def suffix_mask(self) -> torch.Tensor:
-        w = self.width
-        return torch.cat([torch.nn.functional.pad(p.suffix_mask, (0, w - p.width)) for p in self.parts])
-
-    def at(self, rows: Sequence[int], positions: Sequence[int]) -> tuple[list[int], list[int]]:
-        look = self.look
-        return list(rows), [p - look[r] for r, p in zip(rows, positions)]
-
-    def _spans(self) -> list:
-        spans, off = [], 0
-        for p in self.parts:
-            spans.append((p, off))
-            off += p.n_rows
-        return spans
-
-    def run(self, edit: RowEdit | None = None, module: torch.nn.Module | None = None) -> torch.Tensor:
-        w, outs = self.width, []
-        for p, off in self._spans():
-            rows = torch.arange(off, off + p.n_rows, device=p.h0.device)
-            h = p.run(edit, module, rows)
-            outs.append(torch.nn.functional.pad(h, (0, 0, 0, w - h.shape[1])))
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
-
-    def check(self, h: torch.Tensor) -> bool:
-        self.use_replay = all([p.check(h[off:off + p.n_rows, :p.width]) for p, off in self._spans()])
-        return self.use_replay
-
-    def shrink(self, keep: Sequence[int]):
-        """Keep rows ``keep`` (current row numbers, ascending); a group left empty is dropped."""
-        state = (self.parts, [])
-        parts = []
-        for p, off in self._spans():
-            local = [i - off for i in keep if off <= i < off + p.n_rows]
-            if len(local) < p.n_rows and local:
-                state[1].append((p, p.shrink(local)))
-            if local:
-                parts.append(p)
-        self.parts = parts
-        return state
-
-    def undo(self, state) -> None:
-        parts, undos = state
-        for p, st in undos:
-            p.undo(st)
-        self.parts = parts
 
 
 def _plain_hidden(lm, seqs: Sequence[Sequence[int]], block: int) -> torch.Tensor:
@@ -565,7 +456,7 @@ class _NoSuffix(Exception):
 
 
 # Switches for the benchmark's "what bought how much" table; all on in normal use.
-SPEEDUPS = {"block_replay": True, "suffix_cache": True, "drop_finished": True, "suffix_groups": True}
+SPEEDUPS = {"block_replay": True, "suffix_cache": True, "drop_finished": True}
 
 
 # ---- value optimisation (ROME's v*, MEMIT's z*) ---------------------------------------------------------
@@ -582,7 +473,6 @@ class ValueResult:
     keys: torch.Tensor | None = None  # [n_contexts, d_mlp] keys at the edited layer (slot "mlp_out" only)
     replayed: bool = True
     suffix: bool = False  # the suffix-only replay was used (see _SuffixReplay)
-    groups: int = 0  # how many suffix-length groups it started with (see suffix_groups)
     batch_rows: list[int] = field(default_factory=list)  # rows run at each step (shared by the batch)
 
     @property
@@ -603,11 +493,8 @@ class ValueSettings:
 
 def _make_replay(lm, seqs, look, start):
     if SPEEDUPS["block_replay"] and SPEEDUPS["suffix_cache"]:
-        split = SPEEDUPS["suffix_groups"] and lm.device.type == "cpu"
-        groups = suffix_groups([len(q) - i for q, i in zip(seqs, look)], look,
-                               GROUP_COST_TOKENS if split else math.inf)
         try:
-            return _SuffixGroups(lm, seqs, look, start, groups)
+            return _SuffixReplay(lm, seqs, look, start)
         except Exception as exc:  # any family that cannot do it still gets the (slower) exact path
             log.info("suffix replay unavailable for %s (%s); replaying whole sequences", lm.adapter.family, exc)
     rp = _Replay(lm, *_pad_right(lm, seqs), start)
@@ -671,7 +558,6 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     start = layer if slot == "mlp_out" else layer + 1
     replay = _make_replay(lm, seqs, look, start)
     rows_now = list(replay.order)  # original row of each row the replay holds, in order
-    n_groups = len(replay.parts) if isinstance(replay, _SuffixGroups) else 0
 
     def make_layout(rp, active: Sequence[int]) -> dict:
         """Index tensors for the rows ``rp`` holds (``rows_now``) and the entries of the ``active`` requests."""
@@ -718,14 +604,14 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     results = [ValueResult(torch.zeros(d), torch.zeros(d)) for _ in reqs]
     done = torch.zeros(n_req, dtype=torch.bool, device=dev)
     kl_init: torch.Tensor | None = None  # [n_req, V] log-probabilities on the KL prompt before editing
-    can_shrink = isinstance(replay, _SuffixGroups) and SPEEDUPS["drop_finished"]
+    can_shrink = isinstance(replay, _SuffixReplay) and SPEEDUPS["drop_finished"]
     rows_run: list[int] = []
     for it in range(s.steps):
         opt.zero_grad()
         h = forward(replay)
         if it == 0 and not replay.check(h):
             can_shrink = False
-            if isinstance(replay, _SuffixGroups):  # fall back to replaying whole sequences
+            if isinstance(replay, _SuffixReplay):  # fall back to replaying whole sequences
                 replay = _Replay(lm, *_pad_right(lm, seqs), start)
                 rows_now = list(replay.order)
                 L = make_layout(replay, range(n_req))
@@ -778,9 +664,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
             with torch.no_grad():
                 got = forward(replay)
             m = replay.suffix_mask
-            # (suffix columns mean the same in both; the cut replay may be narrower)
-            if not _agrees(h.detach()[keep][:, :m.shape[1]][m], got[m], "suffix replay without finished rows",
-                           "keeping them"):
+            if not _agrees(h.detach()[keep][m], got[m], "suffix replay without finished rows", "keeping them"):
                 replay.undo(state)
                 rows_now, L, can_shrink = old_rows, old_layout, False
         frozen = delta.detach()[done].clone()
@@ -799,8 +683,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
         res.delta = delta.detach()[q].clone()
         res.keys = keys[q * n_ctx:(q + 1) * n_ctx] if keys is not None else None
         res.replayed = replay.use_replay
-        res.suffix = isinstance(replay, _SuffixGroups) and replay.use_replay
-        res.groups = n_groups if res.suffix else 0
+        res.suffix = isinstance(replay, _SuffixReplay) and replay.use_replay
         res.seconds = seconds
         res.batch_rows = rows_run
     for warning in already_answer_warnings(reqs, results):

@@ -229,7 +229,6 @@ class _Memit:
             "n_contexts": len(templates),
             "block_replay": all(r.replayed for r in results),
             "suffix_replay": all(r.suffix for r in results),
-            "suffix_groups": results[0].groups if results else 0,
             "warnings": ([_IDENTITY_ON_POST_NORM] if identity_on_post_norm else [])
             + ([stats.not_positive_definite_warning(no_factor, hp.stats_samples, lm.adapter.d_mlp)] if no_factor else [])
             + already_answer_warnings(reqs, results),

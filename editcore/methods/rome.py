@@ -161,7 +161,6 @@ class _Rome:
             "identity_cov": cov is None and chol is None,
             "block_replay": vr.replayed,
             "suffix_replay": vr.suffix,
-            "suffix_groups": vr.groups,
             "consistent_keys": hp.consistent_keys,
             "warnings": already_answer_warnings([req], [vr]) + (
                 [stats.not_positive_definite_warning([layer], hp.stats_samples, lm.adapter.d_mlp)]
