@@ -376,7 +376,8 @@ def to_markdown(report: dict) -> str:
             lines += ["### Evaluation after one edit (`eval --method rome --fact louvre --target London`)", "",
                       f"Edit {e['edit_seconds']:.2f} s. Evaluation of every metric family: "
                       f"**{e['all_families_seconds']:.2f} s** with the unedited model's reads cached (computed once "
-                      f"per fact), {e['all_families_cold_seconds']:.2f} s the first time; the dashboard's quick "
+                      f"per fact), {e['all_families_cold_seconds']:.2f} s with nothing cached (also the general-ability "
+                      f"probes, which are read once per model); the dashboard's quick "
                       f"set ({', '.join(e['quick_families'])}): {e['quick_seconds']:.2f} s. Seconds on the edited "
                       f"model: {post}.", ""]
         if m.get("stats_sweep"):
