@@ -167,10 +167,18 @@ def module_io_at(lm, slot: str, layer: int, seqs: Sequence[Sequence[int]], idxs:
                  which: str = "in") -> torch.Tensor:
     """Input (``which="in"``, first positional argument) or output of ``slot`` at layer ``layer`` for each
     sequence at its position ``idxs[i]``: ``[n, d]`` in float32. The forward stops right after it."""
-    module = lm.adapter.module(slot, layer)
     # Causal: nothing after position idx reaches it, so each sequence ends there (a context-prefixed prompt
     # with its target is ~40% longer than what the subject's last token sees).
     ids, mask = _pad_right(lm, [list(q[:i + 1]) for q, i in zip(seqs, idxs)])
+    x = _stopped_at(lm, lm.adapter.module(slot, layer), ids, mask, which, f"{slot} of layer {layer}")
+    rows = torch.arange(len(seqs), device=ids.device)
+    return x[rows, torch.tensor(list(idxs), device=ids.device)].float()
+
+
+def _stopped_at(lm, module: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, which: str,
+                name: str) -> torch.Tensor:
+    """A plain forward (no cache) of ``ids`` that stops at ``module``: its input (``which="in"``, first
+    positional argument) or output ``[n, T, ...]``."""
     got: dict[str, torch.Tensor] = {}
 
     def pre(_m, args):
@@ -188,9 +196,8 @@ def module_io_at(lm, slot: str, layer: int, seqs: Sequence[Sequence[int]], idxs:
         except _Stop:
             pass
     if "x" not in got:
-        raise RuntimeError(f"{slot} of layer {layer} was not reached by the forward pass")
-    rows = torch.arange(len(seqs), device=ids.device)
-    return got["x"][rows, torch.tensor(list(idxs), device=ids.device)].float()
+        raise RuntimeError(f"{name} was not reached by the forward pass")
+    return got["x"]
 
 
 def mlp_keys(lm, layer: int, requests: Sequence[Request], templates: Sequence[str],
@@ -209,14 +216,13 @@ def mlp_keys(lm, layer: int, requests: Sequence[Request], templates: Sequence[st
 
 
 # ---- replaying the upper blocks -------------------------------------------------------------------
-# ``edit(x, rows)`` rewrites hidden states ``x`` whose batch holds the replay's rows ``rows`` (a LongTensor of
-# row numbers in the replay's current order): ROME adds its delta to the MLP projection's output, MEMIT to
-# the input of the block above the edited one.
-RowEdit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# ``edit(x)`` rewrites the hidden states ``x`` of every row the replay holds: ROME adds its delta to the MLP
+# projection's output, MEMIT to the input of the block above the edited one.
+HiddenEdit = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _edit_output(out, edit: RowEdit, rows: torch.Tensor):
-    return edit(out, rows) if not isinstance(out, tuple) else (edit(out[0], rows),) + tuple(out[1:])
+def _edit_output(out, edit: HiddenEdit):
+    return edit(out) if not isinstance(out, tuple) else (edit(out[0]),) + tuple(out[1:])
 
 
 def _record(blocks: Sequence[torch.nn.Module], final_norm: torch.nn.Module, forward: Callable[[], object]):
@@ -235,19 +241,19 @@ def _record(blocks: Sequence[torch.nn.Module], final_norm: torch.nn.Module, forw
     return out, calls[:len(blocks)], (calls[0][0][0].detach() if ok else None)
 
 
-def _run_recorded(rp, edit: RowEdit | None, module: torch.nn.Module | None, rows: torch.Tensor) -> torch.Tensor:
+def _run_recorded(rp, edit: HiddenEdit | None, module: torch.nn.Module | None) -> torch.Tensor:
     """Run a replay's recorded block calls from its recorded input ``rp.h0`` (edited by ``edit`` unless the edit
     sits on ``module``, whose forward hook the caller installed). Returns final-normed hidden states."""
-    h = rp.h0 if edit is None or module is not None else edit(rp.h0, rows)
+    h = rp.h0 if edit is None or module is not None else edit(rp.h0)
     for block, (args, kwargs) in zip(rp.blocks, rp.calls):
         h = _first(block(h, *args[1:], **kwargs))
     return rp.final_norm(h)
 
 
-def _module_edit(edit: RowEdit | None, module: torch.nn.Module | None, rows: torch.Tensor) -> list:
+def _module_edit(edit: HiddenEdit | None, module: torch.nn.Module | None) -> list:
     if edit is None or module is None:
         return []
-    return [module.register_forward_hook(lambda _m, _a, out: _edit_output(out, edit, rows))]
+    return [module.register_forward_hook(lambda _m, _a, out: _edit_output(out, edit))]
 
 
 class _Replay:
@@ -265,21 +271,19 @@ class _Replay:
                 input_ids=ids, attention_mask=mask, use_cache=False))
         self.reference = final_hidden(out).detach()
         self.use_replay = self.h0 is not None
-        self.order = list(range(ids.shape[0]))
         self.checked = False
 
-    def run(self, edit: RowEdit | None = None, module: torch.nn.Module | None = None) -> torch.Tensor:
+    def run(self, edit: HiddenEdit | None = None, module: torch.nn.Module | None = None) -> torch.Tensor:
         """Final-normed hidden states ``[B, T, d]``. ``edit`` rewrites the output of ``module`` (inside the
         replayed blocks) or, without ``module``, the replay's input (the output of block ``start - 1``)."""
-        rows = torch.arange(self.ids.shape[0], device=self.ids.device)
-        handles = _module_edit(edit, module, rows)
+        handles = _module_edit(edit, module)
         if not self.use_replay and edit is not None and module is None:
             if self.below is None:
                 raise ValueError("an edit of the replay's input needs start >= 1")
-            handles.append(self.below.register_forward_hook(lambda _m, _a, out: _edit_output(out, edit, rows)))
+            handles.append(self.below.register_forward_hook(lambda _m, _a, out: _edit_output(out, edit)))
         with _hooked(handles):
             if self.use_replay:
-                return _run_recorded(self, edit, module, rows)
+                return _run_recorded(self, edit, module)
             out = self.lm.model.base_model(input_ids=self.ids, attention_mask=self.mask, use_cache=False)
             return final_hidden(out)
 
@@ -368,7 +372,6 @@ class _SuffixReplay:
                                f"cached forward ({lm.adapter.family})", "replaying whole sequences"):
                     raise _NoSuffix("the cached forward differs from a plain forward")
         self.suffix_mask = mask[:, c:].bool()
-        self.order = list(range(len(seqs)))
         self.use_replay = True
         self.checked = False
 
@@ -380,12 +383,11 @@ class _SuffixReplay:
             layer.__dict__.clear()
             layer.__dict__.update(state)
 
-    def run(self, edit: RowEdit | None = None, module: torch.nn.Module | None = None) -> torch.Tensor:
-        rows = torch.arange(self.h0.shape[0], device=self.h0.device)
+    def run(self, edit: HiddenEdit | None = None, module: torch.nn.Module | None = None) -> torch.Tensor:
         self._reset()
         try:
-            with _hooked(_module_edit(edit, module, rows)):
-                return _run_recorded(self, edit, module, rows)
+            with _hooked(_module_edit(edit, module)):
+                return _run_recorded(self, edit, module)
         finally:
             self._reset()
 
@@ -424,18 +426,7 @@ def _plain_hidden(lm, seqs: Sequence[Sequence[int]], block: int) -> torch.Tensor
     ids, mask = _pad_right(lm, seqs)
     if block >= lm.adapter.n_layers:
         return final_hidden(lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False))
-    got: dict[str, torch.Tensor] = {}
-
-    def pre(_m, args):
-        got["h"] = args[0]
-        raise _Stop
-
-    with _hooked([lm.adapter.block(block).register_forward_pre_hook(pre)]):
-        try:
-            lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
-        except _Stop:
-            pass
-    return got["h"]
+    return _stopped_at(lm, lm.adapter.block(block), ids, mask, "in", f"block {block}")
 
 
 def _take_rows(x, idx: torch.Tensor, n: int):
@@ -552,12 +543,12 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     dev = lm.device
     per_req = torch.zeros(n_req, device=dev).index_add_(
         0, torch.tensor([e[3] for e in loss_entries], device=dev), torch.ones(len(loss_entries), device=dev))
-    first_of = {owner.index(q): q for q in range(n_req)}  # the plain prompt ("{}" comes first) of each request
+    first_row = [owner.index(q) for q in range(n_req)]  # the plain prompt ("{}" comes first) of each request
     # ROME's delta sits inside block ``layer`` (replayed from there); MEMIT's is added to that block's output,
     # which is the input of block ``layer + 1``.
     start = layer if slot == "mlp_out" else layer + 1
     replay = _make_replay(lm, seqs, look, start)
-    rows_now = list(replay.order)  # original row of each row the replay holds, in order
+    rows_now = list(range(len(seqs)))  # original row of each row the replay holds, in order
 
     def make_layout(rp, active: Sequence[int]) -> dict:
         """Index tensors for the rows ``rp`` holds (``rows_now``) and the entries of the ``active`` requests."""
@@ -585,17 +576,11 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     delta = torch.zeros(n_req, d, device=dev, dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=s.lr)
 
-    v_init: dict[int, torch.Tensor] = {}  # request -> value at its plain prompt, read in the first forward
-
-    def add_delta(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        cols = L["cols"][rows]
-        if len(v_init) < n_req:
-            for i, r in enumerate(rows.tolist()):
-                q = first_of.get(rows_now[r])
-                if q is not None:
-                    v_init[q] = x[i, cols[i]].detach().float().clone()
+    def add_delta(x: torch.Tensor) -> torch.Tensor:
+        if "v_init" not in captured:  # the first forward holds every row
+            captured["v_init"] = x[first_row, L["cols"][first_row]].detach().float().clone()
         bump = torch.zeros_like(x)
-        bump[torch.arange(len(rows), device=x.device), cols] = delta[L["owner"][rows]].to(x.dtype)
+        bump[torch.arange(x.shape[0], device=x.device), L["cols"]] = delta[L["owner"]].to(x.dtype)
         return x + bump
 
     def forward(rp) -> torch.Tensor:
@@ -613,9 +598,8 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
             can_shrink = False
             if isinstance(replay, _SuffixReplay):  # fall back to replaying whole sequences
                 replay = _Replay(lm, *_pad_right(lm, seqs), start)
-                rows_now = list(replay.order)
                 L = make_layout(replay, range(n_req))
-                v_init.clear()
+                captured.pop("v_init", None)
                 h = forward(replay)
                 if not replay.check(h):
                     h = forward(replay)
@@ -636,10 +620,8 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
         # ROME's order: KL(P_edited || P_init) on the essence prompt, per request.
         kl_act = (kl_logp.exp() * (kl_logp - kl_init[L["kl_owner"]])).sum(-1)
         kl = torch.zeros(n_req, device=dev).index_add(0, L["kl_owner"], kl_act)
-        if it == 0:
-            captured["v_init"] = torch.stack([v_init[q] for q in range(n_req)])
-        v0 = captured["v_init"]
-        wd = s.weight_decay * delta.norm(dim=1) / v0.norm(dim=1).clamp_min(1e-12) ** 2
+        v_init = captured["v_init"]
+        wd = s.weight_decay * delta.norm(dim=1) / v_init.norm(dim=1).clamp_min(1e-12) ** 2
         loss = nll + s.kl_factor * kl + wd  # [n_req]; only the active requests' entries are meaningful
         probs = torch.zeros(n_req, device=dev).index_add_(0, L["loss_owner"], tok_lp.detach().exp()) / per_req
         active = (~done).nonzero().flatten().tolist()
@@ -672,7 +654,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
         opt.step()
         with torch.no_grad():
             delta[done] = frozen  # Adam's momentum would otherwise keep moving finished requests
-            max_norm = s.clamp_norm_factor * v0.norm(dim=1)
+            max_norm = s.clamp_norm_factor * v_init.norm(dim=1)
             norms = delta.norm(dim=1)
             over = norms > max_norm
             delta[over] *= (max_norm[over] / norms[over])[:, None]
