@@ -257,18 +257,10 @@ class Scorer:
         dists = [p for p in other.asked["dists"] if p not in self._dists]
         if progress is not None and (pairs or dists):
             progress(f"scoring {len(pairs)} targets and {len(dists)} distributions")
-        if pairs and dists and not self.pre and not self.frozen:
-            # The distributions are read at prompts the families also score, from the pairs' own passes.
-            self.passes += math.ceil((len(pairs) + len(dists)) / self.batch_size)
-            scores, rows = _score_pairs(self.lm, [p for p, _ in pairs], [t for _, t in pairs], self.batch_size,
-                                        dists)
-            self._pairs.update(zip(pairs, scores))
-            self._dists.update(zip(dists, rows))
-        else:
-            if pairs:
-                self.pairs([p for p, _ in pairs], [t for _, t in pairs])
-            if dists:
-                self.dists(dists)
+        if pairs:  # the distributions are read at prompts the families also score, from the same passes
+            self.pairs([p for p, _ in pairs], [t for _, t in pairs], with_dists=dists)
+        if dists:
+            self.dists(dists)
         if other.asked["greedy"]:
             wanted = list(other.asked["greedy"])
             if progress is not None:
@@ -301,7 +293,10 @@ class Scorer:
         return (self.lm.fingerprint, self.state, *parts)
 
     # -- teacher-forced targets ----------------------------------------------------------------------
-    def pairs(self, prompts: Sequence[str], targets: Sequence[str]) -> list[PairScore]:
+    def pairs(self, prompts: Sequence[str], targets: Sequence[str], with_dists: Sequence[str] = ()) -> list[PairScore]:
+        """Teacher-forced scores of each target after its prompt. Passes that run also read the next-token
+        distributions after ``with_dists`` and (up to :data:`SPARE_DISTS_MAX`) after the scored prompts, kept
+        for a following :meth:`dists` call."""
         if len(prompts) != len(targets):
             raise ValueError("prompts and targets differ in length")
         keys = [(p, t) for p, t in zip(prompts, targets)]
@@ -322,6 +317,7 @@ class Scorer:
             spare = [p for p in dict.fromkeys(p for p, _ in todo) if p not in self._dists]
             if len(spare) + len(self._spare_dists) > SPARE_DISTS_MAX:  # a probe set, not a fact's prompts
                 spare = []
+            spare += [p for p in dict.fromkeys(with_dists) if p not in self._dists and p not in spare]
             scores, rows = _score_pairs(self.lm, [p for p, _ in todo], [t for _, t in todo], self.batch_size,
                                         spare)
             self._spare_dists.update(zip(spare, rows))
