@@ -224,16 +224,18 @@ def _speedups(lm, facts, common) -> list[dict]:
         ("EditScope defaults", {}, {}),
         ("no suffix-only replay (whole sequences through blocks l..L-1)", {}, {"suffix_cache": False}),
         ("no block replay (full forward every step)", {}, {"suffix_cache": False, "block_replay": False}),
+        ("KL prompt in a row of its own (as ROME), not read from the plain prompt's row", {}, {"shared_kl_row": False}),
         ("no early stop at P(target)>=0.9 (ROME's loss<0.05 rule only)", {"v_stop_prob": 1.0}, {}),
         ("ROME's 20 context prefixes instead of 5", {"context_prefixes": 20, "context_tokens": 10}, {}),
     ])
 
 
 def _memit_speedups(lm, facts, common) -> list[dict]:
-    """MEMIT's batch seconds with finished requests' rows dropped (default) or kept, on the same batch."""
+    """MEMIT's batch seconds on the same batch: defaults, finished requests' rows kept, own KL rows."""
     return _variants(lm, "memit", facts, common, [
         ("EditScope defaults", {}, {}),
         ("finished requests' rows kept in the batch", {}, {"drop_finished": False}),
+        ("KL prompts in rows of their own (as MEMIT)", {}, {"shared_kl_row": False}),
     ])
 
 

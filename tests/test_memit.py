@@ -224,16 +224,22 @@ def test_dropping_finished_rows_keeps_the_loss_curves(family, monkeypatch):
     runs = {}
     base = dict(_common.SPEEDUPS)
     for mode, switches in ((True, {}), (False, {"drop_finished": False}),
-                           ("full", {"suffix_cache": False, "block_replay": False})):
+                           ("kl_rows", {"drop_finished": False, "shared_kl_row": False}),
+                           ("full", {"suffix_cache": False, "block_replay": False, "shared_kl_row": False})):
         monkeypatch.setattr(_common, "SPEEDUPS", {**base, **switches})
         runs[mode] = _common.optimise_values(lm, reqs, 1, templates, s, slot="block")
+    # 4 requests x 3 contexts; only REQ2's prompt does not open with its subject, so only it needs a row for
+    # the KL prompt "{subject} is a" (the others read it from their plain prompt's row). Then the unfinished half.
     rows = runs[True][0].batch_rows
-    assert rows[0] == 16 and rows[1] == 8  # 4 requests x (3 contexts + KL row), then the unfinished half
+    unfinished = [q for q, r in enumerate(runs[True]) if r.steps > 1]
+    assert len(unfinished) == 2
+    assert rows[0] == 13 and rows[1] == sum(3 + (q == 1) for q in unfinished)
     assert rows == sorted(rows, reverse=True)
-    assert set(runs[False][0].batch_rows) == {16}
+    assert set(runs[False][0].batch_rows) == {13}
+    assert set(runs["kl_rows"][0].batch_rows) == {16}
     assert runs[True][0].suffix and not runs["full"][0].replayed
     # Against full forwards float rounding differs (other shapes), and lr=2 Adam steps carry it along.
-    for other, tol in ((False, 1e-5), ("full", 1e-3)):
+    for other, tol in ((False, 1e-5), ("kl_rows", 1e-5), ("full", 1e-3)):
         for a, b in zip(runs[True], runs[other]):
             assert a.steps == b.steps
             assert a.losses == pytest.approx(b.losses, rel=tol, abs=1e-6)

@@ -98,8 +98,8 @@ def test_identity_covariance_option(corpus):
 
 @pytest.mark.parametrize("family", tiny.FAMILIES)
 def test_fast_paths_match_full_forward(family, corpus, monkeypatch):
-    """The fast paths (suffix-only replay; replay of blocks l..L-1) give the same loss curve as full
-    forwards, on every supported family."""
+    """The fast paths (suffix-only replay; replay of blocks l..L-1; the KL term read from the plain prompt's
+    row) give the same loss curve as full forwards with a KL row of its own, on every supported family."""
     from editcore.methods import _common
 
     lm = tiny.lm(family)
@@ -107,13 +107,16 @@ def test_fast_paths_match_full_forward(family, corpus, monkeypatch):
     curves = {}
     base = dict(_common.SPEEDUPS)
     for mode, switches in (("suffix", {}), ("blocks", {"suffix_cache": False}),
-                           ("full", {"suffix_cache": False, "block_replay": False})):
+                           ("full", {"suffix_cache": False, "block_replay": False}),
+                           ("kl_row", {"suffix_cache": False, "block_replay": False, "shared_kl_row": False})):
         monkeypatch.setattr(_common, "SPEEDUPS", {**base, **switches})
         d = get_method("rome").compute(lm, [REQ], hp).diagnostics
         assert d["suffix_replay"] == (mode == "suffix")
-        assert d["block_replay"] == (mode != "full")
+        assert d["block_replay"] == (mode in ("suffix", "blocks"))
         curves[mode] = d["loss_curve"]
-    for mode in ("suffix", "blocks"):
+    # "kl_row": the KL prompt in a row of its own, as ROME runs it; the others read it from the plain prompt's
+    # row, which opens with the same tokens (REQ's prompt starts with the subject).
+    for mode in ("suffix", "blocks", "kl_row"):
         assert curves[mode] == pytest.approx(curves["full"], rel=1e-4, abs=1e-6), mode
 
 

@@ -24,7 +24,8 @@ back to full forwards. :class:`_SuffixReplay` goes further and recomputes only t
 on, with the prefix in a key/value cache (checked against the model's own cached forward on every row, and
 that against a plain forward on two rows); in a batch (MEMIT) the rows of requests that have met their
 stopping rule are dropped. Rows end at the last position that is read (the last target token is only a label; the KL
-prompt is read at the subject). Logits are computed only at the scored positions (Gemma's vocabulary has 262k
+prompt is read at the subject), and a request whose prompt opens with its subject reads the KL term from that
+prompt's row instead of a row of its own. Logits are computed only at the scored positions (Gemma's vocabulary has 262k
 entries), and the unembedding's backward is computed per vocabulary chunk
 (:func:`editcore.models.arch.chunked_matmul`).
 """
@@ -447,7 +448,7 @@ class _NoSuffix(Exception):
 
 
 # Switches for the benchmark's "what bought how much" table; all on in normal use.
-SPEEDUPS = {"block_replay": True, "suffix_cache": True, "drop_finished": True}
+SPEEDUPS = {"block_replay": True, "suffix_cache": True, "drop_finished": True, "shared_kl_row": True}
 
 
 # ---- value optimisation (ROME's v*, MEMIT's z*) ---------------------------------------------------------
@@ -531,12 +532,21 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
             look.append(idx)
             owner.append(q)
     # ROME's KL prompt: the subject's own "essence", read at the subject's last token (one row per request).
-    # Nothing after that token can reach it, so the row ends there.
+    # Nothing after that token can reach it, so the row ends there. When the plain prompt starts with the same
+    # tokens up to that one ("{subject} is located in"), its row already computes exactly that position (same
+    # tokens, positions and delta; causal attention sees nothing later), so the KL term is read there and the
+    # request needs no row of its own (a one-token row is padded to the suffix width: 1/7 of a ROME step).
     kl_entries: list[tuple[int, int]] = []  # (row, position), one per request
     for q, req in enumerate(reqs):
         kl_ids, kl_idx = subject_last_index(tok, "{} is a", req.subject)
+        kl_ids = kl_ids[:kl_idx + 1]
+        row = q * n_ctx  # the request's first template
+        if SPEEDUPS["shared_kl_row"] and templates[0] == "{}" and look[row] == kl_idx \
+                and list(seqs[row][:kl_idx + 1]) == list(kl_ids):
+            kl_entries.append((row, kl_idx))
+            continue
         kl_entries.append((len(seqs), kl_idx))
-        seqs.append(kl_ids[:kl_idx + 1])
+        seqs.append(kl_ids)
         look.append(kl_idx)
         owner.append(q)
 
@@ -567,8 +577,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     edited = lm.adapter.module("mlp_out", layer) if slot == "mlp_out" else None
     captured: dict[str, torch.Tensor] = {}
     if slot == "mlp_out":
-        kl_rows = {k for k, _ in kl_entries}
-        ctx_rows = [r for r in range(len(owner)) if r not in kl_rows]
+        ctx_rows = range(n_req * n_ctx)  # the KL prompts' own rows come after these
         with torch.no_grad():
             captured["keys"] = module_io_at(lm, "mlp_out", layer, [seqs[r] for r in ctx_rows],
                                             [look[r] for r in ctx_rows], "in")
