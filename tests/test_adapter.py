@@ -77,6 +77,35 @@ def test_chunked_unembedding_gradient_equals_plain_autograd():
     assert torch.allclose(fast, h.grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_small_batch_linear_equals_the_plain_one(bias):
+    """The loaded models' Linear layers compute 2-8 rows without autograd as (W x^T)^T (decoding speed): the
+    same values as F.linear for every row count and shape, and the plain path (with a gradient) otherwise."""
+    from editcore.models.arch import SMALL_BATCH_ROWS, use_small_batch_linears
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(48, 40, bias=bias)
+    assert use_small_batch_linears(torch.nn.Sequential(layer)) == 1 and "forward" in layer.__dict__
+    for shape in ((1, 48), (3, 48), (8, 48), (9, 48), (2, 3, 48), (4, 1, 48), (5, 2, 48)):
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            got = layer(x)
+        want = torch.nn.functional.linear(x, layer.weight, layer.bias)
+        assert got.shape == want.shape and got.is_contiguous()
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), shape
+    x = torch.randn(SMALL_BATCH_ROWS[1], 48, requires_grad=True)
+    layer(x).sum().backward()
+    assert torch.allclose(x.grad, layer.weight.sum(0).expand_as(x))
+
+
+def test_loaded_models_use_the_small_batch_linear():
+    """Every plain Linear of a handle's model gets it; weights and state dict keys stay as they were."""
+    lm = tiny.lm("llama")
+    linears = [m for m in lm.model.modules() if type(m) is torch.nn.Linear]
+    assert linears and all("forward" in m.__dict__ for m in linears)
+    assert not any(".forward" in k for k in lm.model.state_dict())
+
+
 def test_layer_out_of_range_is_a_user_error():
     a = ArchAdapter(tiny.model("gpt2")[0])
     with pytest.raises(InputError, match="out of range"):

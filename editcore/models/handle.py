@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..scope import EditScope, Patch, param_digest
-from .arch import ArchAdapter
+from .arch import ArchAdapter, use_small_batch_linears
 
 
 @dataclass(eq=False)
@@ -35,6 +35,7 @@ class LM:
         self.model.eval()
         self.model.requires_grad_(False)
         self.adapter = ArchAdapter(self.model)
+        use_small_batch_linears(self.model)  # decoding speed; same products (see arch._small_batch_linear)
         self.lock = threading.RLock()
         if getattr(self.tokenizer, "pad_token_id", None) is None and getattr(self.tokenizer, "eos_token", None):
             self.tokenizer.pad_token = self.tokenizer.eos_token
