@@ -247,6 +247,41 @@ def test_dropping_finished_rows_keeps_the_loss_curves(family, monkeypatch):
             assert torch.allclose(a.v_init, b.v_init, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_layer_walk_gives_the_updates_of_fresh_forwards(family, corpus, monkeypatch):
+    """MEMIT reads keys, m and z layer by layer from kept block inputs (each layer re-runs only the block below
+    it) instead of a fresh forward per layer: the same updates on every family, over three layers."""
+    from editcore.methods import _common
+
+    lm = tiny.lm(family)
+    reqs = [REQ, REQ2, Request("{} plays the", "Miles Davis", "guitar")]
+    hp = _hp(corpus, layers=[0, 1, 2])
+    base = dict(_common.SPEEDUPS)
+    edits = {}
+    for walk in (True, False):
+        monkeypatch.setattr(_common, "SPEEDUPS", {**base, "layer_walk": walk})
+        edits[walk] = get_method("memit").compute(lm, reqs, hp)
+        assert edits[walk].diagnostics["layer_walk"] == walk
+    for name, d in edits[False].patch.deltas.items():
+        assert torch.allclose(edits[True].patch.deltas[name], d, rtol=1e-4, atol=1e-5 * float(d.abs().max())), name
+
+
+def test_a_layer_walk_that_disagrees_with_fresh_forwards_is_dropped(corpus, monkeypatch):
+    """The walk's first reads are compared with fresh forwards; if they differ, MEMIT reads every layer fresh."""
+    from editcore.methods import _common, memit
+
+    lm = tiny.lm("llama")
+    hp = _hp(corpus, layers=[0, 1])
+    reference = get_method("memit").compute(lm, [REQ, REQ2], hp)
+    real = memit._LayerWalk._run
+    monkeypatch.setattr(memit._LayerWalk, "_run", lambda self, b, h, plain=False: real(self, b, h, plain) + 0.5)
+    edit = get_method("memit").compute(lm, [REQ, REQ2], hp)
+    assert reference.diagnostics["layer_walk"] and not edit.diagnostics["layer_walk"]
+    for name, d in reference.patch.deltas.items():
+        assert torch.allclose(edit.patch.deltas[name], d, rtol=1e-4, atol=1e-5 * float(d.abs().max())), name
+    assert _common.SPEEDUPS["layer_walk"]
+
+
 @pytest.mark.parametrize("family, warned", [("gemma3", True), ("gpt2", False)])
 def test_identity_covariance_on_a_post_norm_model_is_warned(family, warned, corpus):
     """MEMIT without statistics fails on Gemma's post-MLP-norm blocks (0/10 on Gemma-3-270M): the edit says so."""

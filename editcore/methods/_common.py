@@ -448,7 +448,8 @@ class _NoSuffix(Exception):
 
 
 # Switches for the benchmark's "what bought how much" table; all on in normal use.
-SPEEDUPS = {"block_replay": True, "suffix_cache": True, "drop_finished": True, "shared_kl_row": True}
+SPEEDUPS = {"block_replay": True, "suffix_cache": True, "drop_finished": True, "shared_kl_row": True,
+            "layer_walk": True}
 
 
 # ---- value optimisation (ROME's v*, MEMIT's z*) ---------------------------------------------------------

@@ -8,7 +8,8 @@ A batch of facts is spread over the MLP output projections of a range of layers 
 2. For each layer ``l`` in ``R``, ascending: keys ``K`` (``[d_mlp, n]``, subject's last token, averaged
    over the context prompts) and the residual ``R_l = (z* - z_current) / (layers left)`` with
    ``z_current`` the last layer's hidden state for the plain prompt, both computed *with the updates of
-   the layers below already applied* (a nested ``lm.scope()``, so the model is restored afterwards);
+   the layers below already applied* (a nested ``lm.scope()``, so the model is restored afterwards; read
+   by walking up from block inputs kept at the previous layer, :class:`_LayerWalk`);
    then ``dW_l = R_l K^T (lambda C_l + K K^T)^-1`` (a linear solve in float64), where ``C_l = E[k k^T]``
    and ``lambda = mom2_update_weight``.
 
@@ -42,8 +43,11 @@ from ..errors import InputError
 from ..scope import Patch
 from ..types import Request
 from . import stats
-from ._common import (already_answer_warnings, context_templates, mlp_keys, module_io_at, optimise_values,
-                      subject_last_index, validate_request, value_settings)
+from . import _common
+from ._common import (_agrees, _first, _hooked, _Stop, _take_rows, already_answer_warnings,
+                      context_templates, fill, module_io_at, optimise_values, subject_last_index, validate_request,
+                      value_settings)
+from ..text import padded
 from .base import Edit, Progress, hparam, validate_hparams
 
 log = logging.getLogger(__name__)
@@ -147,6 +151,99 @@ def through_post_norm(norm: torch.nn.Module, m: torch.Tensor, r: torch.Tensor) -
         return rms * (solve(hi) + keep) - m
 
 
+class _LayerWalk:
+    """MEMIT's reads at each layer ``l`` of ``R``, in ascending order, with the updates of the layers below in
+    place: the keys at ``l`` for every (request, context) row, and at the plain prompts the projection's
+    output ``m`` at ``l`` and the last layer's output ``z``. All at the subject's last token.
+
+    Reading them with a fresh forward per layer runs blocks ``0..l`` again each time, though the input of
+    block ``l - 1`` cannot have changed since the previous layer (only ``l - 1``'s own update is new). One
+    forward records every block's call (masks, rotary embeddings) from ``R``'s first layer on; then each
+    layer runs the blocks between it and the previous one from the kept input, and its own block up to the
+    projection. ``z`` runs the blocks up to the last layer for the plain rows only (their rows of the recorded
+    keyword arguments). The first walked layer's reads are compared with fresh forwards on two rows
+    (:meth:`checked`); callers fall back to fresh forwards if they differ."""
+
+    def __init__(self, lm, seqs: list[list[int]], idxs: list[int], plain_rows: list[int], layers: list[int]):
+        self.lm, self.idxs, self.plain = lm, idxs, plain_rows
+        self.z_layer = layers[-1]
+        ad = lm.adapter
+        ids, mask = padded(lm, [q[:i + 1] for q, i in zip(seqs, idxs)])
+        self.n = ids.shape[0]
+        self.blocks = {b: ad.block(b) for b in range(layers[0], self.z_layer + 1)}
+        self.calls: dict[int, tuple[tuple, dict]] = {}
+        last = self.blocks[self.z_layer]
+
+        def record(block: int):
+            def hook(module, args, kwargs):
+                self.calls[block] = (args, kwargs)
+                if module is last:
+                    raise _Stop
+            return hook
+
+        handles = [m.register_forward_pre_hook(record(b), with_kwargs=True) for b, m in self.blocks.items()]
+        with torch.no_grad(), _hooked(handles):
+            try:
+                lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+            except _Stop:
+                pass
+        if len(self.calls) != len(self.blocks) or not all(
+                a and isinstance(a[0], torch.Tensor) for a, _ in self.calls.values()):
+            raise _NoWalk("block calls could not be recorded")
+        self.at = layers[0]
+        self.h = self.calls[layers[0]][0][0]  # input of block self.at, with the updates below it in place
+        self.rows = torch.arange(self.n, device=ids.device)
+        self.pos = torch.tensor(idxs, device=ids.device)
+        self.plain_idx = torch.tensor(plain_rows, device=ids.device)
+        self._plain_calls = {b: (_take_rows(a, self.plain_idx, self.n), _take_rows(k, self.plain_idx, self.n))
+                             for b, (a, k) in self.calls.items()}
+
+    def _run(self, block: int, h: torch.Tensor, plain: bool = False) -> torch.Tensor:
+        args, kwargs = (self._plain_calls if plain else self.calls)[block]
+        return _first(self.blocks[block](h, *args[1:], **kwargs))
+
+    @torch.no_grad()
+    def read(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(keys [rows, d_mlp], m [plain rows, d_model], z [plain rows, d_model])`` at ``layer`` (float64)."""
+        for b in range(self.at, layer):  # blocks below ``layer`` whose weights changed since their input was kept
+            self.h = self._run(b, self.h)
+        self.at = layer
+        got: dict[str, torch.Tensor] = {}
+
+        def grab(_m, args, out):
+            got["k"], got["m"] = args[0], _first(out)
+            raise _Stop
+
+        with _hooked([self.lm.adapter.module("mlp_out", layer).register_forward_hook(grab)]):
+            try:
+                self._run(layer, self.h)
+            except _Stop:
+                pass
+        keys = got["k"][self.rows, self.pos].double()
+        m = got["m"][self.rows, self.pos][self.plain_idx].double()
+        h = self.h[self.plain_idx]
+        for b in range(layer, self.z_layer + 1):
+            h = self._run(b, h, plain=True)
+        z = h[torch.arange(len(self.plain), device=h.device), self.pos[self.plain_idx]].double()
+        return keys, m, z
+
+    @torch.no_grad()
+    def checked(self, layer: int, seqs: list[list[int]], got: tuple[torch.Tensor, ...]) -> bool:
+        """The walk's reads at ``layer`` equal fresh forwards' on the first and last plain rows."""
+        keys, m, z = got
+        probe = sorted({0, len(self.plain) - 1})
+        rows = [self.plain[j] for j in probe]
+        q, i = [seqs[r] for r in rows], [self.idxs[r] for r in rows]
+        fresh = [module_io_at(self.lm, "mlp_out", layer, q, i, "in"), module_io_at(self.lm, "mlp_out", layer, q, i, "out"),
+                 module_io_at(self.lm, "block", self.z_layer, q, i, "out")]
+        return all(_agrees(f, w, "MEMIT's layer walk", "reading each layer with a fresh forward")
+                   for f, w in zip(fresh, (keys[rows], m[probe], z[probe])))
+
+
+class _NoWalk(Exception):
+    """The layer walk is unavailable for this model (MEMIT then reads each layer with a fresh forward)."""
+
+
 class _Memit:
     name = "memit"
     version = "2"
@@ -185,17 +282,39 @@ class _Memit:
         z_target = torch.stack([r.v for r in results], 1).double()  # [d_model, n]
 
         plain = [subject_last_index(lm.tokenizer, r.prompt, r.subject) for r in reqs]
+        seqs, idxs = [], []
+        for req in reqs:
+            for ctx in templates:
+                ids, idx = subject_last_index(lm.tokenizer, fill(ctx, req.prompt), req.subject)
+                seqs.append(ids)
+                idxs.append(idx)
+        n_ctx = len(templates)
+        walk = None
+        if _common.SPEEDUPS["layer_walk"] and templates[0] == "{}":  # row q * n_ctx is request q's plain prompt
+            try:
+                walk = _LayerWalk(lm, seqs, idxs, [q * n_ctx for q in range(len(reqs))], layers)
+            except _NoWalk as exc:
+                log.info("MEMIT layer walk unavailable for %s (%s)", lm.adapter.family, exc)
+
+        def fresh(layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            ps, pi = [p[0] for p in plain], [p[1] for p in plain]
+            return (module_io_at(lm, "mlp_out", layer, seqs, idxs, "in").double(),
+                    module_io_at(lm, "mlp_out", layer, ps, pi, "out").double(),
+                    module_io_at(lm, "block", z_layer, ps, pi, "out").double())
+
         deltas: dict[str, torch.Tensor] = {}
         per_layer = []
         with lm.scope() as scope:  # updates of lower layers must be in place when later keys are read
             for i, layer in enumerate(layers):
-                keys = mlp_keys(lm, layer, reqs, templates).double().T  # [d_mlp, n]
-                z_cur = module_io_at(lm, "block", z_layer, [p[0] for p in plain], [p[1] for p in plain],
-                                     "out").double().T
+                got = walk.read(layer) if walk is not None else None
+                if got is not None and i == 0 and not walk.checked(layer, seqs, got):
+                    walk = got = None
+                k_rows, m, z_cur = got if got is not None else fresh(layer)
+                keys = k_rows.view(len(reqs), n_ctx, -1).mean(1).T  # [d_mlp, n], averaged over contexts
+                z_cur = z_cur.T
                 resid = (z_target - z_cur) / (len(layers) - i)
                 norm = lm.adapter.post_mlp_norm(layer)
                 if norm is not None:  # Gemma 2/3: ask the projection for what the norm turns into resid
-                    m = module_io_at(lm, "mlp_out", layer, [p[0] for p in plain], [p[1] for p in plain], "out")
                     resid = through_post_norm(norm, m, resid.T).T
                 delta = memit_update(resid, keys, covs[layer], hp.mom2_update_weight, chols[layer])
                 weight = lm.adapter.mlp_out_weight(layer)
@@ -229,6 +348,7 @@ class _Memit:
             "n_contexts": len(templates),
             "block_replay": all(r.replayed for r in results),
             "suffix_replay": all(r.suffix for r in results),
+            "layer_walk": walk is not None,
             "warnings": ([_IDENTITY_ON_POST_NORM] if identity_on_post_norm else [])
             + ([stats.not_positive_definite_warning(no_factor, hp.stats_samples, lm.adapter.d_mlp)] if no_factor else [])
             + already_answer_warnings(reqs, results),
