@@ -296,3 +296,22 @@ def test_cli_lists_a_benchmark(capsys):
     path = shared("counterfact/counterfact.json")
     assert main(["cases", "list", "--source", "counterfact", "--path", str(path), "--limit", "1"]) == 0
     assert capsys.readouterr().out.strip() == "counterfact:34\tP937\tLaurent Cars was employed in\tParis -> Philadelphia"
+
+
+def test_peak_memory_is_measured_per_model():
+    """The bench resets the resident-memory high-water mark before each model, so a model's peak does not
+    include what an earlier model left behind (Linux's VmHWM; skipped where it cannot be reset)."""
+    import os
+
+    import torch
+
+    from editcore import bench
+
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("no resettable high-water mark here")
+    big = torch.ones(100_000_000)  # 400 MB
+    big.add_(1)
+    high = bench.peak_rss_mb()
+    del big
+    bench.reset_peak_rss()
+    assert bench.peak_rss_mb() < high - 200
