@@ -267,7 +267,8 @@ def test_layer_walk_gives_the_updates_of_fresh_forwards(family, corpus, monkeypa
 
 
 def test_a_layer_walk_that_disagrees_with_fresh_forwards_is_dropped(corpus, monkeypatch):
-    """The walk's first reads are compared with fresh forwards; if they differ, MEMIT reads every layer fresh."""
+    """The walk's first reads are compared with fresh forwards; if they differ, or the walk cannot re-run a
+    block at all, MEMIT reads every layer fresh (same updates)."""
     from editcore.methods import _common, memit
 
     lm = tiny.lm("llama")
@@ -280,6 +281,15 @@ def test_a_layer_walk_that_disagrees_with_fresh_forwards_is_dropped(corpus, monk
     for name, d in reference.patch.deltas.items():
         assert torch.allclose(edit.patch.deltas[name], d, rtol=1e-4, atol=1e-5 * float(d.abs().max())), name
     assert _common.SPEEDUPS["layer_walk"]
+
+    def broken(self, b, h, plain=False):
+        raise TypeError("this block wants other arguments")
+
+    monkeypatch.setattr(memit._LayerWalk, "_run", broken)
+    edit = get_method("memit").compute(lm, [REQ, REQ2], hp)
+    assert not edit.diagnostics["layer_walk"]
+    for name, d in reference.patch.deltas.items():
+        assert torch.allclose(edit.patch.deltas[name], d, rtol=1e-4, atol=1e-5 * float(d.abs().max())), name
 
 
 @pytest.mark.parametrize("family, warned", [("gemma3", True), ("gpt2", False)])

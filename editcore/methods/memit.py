@@ -293,7 +293,7 @@ class _Memit:
         if _common.SPEEDUPS["layer_walk"] and templates[0] == "{}":  # row q * n_ctx is request q's plain prompt
             try:
                 walk = _LayerWalk(lm, seqs, idxs, [q * n_ctx for q in range(len(reqs))], layers)
-            except _NoWalk as exc:
+            except Exception as exc:  # _NoWalk, or a family whose forward cannot be recorded this way
                 log.info("MEMIT layer walk unavailable for %s (%s)", lm.adapter.family, exc)
 
         def fresh(layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -306,9 +306,17 @@ class _Memit:
         per_layer = []
         with lm.scope() as scope:  # updates of lower layers must be in place when later keys are read
             for i, layer in enumerate(layers):
-                got = walk.read(layer) if walk is not None else None
-                if got is not None and i == 0 and not walk.checked(layer, seqs, got):
-                    walk = got = None
+                got = None
+                if walk is not None:
+                    try:
+                        got = walk.read(layer)
+                        if i == 0 and not walk.checked(layer, seqs, got):
+                            got = None
+                    except Exception as exc:  # a family whose blocks cannot be re-run this way: fresh reads
+                        log.info("MEMIT layer walk failed for %s (%s)", lm.adapter.family, exc)
+                        got = None
+                    if got is None:
+                        walk = None
                 k_rows, m, z_cur = got if got is not None else fresh(layer)
                 keys = k_rows.view(len(reqs), n_ctx, -1).mean(1).T  # [d_mlp, n], averaged over contexts
                 z_cur = z_cur.T
