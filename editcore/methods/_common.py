@@ -201,16 +201,22 @@ def _stopped_at(lm, module: torch.nn.Module, ids: torch.Tensor, mask: torch.Tens
     return got["x"]
 
 
-def mlp_keys(lm, layer: int, requests: Sequence[Request], templates: Sequence[str],
-             batch_size: int = 32) -> torch.Tensor:
-    """MLP keys ``[n_requests, d_mlp]`` at the subject's last token, averaged over ``templates``
-    (each template is a context with a ``{}`` where the request's prompt goes)."""
+def context_rows(lm, requests: Sequence[Request], templates: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+    """Token ids of every (request, template) prompt, request by request, and the subject's last token in each."""
     seqs, idxs = [], []
     for req in requests:
         for ctx in templates:
             ids, idx = subject_last_index(lm.tokenizer, fill(ctx, req.prompt), req.subject)
             seqs.append(ids)
             idxs.append(idx)
+    return seqs, idxs
+
+
+def mlp_keys(lm, layer: int, requests: Sequence[Request], templates: Sequence[str],
+             batch_size: int = 32) -> torch.Tensor:
+    """MLP keys ``[n_requests, d_mlp]`` at the subject's last token, averaged over ``templates``
+    (each template is a context with a ``{}`` where the request's prompt goes)."""
+    seqs, idxs = context_rows(lm, requests, templates)
     keys = torch.cat([module_io_at(lm, "mlp_out", layer, seqs[i:i + batch_size], idxs[i:i + batch_size])
                       for i in range(0, len(seqs), batch_size)])
     return keys.view(len(requests), len(templates), -1).mean(1)

@@ -41,13 +41,12 @@ import torch
 
 from ..errors import InputError
 from ..scope import Patch
-from ..types import Request
-from . import stats
-from . import _common
-from ._common import (_agrees, _first, _hooked, _Stop, _take_rows, already_answer_warnings,
-                      context_templates, fill, module_io_at, optimise_values, subject_last_index, validate_request,
-                      value_settings)
 from ..text import padded
+from ..types import Request
+from . import _common, stats
+from ._common import (_agrees, _first, _hooked, _Stop, _take_rows, already_answer_warnings, context_rows,
+                      context_templates, module_io_at, optimise_values, subject_last_index, validate_request,
+                      value_settings)
 from .base import Edit, Progress, hparam, validate_hparams
 
 log = logging.getLogger(__name__)
@@ -234,7 +233,8 @@ class _LayerWalk:
         probe = sorted({0, len(self.plain) - 1})
         rows = [self.plain[j] for j in probe]
         q, i = [seqs[r] for r in rows], [self.idxs[r] for r in rows]
-        fresh = [module_io_at(self.lm, "mlp_out", layer, q, i, "in"), module_io_at(self.lm, "mlp_out", layer, q, i, "out"),
+        fresh = [module_io_at(self.lm, "mlp_out", layer, q, i, "in"),
+                 module_io_at(self.lm, "mlp_out", layer, q, i, "out"),
                  module_io_at(self.lm, "block", self.z_layer, q, i, "out")]
         return all(_agrees(f, w, "MEMIT's layer walk", "reading each layer with a fresh forward")
                    for f, w in zip(fresh, (keys[rows], m[probe], z[probe])))
@@ -282,12 +282,7 @@ class _Memit:
         z_target = torch.stack([r.v for r in results], 1).double()  # [d_model, n]
 
         plain = [subject_last_index(lm.tokenizer, r.prompt, r.subject) for r in reqs]
-        seqs, idxs = [], []
-        for req in reqs:
-            for ctx in templates:
-                ids, idx = subject_last_index(lm.tokenizer, fill(ctx, req.prompt), req.subject)
-                seqs.append(ids)
-                idxs.append(idx)
+        seqs, idxs = context_rows(lm, reqs, templates)
         n_ctx = len(templates)
         walk = None
         if _common.SPEEDUPS["layer_walk"] and templates[0] == "{}":  # row q * n_ctx is request q's plain prompt
