@@ -23,10 +23,10 @@ forward on the first step; if it disagrees (an unknown family that does somethin
 back to full forwards. :class:`_SuffixReplay` goes further and recomputes only the tokens from the edited one
 on, with the prefix in a key/value cache (checked against the model's own cached forward on every row, and
 that against a plain forward on two rows); in a batch (MEMIT) the rows of requests that have met their
-stopping rule are dropped. Rows end at the last position that is read (the last target token is only a label; the KL
-prompt is read at the subject), and a request whose prompt opens with its subject reads the KL term from that
-prompt's row instead of a row of its own. Logits are computed only at the scored positions (Gemma's vocabulary has 262k
-entries), and the unembedding's backward is computed per vocabulary chunk
+stopping rule are dropped. Rows end at the last position that is read (the last target token is only a
+label; the KL prompt is read at the subject), and a request whose prompt opens with its subject reads the KL
+term from that prompt's row instead of a row of its own. Logits are computed only at the scored positions
+(Gemma's vocabulary has 262k entries), and the unembedding's backward is computed per vocabulary chunk
 (:func:`editcore.models.arch.chunked_matmul`).
 """
 
