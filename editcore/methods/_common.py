@@ -232,20 +232,38 @@ def _edit_output(out, edit: HiddenEdit):
     return edit(out) if not isinstance(out, tuple) else (edit(out[0]),) + tuple(out[1:])
 
 
+def record_calls(modules: Sequence[torch.nn.Module], forward: Callable[[], object], stop_at_last: bool = False):
+    """Run ``forward`` recording the ``(args, kwargs)`` of every call of ``modules`` (in call order). Returns
+    ``(output, calls)``, ``calls`` being ``None`` unless each module was called once with its hidden states as
+    the first positional argument (what a replay needs). ``stop_at_last`` ends the forward once the last module
+    is reached (the output is then ``None``)."""
+    calls: list[tuple[tuple, dict]] = []
+    last = modules[-1] if modules else None
+
+    def record(module, args, kwargs):
+        calls.append((args, kwargs))
+        if stop_at_last and module is last:
+            raise _Stop
+
+    out = None
+    with _hooked([m.register_forward_pre_hook(record, with_kwargs=True) for m in modules]):
+        try:
+            out = forward()
+        except _Stop:
+            if not stop_at_last:
+                raise
+    ok = len(calls) == len(modules) and all(len(a) >= 1 and isinstance(a[0], torch.Tensor) for a, _ in calls)
+    return out, (calls if ok else None)
+
+
 def _record(blocks: Sequence[torch.nn.Module], final_norm: torch.nn.Module, forward: Callable[[], object]):
     """Run ``forward`` recording every call of ``blocks`` and of the final norm. Returns ``(output, block
     calls, h0)`` where ``h0`` is the input of the first block (of the final norm when there are no blocks),
     or ``None`` when the calls could not be recorded (hidden states not passed positionally)."""
-    calls: list[tuple[tuple, dict]] = []
-
-    def record(_m, args, kwargs):
-        calls.append((args, kwargs))
-
-    handles = [m.register_forward_pre_hook(record, with_kwargs=True) for m in (*blocks, final_norm)]
-    with _hooked(handles):
-        out = forward()
-    ok = len(calls) == len(blocks) + 1 and all(len(a) >= 1 and isinstance(a[0], torch.Tensor) for a, _ in calls)
-    return out, calls[:len(blocks)], (calls[0][0][0].detach() if ok else None)
+    out, calls = record_calls([*blocks, final_norm], forward)
+    if calls is None:
+        return out, [], None
+    return out, calls[:len(blocks)], calls[0][0][0].detach()
 
 
 def _run_recorded(rp, edit: HiddenEdit | None, module: torch.nn.Module | None) -> torch.Tensor:
@@ -287,7 +305,7 @@ class _Replay:
         if not self.use_replay and edit is not None and module is None:
             if self.below is None:
                 raise ValueError("an edit of the replay's input needs start >= 1")
-            handles.append(self.below.register_forward_hook(lambda _m, _a, out: _edit_output(out, edit)))
+            handles += _module_edit(edit, self.below)
         with _hooked(handles):
             if self.use_replay:
                 return _run_recorded(self, edit, module)

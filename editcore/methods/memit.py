@@ -45,8 +45,8 @@ from ..text import padded
 from ..types import Request
 from . import _common, stats
 from ._common import (_agrees, _first, _hooked, _Stop, _take_rows, already_answer_warnings, context_rows,
-                      context_templates, module_io_at, optimise_values, subject_last_index, validate_request,
-                      value_settings)
+                      context_templates, module_io_at, optimise_values, record_calls, subject_last_index,
+                      validate_request, value_settings)
 from .base import Edit, Progress, hparam, validate_hparams
 
 log = logging.getLogger(__name__)
@@ -170,25 +170,12 @@ class _LayerWalk:
         ids, mask = padded(lm, [q[:i + 1] for q, i in zip(seqs, idxs)])
         self.n = ids.shape[0]
         self.blocks = {b: ad.block(b) for b in range(layers[0], self.z_layer + 1)}
-        self.calls: dict[int, tuple[tuple, dict]] = {}
-        last = self.blocks[self.z_layer]
-
-        def record(block: int):
-            def hook(module, args, kwargs):
-                self.calls[block] = (args, kwargs)
-                if module is last:
-                    raise _Stop
-            return hook
-
-        handles = [m.register_forward_pre_hook(record(b), with_kwargs=True) for b, m in self.blocks.items()]
-        with torch.no_grad(), _hooked(handles):
-            try:
-                lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
-            except _Stop:
-                pass
-        if len(self.calls) != len(self.blocks) or not all(
-                a and isinstance(a[0], torch.Tensor) for a, _ in self.calls.values()):
+        with torch.no_grad():  # the forward stops at the last layer's block: nothing above it is needed
+            _, calls = record_calls(list(self.blocks.values()), lambda: lm.model.base_model(
+                input_ids=ids, attention_mask=mask, use_cache=False), stop_at_last=True)
+        if calls is None:
             raise _NoWalk("block calls could not be recorded")
+        self.calls: dict[int, tuple[tuple, dict]] = dict(zip(self.blocks, calls))
         self.at = layers[0]
         self.h = self.calls[layers[0]][0][0]  # input of block self.at, with the updates below it in place
         self.rows = torch.arange(self.n, device=ids.device)
@@ -353,7 +340,8 @@ class _Memit:
             "suffix_replay": all(r.suffix for r in results),
             "layer_walk": walk is not None,
             "warnings": ([_IDENTITY_ON_POST_NORM] if identity_on_post_norm else [])
-            + ([stats.not_positive_definite_warning(no_factor, hp.stats_samples, lm.adapter.d_mlp)] if no_factor else [])
+            + ([stats.not_positive_definite_warning(no_factor, hp.stats_samples, lm.adapter.d_mlp)]
+               if no_factor else [])
             + already_answer_warnings(reqs, results),
         }
         if identity_on_post_norm:

@@ -229,9 +229,9 @@ def second_moments(lm, layers: Sequence[int], n_tokens: int = DEFAULT_TOKENS, co
 
 def not_positive_definite_warning(layers: Sequence[int], n_tokens: int, d_mlp: int) -> str:
     """The sentence an edit carries when its statistics had no Cholesky factor (see :func:`cholesky_factors`)."""
-    return (f"the layer statistics of layer(s) {', '.join(map(str, layers))} ({n_tokens} tokens for {d_mlp}-dimensional "
-            "keys) are not positive definite, so C^-1 is ill-defined and the update may be far off; use more "
-            "statistics samples")
+    return (f"the layer statistics of layer(s) {', '.join(map(str, layers))} ({n_tokens} tokens for "
+            f"{d_mlp}-dimensional keys) are not positive definite, so C^-1 is ill-defined and the update may be "
+            "far off; use more statistics samples")
 
 
 def cholesky_factors(lm, layers: Sequence[int], n_tokens: int = DEFAULT_TOKENS, corpus: str | None = None,
