@@ -119,3 +119,32 @@ def test_unknown_architecture_is_named():
                                        intermediate_size=32, vocab_size=50))
     with pytest.raises(UnsupportedArchitectureError, match="bert"):
         ArchAdapter(model)
+
+
+@pytest.mark.parametrize("bias,softcap", [(False, None), (True, None), (False, 30.0)])
+def test_label_log_probs_equal_autograd_on_log_softmax(bias, softcap):
+    """The value optimisation's fused log-probabilities (label rows + full KL rows, hand-written gradient)
+    give log_softmax's values and autograd's gradient, with a bias, a logit soft-cap and a vocabulary that is
+    not a multiple of the chunk; the label rows' argmax comes along on request."""
+    from editcore.models.arch import _LabelLogProbs
+
+    torch.manual_seed(0)
+    w = torch.randn(5000, 16, dtype=torch.float64)
+    b = torch.randn(5000, dtype=torch.float64) if bias else None
+    labels = torch.tensor([3, 4999, 1024, 3])
+    g_tok, g_full = torch.randn(4, dtype=torch.float64), torch.randn(5, 5000, dtype=torch.float64)
+    for rows in (4, 6, 9):  # both layouts of vocab_matmul (up to 5 rows, more than 5)
+        h = torch.randn(rows, 16, dtype=torch.float64, requires_grad=True)
+        tok, full, top = _LabelLogProbs.apply(h, w, b, softcap, labels, True)
+        ((tok * g_tok).sum() + (full * g_full[:rows - 4]).sum()).backward()
+        fast, h.grad = h.grad.clone(), None
+        x = h @ w.T + (b if bias else 0)
+        if softcap:
+            x = torch.tanh(x / softcap) * softcap
+        logp = torch.log_softmax(x, dim=-1)
+        want_tok = logp[:4].gather(1, labels[:, None])[:, 0]
+        assert torch.allclose(tok, want_tok) and torch.allclose(full, logp[4:])
+        assert torch.equal(top, logp[:4].argmax(-1))
+        ((want_tok * g_tok).sum() + (logp[4:] * g_full[:rows - 4]).sum()).backward()
+        assert torch.allclose(fast, h.grad)
+    assert _LabelLogProbs.apply(h, w, b, softcap, labels, False)[2].numel() == 0

@@ -26,8 +26,9 @@ that against a plain forward on two rows); in a batch (MEMIT) the rows of reques
 stopping rule are dropped. Rows end at the last position that is read (the last target token is only a
 label; the KL prompt is read at the subject), and a request whose prompt opens with its subject reads the KL
 term from that prompt's row instead of a row of its own. Logits are computed only at the scored positions
-(Gemma's vocabulary has 262k entries), and the unembedding's backward is computed per vocabulary chunk
-(:func:`editcore.models.arch.chunked_matmul`).
+(Gemma's vocabulary has 262k entries), the unembedding's backward is computed per vocabulary chunk
+(:func:`editcore.models.arch.chunked_matmul`), and the log-probabilities' gradient is written out in one pass
+instead of autograd's zero-filled copies (:meth:`editcore.models.arch.ArchAdapter.label_log_probs`).
 """
 
 from __future__ import annotations
@@ -473,7 +474,7 @@ class _NoSuffix(Exception):
 
 # Switches for the benchmark's "what bought how much" table; all on in normal use.
 SPEEDUPS = {"block_replay": True, "suffix_cache": True, "drop_finished": True, "shared_kl_row": True,
-            "layer_walk": True}
+            "layer_walk": True, "fused_log_probs": True}
 
 
 # ---- value optimisation (ROME's v*, MEMIT's z*) ---------------------------------------------------------
@@ -596,7 +597,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
         t = lambda xs: torch.tensor(list(xs), device=dev, dtype=torch.long)  # noqa: E731
         return {"cols": t(cols), "owner": t(owner[r] for r in rows_now),
                 "read_rows": t(rr), "read_cols": t(rc), "labels": t(e[2] for e in loss),
-                "loss_owner": t(e[3] for e in loss), "n_loss": len(loss), "kl_owner": t(active)}
+                "loss_owner": t(e[3] for e in loss), "kl_owner": t(active)}
 
     L = make_layout(replay, range(n_req))
     edited = lm.adapter.module("mlp_out", layer) if slot == "mlp_out" else None
@@ -640,14 +641,13 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
             else:
                 h = forward(replay)
         rows_run.append(len(rows_now))
-        n_loss = L["n_loss"]
-        logp_all = torch.log_softmax(lm.adapter.logits(h[L["read_rows"], L["read_cols"]]).float(), dim=-1)
-        logp, kl_logp = logp_all[:n_loss], logp_all[n_loss:]
-        tok_lp = logp.gather(1, L["labels"][:, None])[:, 0]
+        tok_lp, kl_logp, top = lm.adapter.label_log_probs(h[L["read_rows"], L["read_cols"]], L["labels"],
+                                                          want_top=kl_init is None,
+                                                          fused=SPEEDUPS["fused_log_probs"])
         nll = -torch.zeros(n_req, device=dev).index_add(0, L["loss_owner"], tok_lp) / per_req
         if kl_init is None:
             kl_init = kl_logp.detach().clone()  # every request is active at step 0
-            hit = (logp.argmax(-1) == L["labels"]).float()
+            hit = (top == L["labels"]).float()
             hits = torch.zeros(n_req, device=dev).index_add_(0, L["loss_owner"], hit)
             for q in range(n_req):
                 results[q].already_answer = bool(hits[q] == per_req[q])

@@ -156,6 +156,22 @@ class ArchAdapter:
             out = torch.tanh(out / self.softcap) * self.softcap
         return out
 
+    def label_log_probs(self, hidden: torch.Tensor, labels: torch.Tensor, want_top: bool = False,
+                        fused: bool = True):
+        """Log-probabilities from *final-normed* hidden states ``[n, d]``: ``(log p(labels[i]) for the first
+        len(labels) rows, full log-probability rows [n - len(labels), V] for the rest, the first rows' argmax
+        or an empty tensor)``, in at least float32, with a fast gradient (:class:`_LabelLogProbs`) to
+        ``hidden`` unless ``fused`` is off (then autograd's, through :meth:`logits`)."""
+        head = self.model.get_output_embeddings()
+        frozen = isinstance(head, nn.Linear) and not head.weight.requires_grad and (
+            head.bias is None or not head.bias.requires_grad)
+        if fused and frozen and hidden.dim() == 2:
+            return _LabelLogProbs.apply(hidden, head.weight, head.bias, self.softcap, labels, want_top)
+        logp = torch.log_softmax(self.logits(hidden).float(), dim=-1)
+        m = labels.numel()
+        top = logp[:m].argmax(-1) if want_top else labels.new_empty(0)
+        return logp[:m].gather(1, labels[:, None])[:, 0], logp[m:], top
+
     def describe(self) -> dict:
         return {
             "family": self.family,
@@ -192,6 +208,54 @@ class _Unembed(torch.autograd.Function):
         return chunked_matmul(g, w), None
 
 
+class _LabelLogProbs(torch.autograd.Function):
+    """Log-probabilities from final-normed hidden states ``[n, d]`` for the ROME/MEMIT value optimisation: the
+    first ``len(labels)`` rows give their label's log-probability only, the other rows their whole
+    distribution (the KL rows); optionally also the label rows' argmax.
+
+    The values of ``log_softmax`` + ``gather`` + slicing, with the gradient written out: autograd's graph for
+    those fills and copies several ``[n, V]`` tensors per backward (gather's and slicing's gradients start
+    from zeros, ~20 ms each for Gemma's 262k vocabulary and 88 rows), while here it is one pass, ``g (onehot -
+    p)`` on a label row and ``g - p sum(g)`` on a full row (times ``1 - tanh^2`` under a logit soft-cap)."""
+
+    @staticmethod
+    def forward(ctx, h, w, bias, softcap, labels, want_top):
+        x = vocab_matmul(w, h.to(w.dtype))
+        if x.dtype in (torch.float16, torch.bfloat16):  # log-probabilities in at least float32
+            x = x.float()
+        if bias is not None:
+            x += bias.to(x.dtype)
+        capped = None
+        if softcap:
+            capped = torch.tanh(x / softcap)
+            x = capped * softcap
+        logp = torch.log_softmax(x, dim=-1)
+        m = labels.numel()
+        top = logp[:m].argmax(-1) if want_top else labels.new_empty(0)
+        ctx.mark_non_differentiable(top)
+        ctx.save_for_backward(w, logp, labels, capped)
+        ctx.h_dtype = h.dtype
+        return logp[:m].gather(1, labels[:, None])[:, 0], logp[m:].clone(), top
+
+    @staticmethod
+    def backward(ctx, g_tok, g_full, _g_top):
+        w, logp, labels, capped = ctx.saved_tensors
+        m = labels.numel()
+        coef = logp.new_zeros(logp.shape[0])
+        if g_tok is not None:
+            coef[:m] = -g_tok
+        if g_full is not None:
+            coef[m:] = -g_full.sum(-1)
+        grad = logp.exp().mul_(coef[:, None])
+        if g_tok is not None:
+            grad[:m].scatter_add_(1, labels[:, None], g_tok[:, None])
+        if g_full is not None:
+            grad[m:] += g_full
+        if capped is not None:
+            grad.mul_(1 - capped * capped)
+        return chunked_matmul(grad.to(w.dtype), w).to(ctx.h_dtype), None, None, None, None, None
+
+
 SMALL_BATCH_ROWS = (2, 8)
 
 
@@ -223,21 +287,29 @@ def use_small_batch_linears(model: nn.Module) -> int:
 
 
 def vocab_matmul(w: torch.Tensor, h: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """``h @ w.T`` (``[n, V]``) for a large vocabulary matrix ``w`` ``[V, d]``: the same products, computed per
-    block of ``chunk`` vocabulary rows in one batched matmul on CPU. CPU BLAS runs the plain shapes poorly
-    for most row counts; measured on Gemma-3-270M's 262k x 640 matrix (2 cores), milliseconds for n rows:
-    ``h @ w.T`` 55 (n=1) / 130 (10) / 166 (32) / 627 (215); ``(w @ h.T).T`` 55 / 77 / 119 / 750; this 20 / 77 /
-    94 / 509."""
+    """``h @ w.T`` as a contiguous ``[n, V]`` tensor for a large vocabulary matrix ``w`` ``[V, d]``: the same
+    products, computed per block of ``chunk`` vocabulary rows in one batched matmul on CPU.
+
+    CPU BLAS runs the plain shapes poorly for most row counts, and which batched layout is faster depends
+    on ``n``; measured on Gemma-3-270M's 262k x 640 matrix (2 cores), milliseconds for n = 4 / 10 / 13 / 88
+    rows: ``h @ w.T`` 200+ for 3-7 rows, 120-340 otherwise; blocks of ``w`` times ``h^T`` 26 / 88 / 103 / 243
+    (its ``[V, n]`` result is the transpose of what is wanted); ``h`` times blocks of ``w^T`` 36 / 52 / 60 /
+    240 including the copy into ``[n, V]``. A contiguous result also matters downstream: ``log_softmax``
+    over 88 rows of a transposed view took 115 ms, over contiguous rows 32 ms."""
     v, d = w.shape
     k = v // chunk
-    if k < 2 or w.device.type != "cpu":
-        return (w @ h.T).T
-    full = k * chunk
     n = h.shape[0]
-    out = torch.bmm(w[:full].view(k, chunk, d), h.T.expand(k, d, n)).reshape(full, n)
+    if k < 2 or w.device.type != "cpu":
+        return h @ w.T
+    full = k * chunk
+    blocks = w[:full].view(k, chunk, d)
+    if n <= 5:
+        out = torch.bmm(blocks, h.T.expand(k, d, n)).reshape(full, n).T.contiguous()
+    else:
+        out = torch.bmm(h.expand(k, n, d), blocks.transpose(1, 2)).permute(1, 0, 2).reshape(n, full)
     if full < v:
-        out = torch.cat([out, w[full:] @ h.T])
-    return out.T
+        out = torch.cat([out, h @ w[full:].T], dim=1)
+    return out
 
 
 def chunked_matmul(g: torch.Tensor, w: torch.Tensor, chunk: int = _CHUNK) -> torch.Tensor:
