@@ -253,6 +253,8 @@ def _speedups(lm, facts, common) -> list[dict]:
         ("no block replay (full forward every step)", {}, {"suffix_cache": False, "block_replay": False}),
         ("KL prompt in a row of its own (as ROME), not read from the plain prompt's row", {}, {"shared_kl_row": False}),
         ("log-probabilities through autograd's log_softmax and gather", {}, {"fused_log_probs": False}),
+        ("suffix recorded without autograd, first step replayed (and ROME's keys read by a forward of their own)",
+         {}, {"record_first_step": False}),
         ("no early stop at P(target)>=0.9 (ROME's loss<0.05 rule only)", {"v_stop_prob": 1.0}, {}),
         ("ROME's 20 context prefixes instead of 5", {"context_prefixes": 20, "context_tokens": 10}, {}),
     ])
@@ -266,6 +268,8 @@ def _memit_speedups(lm, facts, common) -> list[dict]:
         ("KL prompts in rows of their own (as MEMIT)", {}, {"shared_kl_row": False}),
         ("each layer's keys and z read with a fresh forward from the embeddings", {}, {"layer_walk": False}),
         ("log-probabilities through autograd's log_softmax and gather", {}, {"fused_log_probs": False}),
+        ("suffix recorded without autograd, first step replayed (and ROME's keys read by a forward of their own)",
+         {}, {"record_first_step": False}),
     ])
 
 

@@ -140,6 +140,41 @@ def test_a_cached_forward_that_differs_from_a_plain_one_turns_the_suffix_replay_
     assert d["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-4, abs=1e-6)
 
 
+def test_a_suffix_replay_that_differs_from_the_recorded_forward_is_dropped(corpus, monkeypatch):
+    """The first step is the suffix's recording pass through the model itself; the replay that runs the later
+    steps is compared with it (unedited) before it is trusted. A replay that differed is replaced by the
+    whole-sequence one, with the same loss curve."""
+    from editcore.methods import _common
+
+    lm = tiny.lm("llama")
+    reference = get_method("rome").compute(lm, [REQ], _hp(corpus)).diagnostics
+    real = _common._run_recorded
+
+    def skewed(rp, edit, module):
+        out = real(rp, edit, module)
+        return out + 0.5 if isinstance(rp, _common._SuffixReplay) else out
+
+    monkeypatch.setattr(_common, "_run_recorded", skewed)
+    d = get_method("rome").compute(lm, [REQ], _hp(corpus)).diagnostics
+    assert reference["suffix_replay"] and not d["suffix_replay"] and d["block_replay"]
+    assert d["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_keys_read_in_the_recording_pass_equal_fresh_ones(family, corpus, monkeypatch):
+    """ROME's k* comes from the suffix replay's recording pass (the projection's input at the subject's last
+    token, with the prefix from the cache): the same as a plain forward's keys averaged over the contexts."""
+    from editcore.methods import _common
+
+    lm = tiny.lm(family)
+    hp = _hp(corpus)
+    d = get_method("rome").compute(lm, [REQ], hp).diagnostics
+    assert d["suffix_replay"]
+    templates = _common.context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)
+    fresh = _common.mlp_keys(lm, d["layer"], [REQ], templates)[0].double()
+    assert torch.allclose(d["vectors"]["k_star"], fresh, rtol=1e-4, atol=1e-5 * float(fresh.abs().max()))
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_suffix_replay_with_subject_at_the_start(family, corpus, monkeypatch):
     """A one-token subject opening the prompt (no BOS) leaves rows with nothing before the edited token; the

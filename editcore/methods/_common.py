@@ -329,7 +329,7 @@ class _Replay:
 
 def _agrees(ref: torch.Tensor, got: torch.Tensor, what: str, fallback: str) -> bool:
     """A fast path's hidden states equal a full forward's (to float32 rounding); logs when they do not."""
-    ref, got = ref.float(), got.float()
+    ref, got = ref.detach().float(), got.detach().float()
     err = float((ref - got).abs().max())
     tol = 1e-3 * max(1.0, float(ref.abs().max()))
     if not math.isfinite(err) or err > tol:
@@ -344,13 +344,14 @@ class _SuffixReplay:
     ``delta`` is added at the subject's last token, so every earlier position (and, below the edited layer,
     every position) is the same at every optimisation step. Rows are laid out so the subject's last token
     of every row falls in one column ``c`` (left padding, explicit position ids): one no-grad pass over the
-    columns before ``c`` fills a key/value cache, a second records the suffix's input to block ``start``,
-    every block's call and the model's own output, and each step then runs blocks ``start..L-1`` on the
-    suffix only (about 8 tokens per row instead of 20 with context prefixes), reading the prefix from the
-    cache. The cache's layers are reset to their post-prefix state before each step. The cached forward is
-    compared with a plain forward on the two rows with the most and the least padding, and :meth:`check`
-    compares the first step with the cached forward on every row; on any difference (or if a family cannot
-    do this) the caller falls back to ``_Replay``.
+    columns before ``c`` fills a key/value cache (the constructor), and :meth:`record` runs the suffix through
+    the model with the edit installed (``delta`` is still zero), recording the suffix's input to block
+    ``start`` and every block's call; that pass, with its graph, *is* the first optimisation step. Each later
+    step runs blocks ``start..L-1`` on the suffix only (about 8 tokens per row instead of 20 with context
+    prefixes), reading the prefix from the cache, whose layers are reset to their post-prefix state before
+    each step. :meth:`record` compares the cached forward with a plain forward on the two rows with the most
+    and the least padding, and :meth:`check` the replay (unedited) with the recorded forward on the same two
+    rows; on any difference (or if a family cannot do this) the caller falls back to ``_Replay``.
 
     In suffix coordinates the edited token is column 0 of every row; :meth:`at` maps (row, position in the
     original sequence) to suffix columns.
@@ -359,47 +360,61 @@ class _SuffixReplay:
     def __init__(self, lm, seqs: Sequence[Sequence[int]], look: Sequence[int], start: int):
         self.lm = lm
         ad = lm.adapter
-        self.look = list(look)
+        self.seqs, self.look, self.start = seqs, list(look), start
         if max(self.look) < 1:
             raise _NoSuffix("no row has a token before the edited one")
         c = max(self.look)
         width = c + max(len(q) - i for q, i in zip(seqs, self.look))
-        ids, mask = padded(lm, seqs, width=width, offsets=[c - i for i in self.look])
-        pos = position_ids(mask)
+        self.ids, self.mask = padded(lm, seqs, width=width, offsets=[c - i for i in self.look])
+        self.pos = position_ids(self.mask)
         self.c = c
         self.blocks = [ad.block(i) for i in range(start, ad.n_layers)]
+        self.below = ad.block(start - 1) if start > 0 else None  # MEMIT's edit sits on its output
         self.final_norm = ad.module("final_norm")
+        # The rows with the most and the least padding: where a cached or replayed forward is checked.
+        self.probe = sorted({min(range(len(seqs)), key=self.look.__getitem__),
+                             max(range(len(seqs)), key=self.look.__getitem__)})
         with torch.no_grad():
-            _, self.cache = cached_forward(lm, ids[:, :c], mask[:, :c], pos[:, :c])
-            layers = getattr(self.cache, "layers", None)
-            if layers is None:
-                raise _NoSuffix("the key/value cache has no per-layer state to reset")
-            self.saved = [dict(layer.__dict__) for layer in layers]
-            (own, _), self.calls, h0 = _record(self.blocks, self.final_norm, lambda: cached_forward(
-                lm, ids[:, c:], mask, pos[:, c:], self.cache))
-            if h0 is None:
-                raise _NoSuffix("block calls could not be recorded")
-            self.h0 = h0
-            # What the model itself computes for the suffix with the cached prefix: check() compares the replay
-            # with it on every row. That the cached, left-padded forward equals a plain forward is checked
-            # here on the two rows with the most and the least padding, at the input of block ``start`` (at
-            # least block 1, so one cached attention is always covered): the blocks above use the same cache
-            # code, and a plain pass that stops there costs a fraction of a full one.
-            self.reference = final_hidden(own)
-            probe = sorted({min(range(len(seqs)), key=self.look.__getitem__),
-                            max(range(len(seqs)), key=self.look.__getitem__)})
-            stop = max(start, 1)
-            plain, cached = _plain_hidden(lm, [seqs[r] for r in probe], stop), self.reference
-            if stop < ad.n_layers:
-                cached = self.calls[stop - start][0][0]
-            for j, r in enumerate(probe):
-                n = len(seqs[r]) - self.look[r]
-                if not _agrees(plain[j, self.look[r]:len(seqs[r])], cached[r, :n],
-                               f"cached forward ({lm.adapter.family})", "replaying whole sequences"):
-                    raise _NoSuffix("the cached forward differs from a plain forward")
-        self.suffix_mask = mask[:, c:].bool()
+            _, self.cache = cached_forward(lm, self.ids[:, :c], self.mask[:, :c], self.pos[:, :c])
+        layers = getattr(self.cache, "layers", None)
+        if layers is None:
+            raise _NoSuffix("the key/value cache has no per-layer state to reset")
+        self.saved = [dict(layer.__dict__) for layer in layers]
+        self.suffix_mask = self.mask[:, c:].bool()
         self.use_replay = True
         self.checked = False
+
+    def record(self, edit: HiddenEdit | None = None, module: torch.nn.Module | None = None) -> torch.Tensor:
+        """The suffix through the whole model (autograd on) with ``edit`` on the output of ``module`` (of the
+        block below the replay without one), recording the replay's input and block calls: the final-normed
+        hidden states ``[B, T, d]``, the optimisation's first step. ``edit`` must add zero here (the replay's
+        input is taken from this pass)."""
+        lm, c, start = self.lm, self.c, self.start
+        if edit is not None and module is None and self.below is None:
+            raise _NoSuffix("an edit of the replay's input needs start >= 1")
+        handles = _module_edit(edit, module if module is not None else self.below)
+        with _hooked(handles):
+            (own, _), self.calls, h0 = _record(self.blocks, self.final_norm, lambda: cached_forward(
+                lm, self.ids[:, c:], self.mask, self.pos[:, c:], self.cache))
+        self._reset()
+        if h0 is None:
+            raise _NoSuffix("block calls could not be recorded")
+        self.h0 = h0
+        hidden = final_hidden(own)
+        self.reference = hidden.detach()
+        # That the cached, left-padded forward equals a plain forward is checked on the probe rows at the input
+        # of block ``start`` (at least block 1, so one cached attention is always covered): the blocks above use
+        # the same cache code, and a plain pass that stops there costs a fraction of a full one.
+        stop = max(start, 1)
+        with torch.no_grad():
+            plain = _plain_hidden(lm, [self.seqs[r] for r in self.probe], stop)
+        cached = self.calls[stop - start][0][0] if stop < lm.adapter.n_layers else self.reference
+        for j, r in enumerate(self.probe):
+            n = len(self.seqs[r]) - self.look[r]
+            if not _agrees(plain[j, self.look[r]:len(self.seqs[r])], cached[r, :n],
+                           f"cached forward ({lm.adapter.family})", "replaying whole sequences"):
+                raise _NoSuffix("the cached forward differs from a plain forward")
+        return hidden
 
     def at(self, rows: Sequence[int], positions: Sequence[int]) -> tuple[list[int], list[int]]:
         return list(rows), [p - self.look[r] for r, p in zip(rows, positions)]
@@ -435,14 +450,22 @@ class _SuffixReplay:
     def undo(self, state) -> None:
         self.h0, self.calls, self.saved, self.look, self.suffix_mask = state
 
-    def check(self, h: torch.Tensor) -> bool:
-        """Compare the first (unedited) step with the model's own cached forward at every real suffix position."""
+    def check(self, _h: torch.Tensor | None = None) -> bool:
+        """Compare the replay (unedited, no grad) with the recorded forward on the probe rows (both ends of the
+        padding; the rows are cut as :meth:`shrink` cuts them). ``_h``, the recorded forward itself, is not
+        needed."""
         if self.checked:
             return True
         self.checked = True
-        m = self.suffix_mask
-        self.use_replay = _agrees(self.reference[m], h.detach()[m], f"suffix replay ({self.lm.adapter.family})",
-                                  "not using it")
+        state = self.shrink(self.probe)
+        try:
+            with torch.no_grad():
+                got = self.run()
+            m = self.suffix_mask
+        finally:
+            self.undo(state)
+        self.use_replay = _agrees(self.reference[self.probe][m], got[m],
+                                  f"suffix replay ({self.lm.adapter.family})", "not using it")
         return self.use_replay
 
 
@@ -474,7 +497,7 @@ class _NoSuffix(Exception):
 
 # Switches for the benchmark's "what bought how much" table; all on in normal use.
 SPEEDUPS = {"block_replay": True, "suffix_cache": True, "drop_finished": True, "shared_kl_row": True,
-            "layer_walk": True, "fused_log_probs": True}
+            "layer_walk": True, "fused_log_probs": True, "record_first_step": True}
 
 
 # ---- value optimisation (ROME's v*, MEMIT's z*) ---------------------------------------------------------
@@ -602,11 +625,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     L = make_layout(replay, range(n_req))
     edited = lm.adapter.module("mlp_out", layer) if slot == "mlp_out" else None
     captured: dict[str, torch.Tensor] = {}
-    if slot == "mlp_out":
-        ctx_rows = range(n_req * n_ctx)  # the KL prompts' own rows come after these
-        with torch.no_grad():
-            captured["keys"] = module_io_at(lm, "mlp_out", layer, [seqs[r] for r in ctx_rows],
-                                            [look[r] for r in ctx_rows], "in")
+    ctx_rows = range(n_req * n_ctx)  # the KL prompts' own rows come after these
     d = lm.adapter.d_model
     delta = torch.zeros(n_req, d, device=dev, dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=s.lr)
@@ -621,6 +640,28 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     def forward(rp) -> torch.Tensor:
         return rp.run(add_delta, edited)
 
+    first = None  # the first step's hidden states, when the suffix replay's recording pass computed them
+    if isinstance(replay, _SuffixReplay):
+        got: dict[str, torch.Tensor] = {}
+        reuse = SPEEDUPS["record_first_step"]
+        grab = [edited.register_forward_pre_hook(lambda _m, a: got.update(k=a[0]))] \
+            if edited is not None and reuse else []
+        try:
+            with _hooked(grab), torch.set_grad_enabled(reuse):
+                first = replay.record(add_delta, edited)
+            first = first if reuse else None
+        except Exception as exc:  # as in _make_replay: the whole-sequence replay is exact for any family
+            log.info("suffix replay unavailable for %s (%s); replaying whole sequences", lm.adapter.family, exc)
+            replay = _Replay(lm, *_pad_right(lm, seqs), start)
+            L = make_layout(replay, range(n_req))
+            captured.pop("v_init", None)
+        else:
+            if "k" in got:  # ROME's keys: the projection's input at suffix column 0, the subject's last token
+                captured["keys"] = got["k"][list(ctx_rows), 0].detach().float()
+    if slot == "mlp_out" and "keys" not in captured:
+        with torch.no_grad():
+            captured["keys"] = module_io_at(lm, "mlp_out", layer, [seqs[r] for r in ctx_rows],
+                                            [look[r] for r in ctx_rows], "in")
     results = [ValueResult(torch.zeros(d), torch.zeros(d)) for _ in reqs]
     done = torch.zeros(n_req, dtype=torch.bool, device=dev)
     kl_init: torch.Tensor | None = None  # [n_req, V] log-probabilities on the KL prompt before editing
@@ -628,7 +669,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     rows_run: list[int] = []
     for it in range(s.steps):
         opt.zero_grad()
-        h = forward(replay)
+        h = first if it == 0 and first is not None else forward(replay)
         if it == 0 and not replay.check(h):
             can_shrink = False
             if isinstance(replay, _SuffixReplay):  # fall back to replaying whole sequences
