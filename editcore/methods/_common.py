@@ -21,9 +21,9 @@ sliding/full masks), and each optimisation step then runs only blocks ``l..L-1``
 block ``l``) or ``l+1..L-1`` (MEMIT's is added to block ``l``'s output). The replay is checked against a full
 forward on the first step; if it disagrees (an unknown family that does something between blocks) it falls
 back to full forwards. :class:`_SuffixReplay` goes further and recomputes only the tokens from the edited one
-on, with the prefix in a key/value cache (checked against the model's own cached forward on every row, and
-that against a plain forward on two rows); in a batch (MEMIT) the rows of requests that have met their
-stopping rule are dropped. Rows end at the last position that is read (the last target token is only a
+on, with the prefix in a key/value cache; its recording pass through the model itself is the first step
+(the replay is checked against it, and it against a plain forward, on the two rows with the most and the
+least padding); in a batch (MEMIT) the rows of requests that have met their stopping rule are dropped. Rows end at the last position that is read (the last target token is only a
 label; the KL prompt is read at the subject), and a request whose prompt opens with its subject reads the KL
 term from that prompt's row instead of a row of its own. Logits are computed only at the scored positions
 (Gemma's vocabulary has 262k entries), the unembedding's backward is computed per vocabulary chunk
