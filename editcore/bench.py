@@ -255,6 +255,8 @@ def _speedups(lm, facts, common) -> list[dict]:
         ("log-probabilities through autograd's log_softmax and gather", {}, {"fused_log_probs": False}),
         ("suffix recorded without autograd, first step replayed (and ROME's keys read by a forward of their own)",
          {}, {"record_first_step": False}),
+        ("context prefixes' key/values computed for every row (not once per prefix, kept across edits)",
+         {}, {"shared_prefixes": False}),
         ("no early stop at P(target)>=0.9 (ROME's loss<0.05 rule only)", {"v_stop_prob": 1.0}, {}),
         ("ROME's 20 context prefixes instead of 5", {"context_prefixes": 20, "context_tokens": 10}, {}),
     ])
@@ -270,6 +272,8 @@ def _memit_speedups(lm, facts, common) -> list[dict]:
         ("log-probabilities through autograd's log_softmax and gather", {}, {"fused_log_probs": False}),
         ("suffix recorded without autograd, first step replayed (and ROME's keys read by a forward of their own)",
          {}, {"record_first_step": False}),
+        ("context prefixes' key/values computed for every row (not once per prefix, kept across edits)",
+         {}, {"shared_prefixes": False}),
     ])
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -66,6 +67,7 @@ class _Frame:
     patch: Patch
     saved: dict[str, torch.Tensor | None]
     handles: list
+    content: dict[str, int] = field(default_factory=dict)  # content_id of each saved tensor
 
 
 class EditScope:
@@ -77,6 +79,7 @@ class EditScope:
         self._initial = patches
         self._params = dict(model.named_parameters())
         self._base: dict[str, torch.Tensor] = {}
+        self._base_content: dict[str, int] = {}
         self._stack: list[_Frame] = []
         self._open = False
 
@@ -98,10 +101,12 @@ class EditScope:
     def _close(self) -> None:
         try:
             _finish_all([lambda f=f: _remove_hooks(f.handles) for f in reversed(self._stack)]
-                        + [lambda n=n, t=t: self._copy_back(n, t) for n, t in self._base.items()])
+                        + [lambda n=n, t=t: self._copy_back(n, t, self._base_content[n])
+                           for n, t in self._base.items()])
         finally:
             self._stack.clear()
             self._base.clear()
+            self._base_content.clear()
             self._open = False
             self._lock.release()
 
@@ -131,9 +136,11 @@ class EditScope:
                         raise ValueError(f"delta for {name} has shape {tuple(delta.shape)}, expected {tuple(param.shape)}")
                     if name not in self._base:
                         self._base[name] = param.detach().clone()
+                        self._base_content[name] = content_id(param)
                     # Saved even without a checkpoint until the patch is fully in, so a failure half-way
                     # can put back exactly what was there.
                     frame.saved[name] = param.detach().clone()
+                    frame.content[name] = content_id(param)
                     param.add_(delta.to(device=param.device, dtype=param.dtype))
             for hook in patch.hooks:
                 module = self.model.get_submodule(hook.module)
@@ -142,7 +149,7 @@ class EditScope:
         except BaseException:
             # Never leave a half-edited model behind.
             _finish_all([lambda: _remove_hooks(frame.handles)]
-                        + [lambda n=n, t=t: self._copy_back(n, t) for n, t in frame.saved.items()])
+                        + [lambda n=n, t=t: self._copy_back(n, t, frame.content[n]) for n, t in frame.saved.items()])
             raise
         if not checkpoint:
             frame.saved = dict.fromkeys(frame.saved)
@@ -157,12 +164,14 @@ class EditScope:
             if any(v is None for v in frame.saved.values()):
                 raise RuntimeError("this patch was applied without a checkpoint and cannot be rolled back alone")
             _finish_all([lambda: _remove_hooks(frame.handles)]
-                        + [lambda n=name, t=t: self._copy_back(n, t) for name, t in frame.saved.items()])
+                        + [lambda n=name, t=t: self._copy_back(n, t, frame.content[n])
+                           for name, t in frame.saved.items()])
             self._stack.pop()
 
-    def _copy_back(self, name: str, saved: torch.Tensor) -> None:
+    def _copy_back(self, name: str, saved: torch.Tensor, content: int) -> None:
         with torch.no_grad():
             self._params[name].copy_(saved)
+        _restored(self._params[name], content)
 
 
 def _remove_hooks(handles: list) -> None:
@@ -188,11 +197,43 @@ def scratch(model: nn.Module, names: list[str]) -> Iterator[None]:
     they are copied back on exit, whatever happens."""
     params = dict(model.named_parameters())
     saved = {n: params[n].detach().clone() for n in names}
+    content = {n: content_id(params[n]) for n in names}
+
+    def put_back(name: str) -> None:
+        with torch.no_grad():
+            params[name].copy_(saved[name])
+        _restored(params[name], content[name])
+
     try:
         yield
     finally:
-        with torch.no_grad():
-            _finish_all([lambda n=n, t=t: params[n].copy_(t) for n, t in saved.items()])
+        _finish_all([lambda n=n: put_back(n) for n in saved])
+
+
+# ---- naming what the weights hold (for caches of activations) --------------------------------------------
+_next_content = itertools.count(1)
+
+
+def content_id(t: torch.Tensor) -> int:
+    """A number naming the values ``t`` holds now. It stays while ``t`` is not modified in place (autograd's
+    version counter, which every in-place op moves) and a new one is drawn after; copying a saved tensor back
+    (the scope's restore, :func:`scratch`) gives back the number it had when it was saved, so a restored
+    model is recognised as the one before the edit. Writes through ``.data`` do not move the counter; nothing
+    in editcore writes weights that way."""
+    tag = getattr(t, "_editscope_content", None)
+    if tag is None or tag[0] != t._version:
+        tag = (t._version, next(_next_content))
+        t._editscope_content = tag
+    return tag[1]
+
+
+def _restored(t: torch.Tensor, content: int) -> None:
+    t._editscope_content = (t._version, content)
+
+
+def content_key(model: nn.Module) -> tuple[int, ...]:
+    """:func:`content_id` of every parameter: equal keys mean equal weights (a key for cached activations)."""
+    return tuple(content_id(p) for p in model.parameters())
 
 
 def param_digest(model: nn.Module) -> str:

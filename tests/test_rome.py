@@ -175,6 +175,36 @@ def test_keys_read_in_the_recording_pass_equal_fresh_ones(family, corpus, monkey
     assert torch.allclose(d["vectors"]["k_star"], fresh, rtol=1e-4, atol=1e-5 * float(fresh.abs().max()))
 
 
+def test_context_prefix_key_values_are_reused_only_for_the_same_weights(corpus, monkeypatch):
+    """The context prefixes' key/values are computed once and kept for the next edit while the weights are the
+    same (a scope that restored them counts as the same); with a patch applied they are computed afresh, and
+    the loss curve equals the one computed without the shared prefixes."""
+    from editcore.methods import _common
+    from editcore.scope import Patch
+
+    lm = tiny.lm("llama")
+    hp = _hp(corpus)
+    rome = get_method("rome")
+    first = rome.compute(lm, [REQ], hp).diagnostics
+    entry = _common._SEGMENTS[lm.model]
+    assert len(entry[0][1]) == hp.context_prefixes  # one segment per context prefix (no BOS here)
+    assert rome.compute(lm, [REQ], hp).diagnostics["loss_curve"] == first["loss_curve"]
+    assert _common._SEGMENTS[lm.model] is entry  # reused, not recomputed
+    name = "model.embed_tokens.weight"
+    base = dict(_common.SPEEDUPS)
+    with lm.scope() as scope:
+        scope.apply(Patch({name: 0.05 * torch.randn_like(dict(lm.model.named_parameters())[name])}))
+        patched = rome.compute(lm, [REQ], hp).diagnostics
+        assert _common._SEGMENTS[lm.model][0] != entry[0]
+        monkeypatch.setattr(_common, "SPEEDUPS", {**base, "shared_prefixes": False})
+        unshared = rome.compute(lm, [REQ], hp).diagnostics
+        monkeypatch.setattr(_common, "SPEEDUPS", base)
+    assert patched["suffix_replay"] and patched["loss_curve"] != pytest.approx(first["loss_curve"], rel=1e-3)
+    assert patched["loss_curve"] == pytest.approx(unshared["loss_curve"], rel=1e-4, abs=1e-6)
+    rome.compute(lm, [REQ], hp)
+    assert _common._SEGMENTS[lm.model][0] == entry[0]  # the restored model has its old key back
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_suffix_replay_with_subject_at_the_start(family, corpus, monkeypatch):
     """A one-token subject opening the prompt (no BOS) leaves rows with nothing before the edited token; the

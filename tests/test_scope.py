@@ -152,3 +152,31 @@ def test_concurrent_scopes_never_see_each_others_edits():
         t.join()
     assert not errors
     assert lm.digest() == pristine
+
+
+def test_content_key_names_the_weights_and_comes_back_with_them():
+    """content_key (the key of cached activations) changes whenever a weight is written in place and is given
+    back when the scope or scratch copies the saved weights back: equal keys, equal weights."""
+    from editcore.scope import content_key, scratch
+
+    lm = tiny.lm("gpt2")
+    name = lm.adapter.mlp_out_param_name(0)
+    before = content_key(lm.model)
+    assert content_key(lm.model) == before
+    with lm.scope() as scope:
+        scope.apply(Patch({name: torch.ones_like(dict(lm.model.named_parameters())[name])}))
+        patched = content_key(lm.model)
+        assert patched != before
+        scope.apply(Patch({name: torch.ones_like(dict(lm.model.named_parameters())[name])}))
+        assert content_key(lm.model) not in (before, patched)
+        scope.rollback()
+        assert content_key(lm.model) == patched
+    assert content_key(lm.model) == before
+    with scratch(lm.model, [name]):
+        with torch.no_grad():
+            dict(lm.model.named_parameters())[name].mul_(2)
+        assert content_key(lm.model) != before
+    assert content_key(lm.model) == before
+    with torch.no_grad():
+        dict(lm.model.named_parameters())[name].add_(0.0)  # same values, but nothing can know that
+    assert content_key(lm.model) != before

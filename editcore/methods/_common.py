@@ -21,7 +21,8 @@ sliding/full masks), and each optimisation step then runs only blocks ``l..L-1``
 block ``l``) or ``l+1..L-1`` (MEMIT's is added to block ``l``'s output). The replay is checked against a full
 forward on the first step; if it disagrees (an unknown family that does something between blocks) it falls
 back to full forwards. :class:`_SuffixReplay` goes further and recomputes only the tokens from the edited one
-on, with the prefix in a key/value cache; its recording pass through the model itself is the first step
+on, with the prefix in a key/value cache (each context prefix's part computed once per batch and kept across
+edits while the weights are unchanged); its recording pass through the model itself is the first step
 (the replay is checked against it, and it against a plain forward, on the two rows with the most and the
 least padding); in a batch (MEMIT) the rows of requests that have met their stopping rule are dropped. Rows end at the last position that is read (the last target token is only a
 label; the KL prompt is read at the subject), and a request whose prompt opens with its subject reads the KL
@@ -34,11 +35,13 @@ instead of autograd's zero-filled copies (:meth:`editcore.models.arch.ArchAdapte
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
 import math
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -46,7 +49,9 @@ import torch
 
 from .. import paths
 from ..errors import InputError
-from ..text import cached_forward, check_length, final_hidden, padded, position_ids, prompt_ids, target_ids
+from ..scope import content_key
+from ..text import (cached_forward, check_length, final_hidden, pad_id, padded, position_ids, prompt_ids,
+                    target_ids)
 from ..types import Request
 
 log = logging.getLogger(__name__)
@@ -343,8 +348,10 @@ class _SuffixReplay:
 
     ``delta`` is added at the subject's last token, so every earlier position (and, below the edited layer,
     every position) is the same at every optimisation step. Rows are laid out so the subject's last token
-    of every row falls in one column ``c`` (left padding, explicit position ids): one no-grad pass over the
-    columns before ``c`` fills a key/value cache (the constructor), and :meth:`record` runs the suffix through
+    of every row falls in one column ``c`` (left padding, explicit position ids): no-grad passes over the
+    columns before ``c`` fill a key/value cache (the constructor; a row's ``segment``, its context prefix, is
+    shared by the rows of every request and by later edits, so each distinct one is computed once and kept
+    while the weights are unchanged, see :func:`_segment_cache`), and :meth:`record` runs the suffix through
     the model with the edit installed (``delta`` is still zero), recording the suffix's input to block
     ``start`` and every block's call; that pass, with its graph, *is* the first optimisation step. Each later
     step runs blocks ``start..L-1`` on the suffix only (about 8 tokens per row instead of 20 with context
@@ -357,15 +364,27 @@ class _SuffixReplay:
     original sequence) to suffix columns.
     """
 
-    def __init__(self, lm, seqs: Sequence[Sequence[int]], look: Sequence[int], start: int):
+    def __init__(self, lm, seqs: Sequence[Sequence[int]], look: Sequence[int], start: int,
+                 segments: Sequence[Sequence[int]] | None = None):
         self.lm = lm
         ad = lm.adapter
         self.seqs, self.look, self.start = seqs, list(look), start
         if max(self.look) < 1:
             raise _NoSuffix("no row has a token before the edited one")
-        c = max(self.look)
+        # Row layout: [its segment, left-padded to P][the rest of its prefix, left-padded][suffix, right-padded],
+        # so the edited token of every row sits in column c (explicit position ids skip the padding).
+        segs = [tuple(g) if g and SPEEDUPS["shared_prefixes"] and len(g) <= i and tuple(q[:len(g)]) == tuple(g)
+                else () for q, i, g in zip(seqs, self.look, segments or [()] * len(seqs))]
+        P = max(map(len, segs))
+        c = P + max(i - len(g) for i, g in zip(self.look, segs))
         width = c + max(len(q) - i for q, i in zip(seqs, self.look))
-        self.ids, self.mask = padded(lm, seqs, width=width, offsets=[c - i for i in self.look])
+        ids = torch.full((len(seqs), width), pad_id(lm.tokenizer), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, (q, i, g) in enumerate(zip(seqs, self.look, segs)):
+            for a, part in ((P - len(g), g), (c - (i - len(g)), q[len(g):i]), (c, q[i:])):
+                ids[r, a:a + len(part)] = torch.tensor(list(part), dtype=torch.long)
+                mask[r, a:a + len(part)] = 1
+        self.ids, self.mask = ids.to(lm.device), mask.to(lm.device)
         self.pos = position_ids(self.mask)
         self.c = c
         self.blocks = [ad.block(i) for i in range(start, ad.n_layers)]
@@ -374,8 +393,14 @@ class _SuffixReplay:
         # The rows with the most and the least padding: where a cached or replayed forward is checked.
         self.probe = sorted({min(range(len(seqs)), key=self.look.__getitem__),
                              max(range(len(seqs)), key=self.look.__getitem__)})
-        with torch.no_grad():
-            _, self.cache = cached_forward(lm, self.ids[:, :c], self.mask[:, :c], self.pos[:, :c])
+        cache = None
+        if P:
+            unique = sorted(set(segs) - {()})
+            cache = _segment_cache(lm, unique, P, [unique.index(g) if g else 0 for g in segs])
+        if c > P:
+            with torch.no_grad():
+                _, cache = cached_forward(lm, self.ids[:, P:c], self.mask[:, :c], self.pos[:, P:c], cache)
+        self.cache = cache
         layers = getattr(self.cache, "layers", None)
         if layers is None:
             raise _NoSuffix("the key/value cache has no per-layer state to reset")
@@ -469,6 +494,46 @@ class _SuffixReplay:
         return self.use_replay
 
 
+# Key/values of the shared segments, per model: {model: (key, cache, per-layer states)}, the last key only.
+_SEGMENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _segment_cache(lm, segments: Sequence[tuple[int, ...]], width: int, rows: Sequence[int]):
+    """A key/value cache holding ``segments[rows[i]]`` (left-padded to ``width``) in row ``i``.
+
+    Each distinct segment goes through the model once, and the result is kept for the next edit while the
+    weights hold the same values (:func:`editcore.scope.content_key`; a scope that restores the model restores
+    the key), so a context prefix shared by the rows of a batch, or by successive edits, is computed once."""
+    key = (content_key(lm.model), tuple(segments), width, str(lm.device))
+    hit = _SEGMENTS.get(lm.model)
+    if hit is None or hit[0] != key:
+        ids, mask = padded(lm, segments, left=True, width=width)
+        with torch.no_grad():
+            _, cache = cached_forward(lm, ids, mask, position_ids(mask))
+        if getattr(cache, "layers", None) is None:
+            raise _NoSuffix("the key/value cache has no per-layer state to copy")
+        hit = (key, cache, [dict(layer.__dict__) for layer in cache.layers])
+        _SEGMENTS[lm.model] = hit
+    _, cache, states = hit
+    idx = torch.tensor(list(rows), device=lm.device)
+    out = copy.copy(cache)
+    out.layers = [copy.copy(layer) for layer in cache.layers]
+    for layer, state in zip(out.layers, states):
+        layer.__dict__.clear()
+        layer.__dict__.update(_take_rows(state, idx, len(segments)))
+    return out
+
+
+def row_segment(tokenizer, template: str, ids: Sequence[int], look: int) -> tuple[int, ...]:
+    """The opening tokens of a row built from ``template`` that rows of other requests share: the context
+    prefix before ``{}`` (without its trailing space, which joins the next word), cut back until it is a
+    prefix of ``ids`` that ends before the edited token; for ``"{}"`` whatever the tokenizer opens with (BOS)."""
+    seg = prompt_ids(tokenizer, template.split("{}", 1)[0].rstrip())
+    while seg and (len(seg) > look or list(ids[:len(seg)]) != seg):
+        seg = seg[:-1]
+    return tuple(seg)
+
+
 def _plain_hidden(lm, seqs: Sequence[Sequence[int]], block: int) -> torch.Tensor:
     """Right-padded plain forward (no cache) of ``seqs``: the input of block ``block`` ``[n, T, d]``, the pass
     stopping there, or the final-normed hidden states when ``block`` is past the last block."""
@@ -497,7 +562,7 @@ class _NoSuffix(Exception):
 
 # Switches for the benchmark's "what bought how much" table; all on in normal use.
 SPEEDUPS = {"block_replay": True, "suffix_cache": True, "drop_finished": True, "shared_kl_row": True,
-            "layer_walk": True, "fused_log_probs": True, "record_first_step": True}
+            "layer_walk": True, "fused_log_probs": True, "record_first_step": True, "shared_prefixes": True}
 
 
 # ---- value optimisation (ROME's v*, MEMIT's z*) ---------------------------------------------------------
@@ -532,10 +597,10 @@ class ValueSettings:
     stop_prob: float = 1.0  # also stop once mean P(target token) reaches this (1.0: ROME's rule only)
 
 
-def _make_replay(lm, seqs, look, start):
+def _make_replay(lm, seqs, look, start, segments=None):
     if SPEEDUPS["block_replay"] and SPEEDUPS["suffix_cache"]:
         try:
-            return _SuffixReplay(lm, seqs, look, start)
+            return _SuffixReplay(lm, seqs, look, start, segments)
         except Exception as exc:  # any family that cannot do it still gets the (slower) exact path
             log.info("suffix replay unavailable for %s (%s); replaying whole sequences", lm.adapter.family, exc)
     rp = _Replay(lm, *_pad_right(lm, seqs), start)
@@ -567,7 +632,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     t0 = time.perf_counter()
     tok = lm.tokenizer
     n_req, n_ctx = len(reqs), len(templates)
-    seqs, look, owner = [], [], []
+    seqs, look, owner, segments = [], [], [], []
     loss_entries: list[tuple[int, int, int, int]] = []  # (row, position, label, request)
     for q, req in enumerate(reqs):
         tgt = target_ids(tok, req.target_new)
@@ -580,6 +645,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
             seqs.append(ids + tgt[:-1])
             look.append(idx)
             owner.append(q)
+            segments.append(row_segment(tok, ctx, ids, idx))
     # ROME's KL prompt: the subject's own "essence", read at the subject's last token (one row per request).
     # Nothing after that token can reach it, so the row ends there. When the plain prompt starts with the same
     # tokens up to that one ("{subject} is located in"), its row already computes exactly that position (same
@@ -598,6 +664,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
         seqs.append(kl_ids)
         look.append(kl_idx)
         owner.append(q)
+        segments.append(row_segment(tok, "{}", kl_ids, kl_idx))
 
     dev = lm.device
     per_req = torch.zeros(n_req, device=dev).index_add_(
@@ -606,7 +673,7 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     # ROME's delta sits inside block ``layer`` (replayed from there); MEMIT's is added to that block's output,
     # which is the input of block ``layer + 1``.
     start = layer if slot == "mlp_out" else layer + 1
-    replay = _make_replay(lm, seqs, look, start)
+    replay = _make_replay(lm, seqs, look, start, segments)
     rows_now = list(range(len(seqs)))  # original row of each row the replay holds, in order
 
     def make_layout(rp, active: Sequence[int]) -> dict:
