@@ -14,22 +14,23 @@ What lives here, written once so the methods cannot drift apart:
   the new target becomes likely, with ROME's KL "essence" term on ``"{subject} is a"``, its weight decay
   ``||delta|| / ||v_init||^2`` and its clamp ``||delta|| <= clamp_norm_factor * ||v_init||``.
 
-Speed: the blocks below the edited layer do not change while ``delta`` is optimised, so
-:class:`_Replay` runs them once, records the hidden state entering the first replayed block and the keyword
-arguments every later block was called with (masks, rotary ``position_embeddings``, Gemma's per-layer
-sliding/full masks), and each optimisation step then runs only blocks ``l..L-1`` (ROME's delta sits inside
-block ``l``) or ``l+1..L-1`` (MEMIT's is added to block ``l``'s output). The replay is checked against a full
-forward on the first step; if it disagrees (an unknown family that does something between blocks) it falls
-back to full forwards. :class:`_SuffixReplay` goes further and recomputes only the tokens from the edited one
-on, with the prefix in a key/value cache (each context prefix's part computed once per batch and kept across
-edits while the weights are unchanged); its recording pass through the model itself is the first step
-(the replay is checked against it, and it against a plain forward, on the two rows with the most and the
-least padding); in a batch (MEMIT) the rows of requests that have met their stopping rule are dropped. Rows end at the last position that is read (the last target token is only a
-label; the KL prompt is read at the subject), and a request whose prompt opens with its subject reads the KL
-term from that prompt's row instead of a row of its own. Logits are computed only at the scored positions
-(Gemma's vocabulary has 262k entries), the unembedding's backward is computed per vocabulary chunk
-(:func:`editcore.models.arch.chunked_matmul`), and the log-probabilities' gradient is written out in one pass
-instead of autograd's zero-filled copies (:meth:`editcore.models.arch.ArchAdapter.label_log_probs`).
+Speed: the blocks below the edited layer do not change while ``delta`` is optimised, so :class:`_Replay` runs
+them once, records the hidden state entering the first replayed block and the keyword arguments every later
+block was called with (masks, rotary ``position_embeddings``, Gemma's per-layer sliding/full masks), and each
+optimisation step then runs only blocks ``l..L-1`` (ROME's delta sits inside block ``l``) or ``l+1..L-1``
+(MEMIT's is added to block ``l``'s output). The replay is checked against a full forward on the first step; if
+it disagrees (an unknown family that does something between blocks) it falls back to full forwards.
+:class:`_SuffixReplay` goes further and recomputes only the tokens from the edited one on, with the prefix in
+a key/value cache (each context prefix's part computed once per batch and kept across edits while the weights
+are unchanged); its recording pass through the model itself is the first step (the replay is checked against
+it, and it against a plain forward, on the two rows with the most and the least padding); in a batch (MEMIT)
+the rows of requests that have met their stopping rule are dropped. Rows end at the last position that is read
+(the last target token is only a label; the KL prompt is read at the subject), and a request whose prompt
+opens with its subject reads the KL term from that prompt's row instead of a row of its own. Logits are
+computed only at the scored positions (Gemma's vocabulary has 262k entries), the unembedding's backward is
+computed per vocabulary chunk (:func:`editcore.models.arch.chunked_matmul`), and the log-probabilities'
+gradient is written out in one pass instead of autograd's zero-filled copies
+(:meth:`editcore.models.arch.ArchAdapter.label_log_probs`).
 """
 
 from __future__ import annotations
