@@ -257,6 +257,8 @@ def _speedups(lm, facts, common) -> list[dict]:
          {}, {"record_first_step": False}),
         ("context prefixes' key/values computed for every row (not once per prefix, kept across edits)",
          {}, {"shared_prefixes": False}),
+        ("replayed blocks' Linear layers with BLAS's plain weights (not oneDNN's blocked ones)",
+         {}, {"packed_linears": False}),
         ("no early stop at P(target)>=0.9 (ROME's loss<0.05 rule only)", {"v_stop_prob": 1.0}, {}),
         ("ROME's 20 context prefixes instead of 5", {"context_prefixes": 20, "context_tokens": 10}, {}),
     ])
@@ -274,6 +276,8 @@ def _memit_speedups(lm, facts, common) -> list[dict]:
          {}, {"record_first_step": False}),
         ("context prefixes' key/values computed for every row (not once per prefix, kept across edits)",
          {}, {"shared_prefixes": False}),
+        ("replayed blocks' Linear layers with BLAS's plain weights (not oneDNN's blocked ones)",
+         {}, {"packed_linears": False}),
     ])
 
 

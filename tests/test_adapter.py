@@ -148,3 +148,36 @@ def test_label_log_probs_equal_autograd_on_log_softmax(bias, softcap):
         ((want_tok * g_tok).sum() + (logp[4:] * g_full[:rows - 4]).sum()).backward()
         assert torch.allclose(fast, h.grad)
     assert _LabelLogProbs.apply(h, w, b, softcap, labels, False)[2].numel() == 0
+
+
+@pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_reorder_linear_weight") or not torch.backends.mkldnn.is_available(),
+                    reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("bias", [True, False])
+def test_packed_linears_equal_the_plain_ones(bias):
+    """Inside packed_linears a loaded model's frozen Linear layers compute through oneDNN's blocked weights:
+    the same outputs and input gradients as F.linear; a weight written in place is packed again; outside the
+    block nothing is left behind; a Linear that trains is left alone."""
+    from editcore.models.arch import packed_linears, use_small_batch_linears
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(48, 40, bias=bias).requires_grad_(False)
+    other = torch.nn.Linear(48, 40)  # trainable: never packed
+    use_small_batch_linears(torch.nn.Sequential(layer, other))
+
+    def check():
+        for shape in ((5, 48), (3, 7, 48)):
+            x = torch.randn(*shape, requires_grad=True)
+            y = layer(x)
+            (y * torch.arange(40.0)).sum().backward()
+            want = torch.nn.functional.linear(x.detach(), layer.weight, layer.bias)
+            assert torch.allclose(y, want, rtol=1e-5, atol=1e-5)
+            assert torch.allclose(x.grad, (torch.arange(40.0) @ layer.weight).expand_as(x), rtol=1e-5, atol=1e-5)
+
+    with packed_linears([torch.nn.Sequential(layer, other)]) as n:
+        assert n == 1 and "_packed" in layer.__dict__ and "_packed" not in other.__dict__
+        check()
+        with torch.no_grad():
+            layer.weight.mul_(-2)
+    assert "_packed" not in layer.__dict__
+    with packed_linears([layer]):
+        check()  # the in-place change was seen: packed again

@@ -120,6 +120,28 @@ def test_fast_paths_match_full_forward(family, corpus, monkeypatch):
         assert curves[mode] == pytest.approx(curves["full"], rel=1e-4, abs=1e-6), mode
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_packed_linears_give_the_same_edit(family, corpus, monkeypatch):
+    """The replayed blocks' Linear layers computed with oneDNN's blocked weights (arch.packed_linears): the same
+    loss curve and update as the plain layers, and nothing left installed afterwards."""
+    from editcore.methods import _common
+
+    lm = tiny.lm(family)
+    hp = _hp(corpus)
+    base = dict(_common.SPEEDUPS)
+    runs = {}
+    for on in (True, False):
+        monkeypatch.setattr(_common, "SPEEDUPS", {**base, "packed_linears": on})
+        runs[on] = get_method("rome").compute(lm, [REQ], hp)
+    assert runs[True].diagnostics["loss_curve"] == pytest.approx(runs[False].diagnostics["loss_curve"], rel=1e-4)
+    (name, a), = runs[True].patch.deltas.items()
+    assert torch.allclose(a, runs[False].patch.deltas[name], rtol=1e-3, atol=1e-6 * float(a.abs().max()))
+    assert not any("_packed" in m.__dict__ for m in lm.model.modules())
+    from editcore.models import arch
+
+    assert any(m in arch._PACKED for m in lm.adapter.block(hp.layer).modules())  # it did run packed
+
+
 def test_a_cached_forward_that_differs_from_a_plain_one_turns_the_suffix_replay_off(corpus, monkeypatch):
     """The suffix replay trusts the key/value cache only after comparing it with a plain forward; a family
     whose cached forward differed would get the whole-sequence replay, with the same loss curve."""

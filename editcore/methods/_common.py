@@ -50,6 +50,7 @@ import torch
 
 from .. import paths
 from ..errors import InputError
+from ..models.arch import packed_linears
 from ..scope import content_key
 from ..text import (cached_forward, check_length, final_hidden, pad_id, padded, position_ids, prompt_ids,
                     target_ids)
@@ -563,7 +564,8 @@ class _NoSuffix(Exception):
 
 # Switches for the benchmark's "what bought how much" table; all on in normal use.
 SPEEDUPS = {"block_replay": True, "suffix_cache": True, "drop_finished": True, "shared_kl_row": True,
-            "layer_walk": True, "fused_log_probs": True, "record_first_step": True, "shared_prefixes": True}
+            "layer_walk": True, "fused_log_probs": True, "record_first_step": True, "shared_prefixes": True,
+            "packed_linears": True}
 
 
 # ---- value optimisation (ROME's v*, MEMIT's z*) ---------------------------------------------------------
@@ -631,6 +633,16 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     step's own forward; kept if they differ), so later steps cost only what the unfinished requests need.
     """
     t0 = time.perf_counter()
+    # ROME's delta sits inside block ``layer`` (replayed from there); MEMIT's is added to that block's output,
+    # which is the input of block ``layer + 1``.
+    start = layer if slot == "mlp_out" else layer + 1
+    replayed = [lm.adapter.block(i) for i in range(start, lm.adapter.n_layers)] if SPEEDUPS["packed_linears"] else []
+    with packed_linears(replayed):
+        return _optimise_values(lm, reqs, layer, start, templates, s, slot, progress, t0)
+
+
+def _optimise_values(lm, reqs: Sequence[Request], layer: int, start: int, templates: Sequence[str],
+                     s: ValueSettings, slot: str, progress: Progress | None, t0: float) -> list[ValueResult]:
     tok = lm.tokenizer
     n_req, n_ctx = len(reqs), len(templates)
     seqs, look, owner, segments = [], [], [], []
@@ -671,9 +683,6 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     per_req = torch.zeros(n_req, device=dev).index_add_(
         0, torch.tensor([e[3] for e in loss_entries], device=dev), torch.ones(len(loss_entries), device=dev))
     first_row = [owner.index(q) for q in range(n_req)]  # the plain prompt ("{}" comes first) of each request
-    # ROME's delta sits inside block ``layer`` (replayed from there); MEMIT's is added to that block's output,
-    # which is the input of block ``layer + 1``.
-    start = layer if slot == "mlp_out" else layer + 1
     replay = _make_replay(lm, seqs, look, start, segments)
     rows_now = list(range(len(seqs)))  # original row of each row the replay holds, in order
 
