@@ -153,11 +153,15 @@ def test_label_log_probs_equal_autograd_on_log_softmax(bias, softcap):
 @pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_reorder_linear_weight") or not torch.backends.mkldnn.is_available(),
                     reason="this torch build has no oneDNN")
 @pytest.mark.parametrize("bias", [True, False])
-def test_packed_linears_equal_the_plain_ones(bias):
+def test_packed_linears_equal_the_plain_ones(bias, monkeypatch):
     """Inside packed_linears a loaded model's frozen Linear layers compute through oneDNN's blocked weights:
     the same outputs and input gradients as F.linear; a weight written in place is packed again; outside the
-    block nothing is left behind; a Linear that trains is left alone."""
+    block nothing is left behind; a Linear that trains is left alone; over the memory limit nothing is packed
+    (and the outdated copy is dropped)."""
+    from editcore.models import arch
     from editcore.models.arch import packed_linears, use_small_batch_linears
+
+    monkeypatch.setattr(arch, "PACKED_RSS_LIMIT_MB", 1e9)
 
     torch.manual_seed(0)
     layer = torch.nn.Linear(48, 40, bias=bias).requires_grad_(False)
@@ -181,3 +185,9 @@ def test_packed_linears_equal_the_plain_ones(bias):
     assert "_packed" not in layer.__dict__
     with packed_linears([layer]):
         check()  # the in-place change was seen: packed again
+    with torch.no_grad():
+        layer.weight.add_(1)
+    monkeypatch.setattr(arch, "PACKED_RSS_LIMIT_MB", 0)
+    with packed_linears([layer]) as n:
+        assert n == 0 and "_packed" not in layer.__dict__ and layer not in arch._PACKED
+        check()

@@ -125,7 +125,9 @@ def test_packed_linears_give_the_same_edit(family, corpus, monkeypatch):
     """The replayed blocks' Linear layers computed with oneDNN's blocked weights (arch.packed_linears): the same
     loss curve and update as the plain layers, and nothing left installed afterwards."""
     from editcore.methods import _common
+    from editcore.models import arch
 
+    monkeypatch.setattr(arch, "PACKED_RSS_LIMIT_MB", 1e9)
     lm = tiny.lm(family)
     hp = _hp(corpus)
     base = dict(_common.SPEEDUPS)
@@ -137,8 +139,6 @@ def test_packed_linears_give_the_same_edit(family, corpus, monkeypatch):
     (name, a), = runs[True].patch.deltas.items()
     assert torch.allclose(a, runs[False].patch.deltas[name], rtol=1e-3, atol=1e-6 * float(a.abs().max()))
     assert not any("_packed" in m.__dict__ for m in lm.model.modules())
-    from editcore.models import arch
-
     assert any(m in arch._PACKED for m in lm.adapter.block(hp.layer).modules())  # it did run packed
 
 

@@ -8,6 +8,7 @@ loaded model*, so a renamed module fails here with a clear message instead of de
 from __future__ import annotations
 
 import contextlib
+import os
 import types
 import weakref
 from dataclasses import dataclass
@@ -309,6 +310,23 @@ class _PackedLinear(torch.autograd.Function):
         return gx.view(*g.shape[:-1], gx.shape[-1]), None, None, None, None
 
 
+# New packed weights are made only while the process's resident memory stays under this many MB with them:
+# the memory target is 3 GB per model, and KN's or MEMIT's own working memory on Gemma-3-270M is ~1.2 GB.
+PACKED_RSS_LIMIT_MB = float(os.environ.get("EDITSCOPE_PACKED_RSS_MB", 1800))
+
+
+def _resident_mb() -> float:
+    """This process's resident memory in MB (0 where /proc is unavailable)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
 # Packed weights of the Linear layers used by replays, per module: {module: (content id, packed, packed^T)}.
 _PACKED: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
@@ -334,24 +352,32 @@ def packed_linears(modules):
     copy of the weights (0.4-0.5 s for the replayed blocks of the bundled models), so the reordered weights
     are kept per module while its weight is unchanged (:func:`editcore.scope.content_id`; a restored model
     has its old ids back), which costs memory: twice the replayed blocks' Linear weights (SmolLM2 ~0.7 GB,
-    Gemma-3-270M ~0.55 GB). Does nothing off CPU, for other dtypes or without oneDNN."""
+    Gemma-3-270M ~0.55 GB). New ones are made only while the process stays under ``PACKED_RSS_LIMIT_MB``
+    resident with them (``EDITSCOPE_PACKED_RSS_MB``, default 1800, so a model's peak stays under 3 GB: that
+    admits SmolLM2-135M, 0.9 GB loaded, and not Gemma-3-270M, 1.7 GB loaded, whose KN and MEMIT passes reached
+    3.4 and 3.3 GB with them). Does nothing off CPU, for other dtypes or without oneDNN."""
     from ..scope import content_id
 
     touched = []
     try:
-        for block in modules:
-            for m in block.modules():
-                if not _can_pack(m):
-                    continue
-                cid = content_id(m.weight)
-                hit = _PACKED.get(m)
-                if hit is None or hit[0] != cid:
-                    w = m.weight.detach()
-                    hit = (cid, torch.ops.mkldnn._reorder_linear_weight(w, None),
-                           torch.ops.mkldnn._reorder_linear_weight(w.T.contiguous(), None))
-                    _PACKED[m] = hit
-                m.__dict__["_packed"] = hit[1:]
-                touched.append(m)
+        todo = [m for block in modules for m in block.modules() if _can_pack(m)]
+        stale = [m for m in todo if m not in _PACKED or _PACKED[m][0] != content_id(m.weight)]
+        need_mb = sum(2 * m.weight.numel() * m.weight.element_size() for m in stale) / 2**20
+        if stale and _resident_mb() + need_mb > PACKED_RSS_LIMIT_MB:
+            for m in stale:  # no room: those layers compute as usual, and their outdated copies go
+                _PACKED.pop(m, None)
+            todo = [m for m in todo if m not in stale]
+            stale = []
+        for m in todo:
+            cid = content_id(m.weight)
+            hit = _PACKED.get(m)
+            if m in stale:
+                w = m.weight.detach()
+                hit = (cid, torch.ops.mkldnn._reorder_linear_weight(w, None),
+                       torch.ops.mkldnn._reorder_linear_weight(w.T.contiguous(), None))
+                _PACKED[m] = hit
+            m.__dict__["_packed"] = hit[1:]
+            touched.append(m)
         yield len(touched)
     finally:
         for m in touched:
