@@ -161,7 +161,7 @@ def test_packed_linears_equal_the_plain_ones(bias, monkeypatch):
     from editcore.models import arch
     from editcore.models.arch import packed_linears, use_small_batch_linears
 
-    monkeypatch.setattr(arch, "PACKED_RSS_LIMIT_MB", 1e9)
+    monkeypatch.setattr(arch, "PACKED_LIMIT_MB", 1e9)
 
     torch.manual_seed(0)
     layer = torch.nn.Linear(48, 40, bias=bias).requires_grad_(False)
@@ -187,7 +187,7 @@ def test_packed_linears_equal_the_plain_ones(bias, monkeypatch):
         check()  # the in-place change was seen: packed again
     with torch.no_grad():
         layer.weight.add_(1)
-    monkeypatch.setattr(arch, "PACKED_RSS_LIMIT_MB", 0)
+    monkeypatch.setattr(arch, "PACKED_LIMIT_MB", 0)
     with packed_linears([layer]) as n:
         assert n == 0 and "_packed" not in layer.__dict__ and layer not in arch._PACKED
         check()

@@ -127,7 +127,7 @@ def test_packed_linears_give_the_same_edit(family, corpus, monkeypatch):
     from editcore.methods import _common
     from editcore.models import arch
 
-    monkeypatch.setattr(arch, "PACKED_RSS_LIMIT_MB", 1e9)
+    monkeypatch.setattr(arch, "PACKED_LIMIT_MB", 1e9)
     lm = tiny.lm(family)
     hp = _hp(corpus)
     base = dict(_common.SPEEDUPS)

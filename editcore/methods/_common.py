@@ -637,7 +637,8 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
     # which is the input of block ``layer + 1``.
     start = layer if slot == "mlp_out" else layer + 1
     replayed = [lm.adapter.block(i) for i in range(start, lm.adapter.n_layers)] if SPEEDUPS["packed_linears"] else []
-    with packed_linears(replayed):
+    model_mb = sum(p.numel() * p.element_size() for p in lm.model.parameters()) / 2**20
+    with packed_linears(replayed, model_mb):
         return _optimise_values(lm, reqs, layer, start, templates, s, slot, progress, t0)
 
 

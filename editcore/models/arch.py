@@ -310,21 +310,10 @@ class _PackedLinear(torch.autograd.Function):
         return gx.view(*g.shape[:-1], gx.shape[-1]), None, None, None, None
 
 
-# New packed weights are made only while the process's resident memory stays under this many MB with them:
-# the memory target is 3 GB per model, and KN's or MEMIT's own working memory on Gemma-3-270M is ~1.2 GB.
-PACKED_RSS_LIMIT_MB = float(os.environ.get("EDITSCOPE_PACKED_RSS_MB", 1800))
-
-
-def _resident_mb() -> float:
-    """This process's resident memory in MB (0 where /proc is unavailable)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
+# Packed copies are made only while the model's parameters plus the copies take at most this many MB: the
+# memory target is 3 GB per model, of which the runtime takes ~0.4 GB and KN's or MEMIT's working memory
+# ~1.2 GB on Gemma-3-270M.
+PACKED_LIMIT_MB = float(os.environ.get("EDITSCOPE_PACKED_MB", 1536))
 
 
 # Packed weights of the Linear layers used by replays, per module: {module: (content id, packed, packed^T)}.
@@ -341,7 +330,7 @@ def _can_pack(module: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def packed_linears(modules):
+def packed_linears(modules, model_mb: float = 0.0):
     """Inside the ``with``, the frozen float32 Linear layers among ``modules`` (and their children) compute
     with weights reordered into oneDNN's blocked layout, forward and backward (to the input).
 
@@ -352,18 +341,19 @@ def packed_linears(modules):
     copy of the weights (0.4-0.5 s for the replayed blocks of the bundled models), so the reordered weights
     are kept per module while its weight is unchanged (:func:`editcore.scope.content_id`; a restored model
     has its old ids back), which costs memory: twice the replayed blocks' Linear weights (SmolLM2 ~0.7 GB,
-    Gemma-3-270M ~0.55 GB). New ones are made only while the process stays under ``PACKED_RSS_LIMIT_MB``
-    resident with them (``EDITSCOPE_PACKED_RSS_MB``, default 1800, so a model's peak stays under 3 GB: that
-    admits SmolLM2-135M, 0.9 GB loaded, and not Gemma-3-270M, 1.7 GB loaded, whose KN and MEMIT passes reached
-    3.4 and 3.3 GB with them). Does nothing off CPU, for other dtypes or without oneDNN."""
+    Gemma-3-270M ~0.55 GB). They are made only while ``model_mb`` (the model's parameters) plus the copies of
+    ``modules`` stay within ``PACKED_LIMIT_MB`` (``EDITSCOPE_PACKED_MB``, default 1536), so a model's peak
+    stays under 3 GB: SmolLM2-135M (0.54 + 0.71 GB) has them, Gemma-3-270M (1.07 + 0.58 GB) not; with them,
+    its KN and MEMIT passes peaked at 3.4 and 3.3 GB. Does nothing off CPU, for other dtypes or without
+    oneDNN."""
     from ..scope import content_id
 
     touched = []
     try:
         todo = [m for block in modules for m in block.modules() if _can_pack(m)]
         stale = [m for m in todo if m not in _PACKED or _PACKED[m][0] != content_id(m.weight)]
-        need_mb = sum(2 * m.weight.numel() * m.weight.element_size() for m in stale) / 2**20
-        if stale and _resident_mb() + need_mb > PACKED_RSS_LIMIT_MB:
+        packed_mb = sum(2 * m.weight.numel() * m.weight.element_size() for m in todo) / 2**20
+        if stale and model_mb + packed_mb > PACKED_LIMIT_MB:
             for m in stale:  # no room: those layers compute as usual, and their outdated copies go
                 _PACKED.pop(m, None)
             todo = [m for m in todo if m not in stale]
