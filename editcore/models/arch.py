@@ -310,10 +310,10 @@ class _PackedLinear(torch.autograd.Function):
         return gx.view(*g.shape[:-1], gx.shape[-1]), None, None, None, None
 
 
-# Packed copies are made only while the model's parameters plus the copies take at most this many MB: the
-# memory target is 3 GB per model, of which the runtime takes ~0.4 GB and KN's or MEMIT's working memory
-# ~1.2 GB on Gemma-3-270M.
-PACKED_LIMIT_MB = float(os.environ.get("EDITSCOPE_PACKED_MB", 1536))
+# Packed copies are made only while twice the model's parameters plus the copies take at most this many MB:
+# the memory target is 3 GB per model, the runtime takes ~0.4 GB, and the methods' own working memory is
+# about the model's size again (Gemma-3-270M: 1.0 GB of parameters, 1.2 GB more for KN or MEMIT).
+PACKED_LIMIT_MB = float(os.environ.get("EDITSCOPE_PACKED_MB", 2000))
 
 
 # Packed weights of the Linear layers used by replays, per module: {module: (content id, packed, packed^T)}.
@@ -341,11 +341,11 @@ def packed_linears(modules, model_mb: float = 0.0):
     copy of the weights (0.4-0.5 s for the replayed blocks of the bundled models), so the reordered weights
     are kept per module while its weight is unchanged (:func:`editcore.scope.content_id`; a restored model
     has its old ids back), which costs memory: twice the replayed blocks' Linear weights (SmolLM2 ~0.7 GB,
-    Gemma-3-270M ~0.55 GB). They are made only while ``model_mb`` (the model's parameters) plus the copies of
-    ``modules`` stay within ``PACKED_LIMIT_MB`` (``EDITSCOPE_PACKED_MB``, default 1536), so a model's peak
-    stays under 3 GB: SmolLM2-135M (0.54 + 0.71 GB) has them, Gemma-3-270M (1.07 + 0.58 GB) not; with them,
-    its KN and MEMIT passes peaked at 3.4 and 3.3 GB. Does nothing off CPU, for other dtypes or without
-    oneDNN."""
+    Gemma-3-270M ~0.55 GB). They are made only while twice ``model_mb`` (the model's parameters) plus the
+    copies of ``modules`` stay within ``PACKED_LIMIT_MB`` (``EDITSCOPE_PACKED_MB``, default 2000; 0 turns them
+    off), so a model's peak stays under 3 GB: SmolLM2-135M (2 x 0.51 + 0.71 GB) has them, Gemma-3-270M (2 x
+    1.0 GB) not; with them, its KN and MEMIT passes peaked at 3.4 and 3.2 GB. Does nothing off CPU, for other
+    dtypes or without oneDNN."""
     from ..scope import content_id
 
     touched = []
@@ -353,7 +353,7 @@ def packed_linears(modules, model_mb: float = 0.0):
         todo = [m for block in modules for m in block.modules() if _can_pack(m)]
         stale = [m for m in todo if m not in _PACKED or _PACKED[m][0] != content_id(m.weight)]
         packed_mb = sum(2 * m.weight.numel() * m.weight.element_size() for m in todo) / 2**20
-        if stale and model_mb + packed_mb > PACKED_LIMIT_MB:
+        if stale and 2 * model_mb + packed_mb > PACKED_LIMIT_MB:
             for m in stale:  # no room: those layers compute as usual, and their outdated copies go
                 _PACKED.pop(m, None)
             todo = [m for m in todo if m not in stale]
