@@ -406,8 +406,10 @@ def to_markdown(report: dict) -> str:
         lines.append("")
         if m.get("speedups"):
             lines += ["### What bought how much (same facts per method, statistics cached)", "",
-                      "ROME: each fact alone (s/edit median); MEMIT: one batch (its seconds; steps summed over "
-                      "requests). Not switchable, so not in the table: the unembedding's chunked backward "
+                      "ROME: the first 3 facts, each alone (s/edit median; not comparable with the table above, "
+                      "which has all 10); MEMIT: one batch of all 10 (its seconds; steps summed over "
+                      "requests). One run per row, so differences under ~10% are within this machine's drift. "
+                      "Not switchable, so not in the table: the unembedding's chunked backward "
                       "(142 -> 49 ms per step on Gemma, 7 rows) and vocabulary projection (see "
                       "`editcore.models.arch`).", "",
                       "| method | variant | seconds | mean steps | success |", "|---|---|---|---|---|"]
