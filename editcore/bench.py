@@ -245,6 +245,18 @@ def _resolve_layers(lm, layers) -> list[int]:
     return sorted(out) or auto_layers(lm)
 
 
+# Switches of the value optimisation that ROME and MEMIT share (editcore.methods._common.SPEEDUPS).
+_SHARED_VARIANTS = [
+    ("log-probabilities through autograd's log_softmax and gather", {}, {"fused_log_probs": False}),
+    ("suffix recorded without autograd, first step replayed (and ROME's keys read by a forward of their own)",
+     {}, {"record_first_step": False}),
+    ("context prefixes' key/values computed for every row (not once per prefix, kept across edits)",
+     {}, {"shared_prefixes": False}),
+    ("replayed blocks' Linear layers with BLAS's plain weights (not oneDNN's blocked ones)",
+     {}, {"packed_linears": False}),
+]
+
+
 def _speedups(lm, facts, common) -> list[dict]:
     """ROME's seconds per edit with each speed-up switched off, on the same facts (statistics cached)."""
     return _variants(lm, "rome", facts, common, [
@@ -252,13 +264,7 @@ def _speedups(lm, facts, common) -> list[dict]:
         ("no suffix-only replay (whole sequences through blocks l..L-1)", {}, {"suffix_cache": False}),
         ("no block replay (full forward every step)", {}, {"suffix_cache": False, "block_replay": False}),
         ("KL prompt in a row of its own (as ROME), not read from the plain prompt's row", {}, {"shared_kl_row": False}),
-        ("log-probabilities through autograd's log_softmax and gather", {}, {"fused_log_probs": False}),
-        ("suffix recorded without autograd, first step replayed (and ROME's keys read by a forward of their own)",
-         {}, {"record_first_step": False}),
-        ("context prefixes' key/values computed for every row (not once per prefix, kept across edits)",
-         {}, {"shared_prefixes": False}),
-        ("replayed blocks' Linear layers with BLAS's plain weights (not oneDNN's blocked ones)",
-         {}, {"packed_linears": False}),
+        *_SHARED_VARIANTS,
         ("no early stop at P(target)>=0.9 (ROME's loss<0.05 rule only)", {"v_stop_prob": 1.0}, {}),
         ("ROME's 20 context prefixes instead of 5", {"context_prefixes": 20, "context_tokens": 10}, {}),
     ])
@@ -271,13 +277,7 @@ def _memit_speedups(lm, facts, common) -> list[dict]:
         ("finished requests' rows kept in the batch", {}, {"drop_finished": False}),
         ("KL prompts in rows of their own (as MEMIT)", {}, {"shared_kl_row": False}),
         ("each layer's keys and z read with a fresh forward from the embeddings", {}, {"layer_walk": False}),
-        ("log-probabilities through autograd's log_softmax and gather", {}, {"fused_log_probs": False}),
-        ("suffix recorded without autograd, first step replayed (and ROME's keys read by a forward of their own)",
-         {}, {"record_first_step": False}),
-        ("context prefixes' key/values computed for every row (not once per prefix, kept across edits)",
-         {}, {"shared_prefixes": False}),
-        ("replayed blocks' Linear layers with BLAS's plain weights (not oneDNN's blocked ones)",
-         {}, {"packed_linears": False}),
+        *_SHARED_VARIANTS,
     ])
 
 
