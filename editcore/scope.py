@@ -169,9 +169,7 @@ class EditScope:
             self._stack.pop()
 
     def _copy_back(self, name: str, saved: torch.Tensor, content: int) -> None:
-        with torch.no_grad():
-            self._params[name].copy_(saved)
-        _restored(self._params[name], content)
+        _put_back(self._params[name], saved, content)
 
 
 def _remove_hooks(handles: list) -> None:
@@ -198,16 +196,10 @@ def scratch(model: nn.Module, names: list[str]) -> Iterator[None]:
     params = dict(model.named_parameters())
     saved = {n: params[n].detach().clone() for n in names}
     content = {n: content_id(params[n]) for n in names}
-
-    def put_back(name: str) -> None:
-        with torch.no_grad():
-            params[name].copy_(saved[name])
-        _restored(params[name], content[name])
-
     try:
         yield
     finally:
-        _finish_all([lambda n=n: put_back(n) for n in saved])
+        _finish_all([lambda n=n: _put_back(params[n], saved[n], content[n]) for n in saved])
 
 
 # ---- naming what the weights hold (for caches of activations) --------------------------------------------
@@ -227,8 +219,11 @@ def content_id(t: torch.Tensor) -> int:
     return tag[1]
 
 
-def _restored(t: torch.Tensor, content: int) -> None:
-    t._editscope_content = (t._version, content)
+def _put_back(param: torch.Tensor, saved: torch.Tensor, content: int) -> None:
+    """Copy ``saved`` back into ``param`` and give it back the content id it had when it was saved."""
+    with torch.no_grad():
+        param.copy_(saved)
+    param._editscope_content = (param._version, content)
 
 
 def content_key(model: nn.Module) -> tuple[int, ...]:

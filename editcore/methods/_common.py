@@ -718,6 +718,12 @@ def _optimise_values(lm, reqs: Sequence[Request], layer: int, start: int, templa
     def forward(rp) -> torch.Tensor:
         return rp.run(add_delta, edited)
 
+    def whole_sequences() -> _Replay:
+        """The exact fallback for any family: whole sequences through blocks ``start..L-1`` (its first forward
+        reads ``v_init`` again)."""
+        captured.pop("v_init", None)
+        return _Replay(lm, *_pad_right(lm, seqs), start)
+
     first = None  # the first step's hidden states, when the suffix replay's recording pass computed them
     if isinstance(replay, _SuffixReplay):
         got: dict[str, torch.Tensor] = {}
@@ -730,9 +736,8 @@ def _optimise_values(lm, reqs: Sequence[Request], layer: int, start: int, templa
             first = first if reuse else None
         except Exception as exc:  # as in _make_replay: the whole-sequence replay is exact for any family
             log.info("suffix replay unavailable for %s (%s); replaying whole sequences", lm.adapter.family, exc)
-            replay = _Replay(lm, *_pad_right(lm, seqs), start)
+            replay = whole_sequences()
             L = make_layout(replay, range(n_req))
-            captured.pop("v_init", None)
         else:
             if "k" in got:  # ROME's keys: the projection's input at suffix column 0, the subject's last token
                 captured["keys"] = got["k"][list(ctx_rows), 0].detach().float()
@@ -750,10 +755,9 @@ def _optimise_values(lm, reqs: Sequence[Request], layer: int, start: int, templa
         h = first if it == 0 and first is not None else forward(replay)
         if it == 0 and not replay.check(h):
             can_shrink = False
-            if isinstance(replay, _SuffixReplay):  # fall back to replaying whole sequences
-                replay = _Replay(lm, *_pad_right(lm, seqs), start)
+            if isinstance(replay, _SuffixReplay):
+                replay = whole_sequences()
                 L = make_layout(replay, range(n_req))
-                captured.pop("v_init", None)
                 h = forward(replay)
                 if not replay.check(h):
                     h = forward(replay)

@@ -271,7 +271,7 @@ def _small_batch_linear(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     matrix-vector path either way, and from a few dozen rows on ``x W^T`` is as fast or faster."""
     packed = self.__dict__.get("_packed")
     if packed is not None and x.dtype == packed[0].dtype and x.device.type == "cpu":
-        return _PackedLinear.apply(x, self.weight, self.bias, packed[0], packed[1])
+        return _PackedLinear.apply(x, self.bias, packed[0], packed[1])
     m = x.numel() // x.shape[-1] if x.dim() else 0
     if SMALL_BATCH_ROWS[0] <= m <= SMALL_BATCH_ROWS[1] and x.device.type == "cpu" and not torch.is_grad_enabled():
         y = (self.weight @ x.reshape(m, x.shape[-1]).T).T.contiguous()
@@ -297,7 +297,7 @@ class _PackedLinear(torch.autograd.Function):
     oneDNN's blocked layout once; see :func:`packed_linears`. The weight and bias get no gradient."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, packed, packed_t):
+    def forward(ctx, x, bias, packed, packed_t):
         ctx.packed_t = packed_t
         flat = x.reshape(-1, x.shape[-1]).contiguous()
         out = torch.ops.mkldnn._linear_pointwise(flat, packed, bias, "none", [], "")
@@ -307,7 +307,7 @@ class _PackedLinear(torch.autograd.Function):
     def backward(ctx, g):
         flat = g.reshape(-1, g.shape[-1])
         gx = torch.ops.mkldnn._linear_pointwise(flat.contiguous(), ctx.packed_t, None, "none", [], "")
-        return gx.view(*g.shape[:-1], gx.shape[-1]), None, None, None, None
+        return gx.view(*g.shape[:-1], gx.shape[-1]), None, None, None
 
 
 # Packed copies are made only while twice the model's parameters plus the copies take at most this many MB:
@@ -350,23 +350,20 @@ def packed_linears(modules, model_mb: float = 0.0):
 
     touched = []
     try:
-        todo = [m for block in modules for m in block.modules() if _can_pack(m)]
-        stale = [m for m in todo if m not in _PACKED or _PACKED[m][0] != content_id(m.weight)]
-        packed_mb = sum(2 * m.weight.numel() * m.weight.element_size() for m in todo) / 2**20
+        ids = {m: content_id(m.weight) for block in modules for m in block.modules() if _can_pack(m)}
+        stale = [m for m, cid in ids.items() if _PACKED.get(m, (None,))[0] != cid]
+        packed_mb = sum(2 * m.weight.numel() * m.weight.element_size() for m in ids) / 2**20
         if stale and 2 * model_mb + packed_mb > PACKED_LIMIT_MB:
             for m in stale:  # no room: those layers compute as usual, and their outdated copies go
                 _PACKED.pop(m, None)
-            todo = [m for m in todo if m not in stale]
+                del ids[m]
             stale = []
-        for m in todo:
-            cid = content_id(m.weight)
-            hit = _PACKED.get(m)
-            if m in stale:
-                w = m.weight.detach()
-                hit = (cid, torch.ops.mkldnn._reorder_linear_weight(w, None),
-                       torch.ops.mkldnn._reorder_linear_weight(w.T.contiguous(), None))
-                _PACKED[m] = hit
-            m.__dict__["_packed"] = hit[1:]
+        for m in stale:
+            w = m.weight.detach()
+            _PACKED[m] = (ids[m], torch.ops.mkldnn._reorder_linear_weight(w, None),
+                          torch.ops.mkldnn._reorder_linear_weight(w.T.contiguous(), None))
+        for m in ids:
+            m.__dict__["_packed"] = _PACKED[m][1:]
             touched.append(m)
         yield len(touched)
     finally:
