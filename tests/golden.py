@@ -23,13 +23,14 @@ REQUESTS = (("{} is located in the city of", "The Louvre", "London"),
             ("{} is developed by", "Windows 11", "Apple"))
 
 # (method, hyper-parameter overrides, how many requests at once)
+# A small learning rate keeps the tiny random models' loss curves smooth: with ROME's 0.5 they jump around,
+# and a curve that amplifies rounding would make this comparison fragile. MEMIT's z* sits below the last
+# block (at the last block the target positions cannot see the subject's token).
+_VALUE = {"stats_samples": 1500, "v_num_grad_steps": 6, "v_lr": 0.05, "context_prefixes": 2, "context_tokens": 3}
 RUNS = (
-    ("rome", {"layer": 1, "stats_samples": 1500, "v_num_grad_steps": 6, "context_prefixes": 2,
-              "context_tokens": 3}, 1),
-    ("rome", {"layer": 1, "stats_samples": 1500, "v_num_grad_steps": 6, "context_prefixes": 2,
-              "context_tokens": 3, "consistent_keys": True, "v_stop_prob": 1.0}, 1),
-    ("memit", {"layers": [0, 1, 2], "stats_samples": 1500, "v_num_grad_steps": 6, "context_prefixes": 2,
-               "context_tokens": 3}, 3),
+    ("rome", {"layer": 1, **_VALUE}, 1),
+    ("rome", {"layer": 1, **_VALUE, "consistent_keys": True, "v_stop_prob": 1.0}, 1),
+    ("memit", {"layers": [0, 1], **_VALUE}, 3),
     ("ft_l", {"layer": 1, "steps": 4}, 2),
     ("ft", {"layer": 1, "steps": 4, "train_mlp_in": True}, 1),
     ("kn", {}, 1),
