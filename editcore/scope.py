@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from . import hooks
+
 log = logging.getLogger(__name__)
 
 HookFn = Callable[..., object]
@@ -143,9 +145,7 @@ class EditScope:
                     frame.content[name] = content_id(param)
                     param.add_(delta.to(device=param.device, dtype=param.dtype))
             for hook in patch.hooks:
-                module = self.model.get_submodule(hook.module)
-                register = module.register_forward_pre_hook if hook.pre else module.register_forward_hook
-                frame.handles.append(register(hook.fn))
+                frame.handles.append(hooks.add(self.model.get_submodule(hook.module), hook.fn, pre=hook.pre))
         except BaseException:
             # Never leave a half-edited model behind.
             _finish_all([lambda: _remove_hooks(frame.handles)]
