@@ -122,8 +122,9 @@ def reset_peak_rss() -> None:
         pass
 
 
-def run_method(lm, method, hp, facts: Sequence[Fact], batch: bool | None = None) -> dict:
-    """Edit each fact alone (or all at once for batched methods) and judge it; the model is restored."""
+def run_method(lm, method, hp, facts: Sequence[Fact], batch: bool | None = None, speed=None) -> dict:
+    """Edit each fact alone (or all at once for batched methods) and judge it; the model is restored.
+    ``speed``: the methods' fast paths (:class:`editcore.methods.speed.Speed`; default: all on)."""
     batch = method.batched if batch is None else batch
     groups = [list(facts)] if batch else [[f] for f in facts]
     times, judged, diags = [], [], []
@@ -132,7 +133,7 @@ def run_method(lm, method, hp, facts: Sequence[Fact], batch: bool | None = None)
     for group in groups:
         with lm.scope() as s:
             t0 = time.perf_counter()
-            edit = method.compute(lm, [f.request for f in group], hp)
+            edit = method.compute(lm, [f.request for f in group], hp, speed=speed)
             times.append(time.perf_counter() - t0)
             s.apply(edit.patch)
             judged.extend(judge(lm, group))
@@ -184,7 +185,7 @@ def environment(lm=None) -> dict:
 
 def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None, methods: Sequence[str],
                 extras: bool, progress: Progress | None = None) -> dict:
-    from .methods import get_method, stats
+    from .methods import get_method, layer_stats as stats
     from .methods.base import load_hparams
     from .models import load_model
 
@@ -245,7 +246,7 @@ def _resolve_layers(lm, layers) -> list[int]:
     return sorted(out) or auto_layers(lm)
 
 
-# Switches of the value optimisation that ROME and MEMIT share (editcore.methods._common.SPEEDUPS).
+# Switches of the value optimisation that ROME and MEMIT share (editcore.methods.speed.Speed).
 _SHARED_VARIANTS = [
     ("log-probabilities through autograd's log_softmax and gather", {}, {"fused_log_probs": False}),
     ("suffix recorded without autograd, first step replayed (and ROME's keys read by a forward of their own)",
@@ -282,21 +283,18 @@ def _memit_speedups(lm, facts, common) -> list[dict]:
 
 
 def _variants(lm, method_name: str, facts, common, variants) -> list[dict]:
-    """One row per ``(label, hyper-parameter overrides, SPEEDUPS switches)``: the method run on the same facts
-    (all in one batch for batched methods), the switches restored afterwards."""
-    from .methods import _common, get_method
+    """One row per ``(label, hyper-parameter overrides, speed switches)``: the method run on the same facts
+    (all in one batch for batched methods) with those fast paths switched off."""
+    from .methods import get_method
     from .methods.base import load_hparams
+    from .methods.speed import Speed
 
     method = get_method(method_name)
     rows = []
-    saved = dict(_common.SPEEDUPS)
+    base = Speed.from_env()
     for label, ov, switches in variants:
         hp = load_hparams(method_name, method.Hparams, lm.name, {**common, **ov})
-        _common.SPEEDUPS.update({**saved, **switches})
-        try:
-            r = run_method(lm, method, hp, facts)
-        finally:
-            _common.SPEEDUPS.update(saved)
+        r = run_method(lm, method, hp, facts, speed=base.but(**switches))
         name = f"{method_name} (batch of {r['n_facts']})" if r["batched"] else method_name
         rows.append({"method": name, "variant": label, "seconds_median": r["seconds_median"],
                      "success": r["success"], "steps_mean": r["steps_mean"], "n_facts": r["n_facts"]})
@@ -352,7 +350,7 @@ def _stats_sweep(lm, facts, corpus, counts) -> list[dict]:
     from .methods import get_method
     from .methods.base import load_hparams
 
-    from .methods import stats
+    from .methods import layer_stats as stats
     from .methods.rome import auto_layer
 
     rows = []

@@ -27,3 +27,14 @@ def shared_data() -> Path:
     """The public benchmark samples beside the checkout (``../shared/data``), or ``$EDITSCOPE_SHARED_DATA``."""
     env = os.environ.get("EDITSCOPE_SHARED_DATA")
     return Path(env) if env else repo_root().parent / "shared" / "data"
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks (cache keys of corpora and converted models)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -5,7 +5,7 @@ import torch
 
 import tiny
 from editcore.errors import InputError
-from editcore.methods import stats
+from editcore.methods import layer_stats as stats
 
 
 # Caches (context prefixes, statistics) go to a temporary home: no test sees another's files.
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("tmp_home")
 
 
 def test_matches_direct_second_moment(corpus):
-    from editcore.methods._common import _pad_right
+    from editcore.text import padded as _pad_right
 
     lm = tiny.lm("llama")
     n = 700

@@ -9,6 +9,7 @@ import tiny
 from editcore.errors import InputError
 from editcore.methods import get_method
 from editcore.methods.base import load_hparams
+from editcore.methods.speed import Speed
 from editcore.methods.memit import memit_update
 from editcore.scope import param_digest
 from editcore.types import Request
@@ -64,14 +65,14 @@ def test_memit_update_from_the_cholesky_factor_matches_the_direct_solve(n):
 def test_single_request_single_layer_closed_form(family, corpus):
     """With one request and one layer, the method's delta is the closed form on its own key and residual,
     and (pre-norm residual families, no context prefixes, small lambda) the edited hidden state reaches z*."""
-    from editcore.methods._common import mlp_keys, module_io_at, subject_last_index
+    from editcore.methods.common import mlp_keys, module_io_at, subject_last_index
 
     lm = tiny.lm(family)
     before = param_digest(lm.model)
     hp = _hp(corpus, layers=[1], context_prefixes=0, mom2_update_weight=1e-3)
     edit = get_method("memit").compute(lm, [REQ], hp)
     assert param_digest(lm.model) == before
-    from editcore.methods import stats
+    from editcore.methods import layer_stats as stats
 
     cov = stats.second_moment(lm, 1, 1500, corpus)
     k = mlp_keys(lm, 1, [REQ], ["{}"]).double().T
@@ -211,23 +212,21 @@ def test_dropping_finished_rows_keeps_the_loss_curves(family, monkeypatch):
     """Once requests meet their stopping rule their rows leave the batch; the requests still running follow
     exactly the curves they follow with every row kept (every family, incl. Gemma's sliding-window cache),
     and the same as with full forwards (MEMIT's delta added to the input of the block above the edited one)."""
-    from editcore.methods import _common
+    from editcore.methods.values import ValueSettings, optimise_values
 
     lm = tiny.lm(family)
     reqs = [REQ, REQ2, Request("{} plays the", "Miles Davis", "guitar"), Request("{} was born in", "Anna", "Rome")]
     templates = ["{}", "A b. {}", "C d e. {}"]
-    first = _common.optimise_values(lm, reqs, 1, templates, _common.ValueSettings(steps=1), slot="block")
+    first = optimise_values(lm, reqs, 1, templates, ValueSettings(steps=1), slot="block")
     # Half of the requests start below the stopping loss and finish at the first step.
     stop = sorted(r.losses[0] for r in first)[1:3]
-    s = _common.ValueSettings(steps=8, lr=2.0, stop_prob=1.0, stop_loss=sum(stop) / 2, clamp_norm_factor=100.0,
-                              weight_decay=0.0)
+    s = ValueSettings(steps=8, lr=2.0, stop_prob=1.0, stop_loss=sum(stop) / 2, clamp_norm_factor=100.0,
+                      weight_decay=0.0)
     runs = {}
-    base = dict(_common.SPEEDUPS)
     for mode, switches in ((True, {}), (False, {"drop_finished": False}),
                            ("kl_rows", {"drop_finished": False, "shared_kl_row": False}),
                            ("full", {"suffix_cache": False, "block_replay": False, "shared_kl_row": False})):
-        monkeypatch.setattr(_common, "SPEEDUPS", {**base, **switches})
-        runs[mode] = _common.optimise_values(lm, reqs, 1, templates, s, slot="block")
+        runs[mode] = optimise_values(lm, reqs, 1, templates, s, slot="block", speed=Speed(**switches))
     # 4 requests x 3 contexts; only REQ2's prompt does not open with its subject, so only it needs a row for
     # the KL prompt "{subject} is a" (the others read it from their plain prompt's row). Then the unfinished half.
     rows = runs[True][0].batch_rows
@@ -251,16 +250,12 @@ def test_dropping_finished_rows_keeps_the_loss_curves(family, monkeypatch):
 def test_layer_walk_gives_the_updates_of_fresh_forwards(family, corpus, monkeypatch):
     """MEMIT reads keys, m and z layer by layer from kept block inputs (each layer re-runs only the block below
     it) instead of a fresh forward per layer: the same updates on every family, over three layers."""
-    from editcore.methods import _common
-
     lm = tiny.lm(family)
     reqs = [REQ, REQ2, Request("{} plays the", "Miles Davis", "guitar")]
     hp = _hp(corpus, layers=[0, 1, 2])
-    base = dict(_common.SPEEDUPS)
     edits = {}
     for walk in (True, False):
-        monkeypatch.setattr(_common, "SPEEDUPS", {**base, "layer_walk": walk})
-        edits[walk] = get_method("memit").compute(lm, reqs, hp)
+        edits[walk] = get_method("memit").compute(lm, reqs, hp, speed=Speed(layer_walk=walk))
         assert edits[walk].diagnostics["layer_walk"] == walk
     for name, d in edits[False].patch.deltas.items():
         assert torch.allclose(edits[True].patch.deltas[name], d, rtol=1e-4, atol=1e-5 * float(d.abs().max())), name
@@ -269,7 +264,7 @@ def test_layer_walk_gives_the_updates_of_fresh_forwards(family, corpus, monkeypa
 def test_a_layer_walk_that_disagrees_with_fresh_forwards_is_dropped(corpus, monkeypatch):
     """The walk's first reads are compared with fresh forwards; if they differ, or the walk cannot re-run a
     block at all, MEMIT reads every layer fresh (same updates)."""
-    from editcore.methods import _common, memit
+    from editcore.methods import memit
 
     lm = tiny.lm("llama")
     hp = _hp(corpus, layers=[0, 1])
@@ -280,7 +275,6 @@ def test_a_layer_walk_that_disagrees_with_fresh_forwards_is_dropped(corpus, monk
     assert reference.diagnostics["layer_walk"] and not edit.diagnostics["layer_walk"]
     for name, d in reference.patch.deltas.items():
         assert torch.allclose(edit.patch.deltas[name], d, rtol=1e-4, atol=1e-5 * float(d.abs().max())), name
-    assert _common.SPEEDUPS["layer_walk"]
 
     def broken(self, b, h, plain=False):
         raise TypeError("this block wants other arguments")

@@ -9,6 +9,7 @@ import tiny
 from editcore.errors import InputError
 from editcore.methods import get_method
 from editcore.methods.base import load_hparams
+from editcore.methods.speed import Speed
 from editcore.scope import param_digest
 from editcore.types import Request
 
@@ -56,7 +57,7 @@ def test_update_is_rank_one_and_maps_key_to_value(family, consistent, corpus):
 
 def test_gated_key_is_down_proj_input(corpus):
     """For gated MLPs the key is act(gate(x)) * up(x) — checked against the MLP's own pieces."""
-    from editcore.methods._common import module_io_at, subject_last_index
+    from editcore.methods.common import module_io_at, subject_last_index
 
     lm = tiny.lm("llama")
     ids, idx = subject_last_index(lm.tokenizer, REQ.prompt, REQ.subject)
@@ -72,7 +73,7 @@ def test_gated_key_is_down_proj_input(corpus):
 @pytest.mark.parametrize("samples", [1500, 20])
 def test_c_inverse_k_is_solved_against_the_statistics(samples, corpus):
     """C^-1 k* through C's cached Cholesky factor, or (20 tokens: C singular, no factor) through C itself."""
-    from editcore.methods import stats
+    from editcore.methods import layer_stats as stats
 
     lm = tiny.lm("llama")
     edit = get_method("rome").compute(lm, [REQ], _hp(corpus, stats_samples=samples))
@@ -100,17 +101,13 @@ def test_identity_covariance_option(corpus):
 def test_fast_paths_match_full_forward(family, corpus, monkeypatch):
     """The fast paths (suffix-only replay; replay of blocks l..L-1; the KL term read from the plain prompt's
     row) give the same loss curve as full forwards with a KL row of its own, on every supported family."""
-    from editcore.methods import _common
-
     lm = tiny.lm(family)
     hp = _hp(corpus)
     curves = {}
-    base = dict(_common.SPEEDUPS)
     for mode, switches in (("suffix", {}), ("blocks", {"suffix_cache": False}),
                            ("full", {"suffix_cache": False, "block_replay": False}),
                            ("kl_row", {"suffix_cache": False, "block_replay": False, "shared_kl_row": False})):
-        monkeypatch.setattr(_common, "SPEEDUPS", {**base, **switches})
-        d = get_method("rome").compute(lm, [REQ], hp).diagnostics
+        d = get_method("rome").compute(lm, [REQ], hp, speed=Speed(**switches)).diagnostics
         assert d["suffix_replay"] == (mode == "suffix")
         assert d["block_replay"] == (mode in ("suffix", "blocks"))
         curves[mode] = d["loss_curve"]
@@ -122,41 +119,37 @@ def test_fast_paths_match_full_forward(family, corpus, monkeypatch):
 
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
 def test_packed_linears_give_the_same_edit(family, corpus, monkeypatch):
-    """The replayed blocks' Linear layers computed with oneDNN's blocked weights (arch.packed_linears): the same
-    loss curve and update as the plain layers, and nothing left installed afterwards."""
-    from editcore.methods import _common
-    from editcore.models import arch
+    """The replayed blocks' Linear layers computed with oneDNN's blocked weights (kernels.packed_linears): the
+    same loss curve and update as the plain layers, and nothing left installed afterwards."""
+    from editcore.models import kernels
 
-    monkeypatch.setattr(arch, "PACKED_LIMIT_MB", 1e9)
     lm = tiny.lm(family)
     hp = _hp(corpus)
-    base = dict(_common.SPEEDUPS)
     runs = {}
     for on in (True, False):
-        monkeypatch.setattr(_common, "SPEEDUPS", {**base, "packed_linears": on})
-        runs[on] = get_method("rome").compute(lm, [REQ], hp)
+        runs[on] = get_method("rome").compute(lm, [REQ], hp, speed=Speed(packed_linears=on, packed_limit_mb=1e9))
     assert runs[True].diagnostics["loss_curve"] == pytest.approx(runs[False].diagnostics["loss_curve"], rel=1e-4)
     (name, a), = runs[True].patch.deltas.items()
     assert torch.allclose(a, runs[False].patch.deltas[name], rtol=1e-3, atol=1e-6 * float(a.abs().max()))
     assert not any("_packed" in m.__dict__ for m in lm.model.modules())
-    assert any(m in arch._PACKED for m in lm.adapter.block(hp.layer).modules())  # it did run packed
+    assert any(kernels.is_packed(m) for m in lm.adapter.block(hp.layer).modules())  # it did run packed
 
 
 def test_a_cached_forward_that_differs_from_a_plain_one_turns_the_suffix_replay_off(corpus, monkeypatch):
     """The suffix replay trusts the key/value cache only after comparing it with a plain forward; a family
     whose cached forward differed would get the whole-sequence replay, with the same loss curve."""
-    from editcore.methods import _common
+    from editcore.methods import replay
 
     lm = tiny.lm("llama")
     reference = get_method("rome").compute(lm, [REQ], _hp(corpus)).diagnostics
-    real = _common.cached_forward
+    real = replay.cached_forward
 
     def skewed(lm_, ids, mask, positions, cache=None):
         out, cache = real(lm_, ids, mask, positions, cache)
         out.last_hidden_state = out.last_hidden_state + 0.5
         return out, cache
 
-    monkeypatch.setattr(_common, "cached_forward", skewed)
+    monkeypatch.setattr(replay, "cached_forward", skewed)
     d = get_method("rome").compute(lm, [REQ], _hp(corpus)).diagnostics
     assert reference["suffix_replay"] and not d["suffix_replay"] and d["block_replay"]
     assert d["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-4, abs=1e-6)
@@ -166,17 +159,17 @@ def test_a_suffix_replay_that_differs_from_the_recorded_forward_is_dropped(corpu
     """The first step is the suffix's recording pass through the model itself; the replay that runs the later
     steps is compared with it (unedited) before it is trusted. A replay that differed is replaced by the
     whole-sequence one, with the same loss curve."""
-    from editcore.methods import _common
+    from editcore.methods import replay
 
     lm = tiny.lm("llama")
     reference = get_method("rome").compute(lm, [REQ], _hp(corpus)).diagnostics
-    real = _common._run_recorded
+    real = replay.run_recorded
 
     def skewed(rp, edit, module):
         out = real(rp, edit, module)
-        return out + 0.5 if isinstance(rp, _common._SuffixReplay) else out
+        return out + 0.5 if isinstance(rp, replay.SuffixReplay) else out
 
-    monkeypatch.setattr(_common, "_run_recorded", skewed)
+    monkeypatch.setattr(replay, "run_recorded", skewed)
     d = get_method("rome").compute(lm, [REQ], _hp(corpus)).diagnostics
     assert reference["suffix_replay"] and not d["suffix_replay"] and d["block_replay"]
     assert d["loss_curve"] == pytest.approx(reference["loss_curve"], rel=1e-4, abs=1e-6)
@@ -186,14 +179,14 @@ def test_a_suffix_replay_that_differs_from_the_recorded_forward_is_dropped(corpu
 def test_keys_read_in_the_recording_pass_equal_fresh_ones(family, corpus, monkeypatch):
     """ROME's k* comes from the suffix replay's recording pass (the projection's input at the subject's last
     token, with the prefix from the cache): the same as a plain forward's keys averaged over the contexts."""
-    from editcore.methods import _common
+    from editcore.methods import common
 
     lm = tiny.lm(family)
     hp = _hp(corpus)
     d = get_method("rome").compute(lm, [REQ], hp).diagnostics
     assert d["suffix_replay"]
-    templates = _common.context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)
-    fresh = _common.mlp_keys(lm, d["layer"], [REQ], templates)[0].double()
+    templates = common.context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)
+    fresh = common.mlp_keys(lm, d["layer"], [REQ], templates)[0].double()
     assert torch.allclose(d["vectors"]["k_star"], fresh, rtol=1e-4, atol=1e-5 * float(fresh.abs().max()))
 
 
@@ -201,46 +194,41 @@ def test_context_prefix_key_values_are_reused_only_for_the_same_weights(corpus, 
     """The context prefixes' key/values are computed once and kept for the next edit while the weights are the
     same (a scope that restored them counts as the same); with a patch applied they are computed afresh, and
     the loss curve equals the one computed without the shared prefixes."""
-    from editcore.methods import _common
+    from editcore.methods import replay
     from editcore.scope import Patch
 
     lm = tiny.lm("llama")
     hp = _hp(corpus)
     rome = get_method("rome")
     first = rome.compute(lm, [REQ], hp).diagnostics
-    entry = _common._SEGMENTS[lm.model]
+    entry = replay._SEGMENTS[lm.model]
     assert len(entry[0][1]) == hp.context_prefixes  # one segment per context prefix (no BOS here)
     assert rome.compute(lm, [REQ], hp).diagnostics["loss_curve"] == first["loss_curve"]
-    assert _common._SEGMENTS[lm.model] is entry  # reused, not recomputed
+    assert replay._SEGMENTS[lm.model] is entry  # reused, not recomputed
     name = "model.embed_tokens.weight"
-    base = dict(_common.SPEEDUPS)
     with lm.scope() as scope:
         scope.apply(Patch({name: 0.05 * torch.randn_like(dict(lm.model.named_parameters())[name])}))
         patched = rome.compute(lm, [REQ], hp).diagnostics
-        assert _common._SEGMENTS[lm.model][0] != entry[0]
-        monkeypatch.setattr(_common, "SPEEDUPS", {**base, "shared_prefixes": False})
-        unshared = rome.compute(lm, [REQ], hp).diagnostics
-        monkeypatch.setattr(_common, "SPEEDUPS", base)
+        assert replay.segment_key(lm) != entry[0]
+        unshared = rome.compute(lm, [REQ], hp, speed=Speed(shared_prefixes=False)).diagnostics
     assert patched["suffix_replay"] and patched["loss_curve"] != pytest.approx(first["loss_curve"], rel=1e-3)
     assert patched["loss_curve"] == pytest.approx(unshared["loss_curve"], rel=1e-4, abs=1e-6)
     rome.compute(lm, [REQ], hp)
-    assert _common._SEGMENTS[lm.model][0] == entry[0]  # the restored model has its old key back
+    assert replay.segment_key(lm) == entry[0]  # the restored model has its old key back
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_suffix_replay_with_subject_at_the_start(family, corpus, monkeypatch):
     """A one-token subject opening the prompt (no BOS) leaves rows with nothing before the edited token; the
     suffix replay pads them and still matches full forwards (it used to give up on the whole batch)."""
-    from editcore.methods import _common
+    from editcore.methods import common
 
     lm = tiny.lm(family)
     req = Request("{} is located in the city of", "The", "London")
-    assert _common.subject_last_index(lm.tokenizer, req.prompt, req.subject)[1] == 0
+    assert common.subject_last_index(lm.tokenizer, req.prompt, req.subject)[1] == 0
     curves = {}
-    base = dict(_common.SPEEDUPS)
     for mode, switches in (("suffix", {}), ("full", {"suffix_cache": False, "block_replay": False})):
-        monkeypatch.setattr(_common, "SPEEDUPS", {**base, **switches})
-        d = get_method("rome").compute(lm, [req], _hp(corpus)).diagnostics
+        d = get_method("rome").compute(lm, [req], _hp(corpus), speed=Speed(**switches)).diagnostics
         assert d["suffix_replay"] == (mode == "suffix")
         curves[mode] = d["loss_curve"]
     assert curves["suffix"] == pytest.approx(curves["full"], rel=1e-4, abs=1e-6)

@@ -82,7 +82,7 @@ def run(args) -> int:
         overrides = {"stats_corpus": corpus or "auto", **parse_overrides(args.hparam)}
         if args.stats_samples is not None:
             overrides["stats_samples"] = args.stats_samples
-        from ..methods import stats
+        from ..methods import layer_stats as stats
 
         facts = known_facts(lm, max(args.facts, 1))
         if args.vary:

@@ -4,10 +4,11 @@ A method is a module in :mod:`editcore.methods` exposing one object that satisfi
 
 * ``name`` / ``version`` (bump the version when results change: it is part of cache keys);
 * ``Hparams``: a frozen dataclass; per-model defaults live in ``editcore/hparams/<method>/<model>.json``;
-* ``compute(lm, requests, hp, progress=None) -> Edit``: works out the edit and returns it as a
+* ``compute(lm, requests, hp, progress=None, *, speed=None) -> Edit``: works out the edit and returns it as a
   :class:`~editcore.scope.Patch` plus diagnostics. It must leave the model exactly as it found it
   (use :func:`editcore.scope.scratch` for temporary in-place changes). It runs inside the caller's
-  ``lm.scope()``, so it sees earlier kept edits when editing sequentially.
+  ``lm.scope()``, so it sees earlier kept edits when editing sequentially. ``speed`` switches the exact fast
+  paths (:class:`editcore.methods.speed.Speed`); ``None`` means all on.
 
 Applying the edit is the scope's job, never the method's.
 """
@@ -56,7 +57,8 @@ class Method(Protocol):
     Hparams: type
     batched: bool  # True if compute() handles many requests at once (MEMIT); else one at a time
 
-    def compute(self, lm, requests: Sequence[Request], hp, progress: Progress | None = None) -> Edit: ...
+    def compute(self, lm, requests: Sequence[Request], hp, progress: Progress | None = None, *,
+                speed=None) -> Edit: ...
 
 
 def hparam(default, *, lo=None, hi=None, choices=None, help: str = ""):

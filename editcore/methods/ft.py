@@ -21,7 +21,7 @@ hyper-parameters; training stops once every target token is the top-1 prediction
 loss falls below ``stop_loss`` (ROME's rule, 1e-2).
 
 Speed: blocks below ``layer`` do not change during fine-tuning, so they run once;
-:class:`editcore.methods._common._Replay` (shared with ROME/MEMIT) records the input of block ``layer`` and
+:class:`editcore.methods.replay.BlockReplay` (shared with ROME/MEMIT) records the input of block ``layer`` and
 each step runs only blocks ``layer..L-1``, then the final norm and the unembedding at the target positions.
 
 The model is left bit-identical: the trained tensors are modified inside :func:`editcore.scope.scratch`,
@@ -39,9 +39,11 @@ import torch
 
 from ..errors import InputError
 from ..scope import Patch, scratch
-from ..text import prompt_ids, target_ids
+from ..text import padded, prompt_ids, target_ids
 from ..types import Request
-from . import _common
+from .common import validate_request
+from .replay import BlockReplay
+from .speed import Speed
 from .base import Edit, Progress, hparam
 
 log = logging.getLogger(__name__)
@@ -91,7 +93,7 @@ def build_batch(lm, requests: Sequence[Request]) -> TrainBatch:
             positions.append(len(p) - 1 + j)
             labels.append(tok)
             owner.append(r)
-    ids, mask = _common._pad_right(lm, seqs)
+    ids, mask = padded(lm, seqs)
     dev = ids.device
 
     def as_t(values):
@@ -139,7 +141,7 @@ def finetune(lm, requests: Sequence[Request], hp: FTHparams, eps: float | None,
         originals = {n: p.detach().clone() for n, p in train.items()}
         flags = {n: p.requires_grad for n, p in train.items()}
         try:
-            replay = _common._Replay(lm, batch.ids, batch.mask, layer)
+            replay = BlockReplay(lm, batch.ids, batch.mask, layer)
             for p in train.values():
                 p.requires_grad_(True)
             opt = torch.optim.Adam(list(train.values()), lr=hp.lr, weight_decay=hp.weight_decay)
@@ -199,7 +201,7 @@ def finetune(lm, requests: Sequence[Request], hp: FTHparams, eps: float | None,
     return deltas, diag
 
 
-class FTMethod:
+class FT:
     """FT (``constrained=False``) or FT-L (``constrained=True``); see the module docstring."""
 
     batched = True  # several requests are fine-tuned jointly, as in ROME's FT baseline
@@ -210,7 +212,10 @@ class FTMethod:
         self.constrained = constrained
         self.Hparams = FTLHparams if constrained else FTHparams
 
-    def compute(self, lm, requests: Sequence[Request], hp, progress: Progress | None = None) -> Edit:
+    def compute(self, lm, requests: Sequence[Request], hp, progress: Progress | None = None, *,
+                speed: Speed | None = None) -> Edit:
+        """FT's only fast path (replaying the blocks above the trained layer) is always on, so ``speed`` is
+        accepted (every method takes it) and not used."""
         t0 = time.perf_counter()
         if not isinstance(hp, self.Hparams):
             raise InputError(f"{self.name} needs {self.Hparams.__name__}, got {type(hp).__name__}")
@@ -218,7 +223,7 @@ class FTMethod:
         if not requests:
             raise InputError("no edit requests given")
         for req in requests:
-            _common.validate_request(lm, req)
+            validate_request(lm, req)
         lm.adapter.check_layer(hp.layer)
         eps = hp.norm_constraint if self.constrained else None
         deltas, diag = finetune(lm, requests, hp, eps, progress)
@@ -230,4 +235,4 @@ class FTMethod:
         return Edit(self.name, requests, patch, seconds, diag)
 
 
-METHOD = FTMethod("ft", constrained=False)
+METHOD = FT("ft", constrained=False)

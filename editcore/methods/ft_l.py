@@ -1,5 +1,5 @@
 """FT-L: fine-tuning with an L-infinity constraint on the weight change; see :mod:`editcore.methods.ft`."""
 
-from .ft import FTMethod
+from .ft import FT
 
-METHOD = FTMethod("ft_l", constrained=True)
+METHOD = FT("ft_l", constrained=True)

@@ -53,11 +53,13 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import hooks
 from ..errors import InputError
 from ..scope import Patch
 from ..text import cached_forward, check_length, final_hidden, prompt_ids, target_ids
 from ..types import Request
-from . import _common
+from .common import validate_request
+from .speed import Speed
 from .base import Edit, Progress, hparam
 
 log = logging.getLogger(__name__)
@@ -103,11 +105,9 @@ def attribute(lm, prompt: str, answer_id: int, layers: Sequence[int], steps: int
 
     # Unscaled activations at the last token and the reference answer probability (one full forward).
     acts: dict[int, torch.Tensor] = {}
-    handles = []
-    for l, mod in modules.items():
-        handles.append(mod.register_forward_pre_hook(
-            lambda _m, args, l=l: acts.__setitem__(l, args[0][0, -1].detach().clone())))
-    with _common._hooked(handles), torch.no_grad():
+    grab = (hooks.on_input(mod, lambda args, l=l: acts.__setitem__(l, args[0][0, -1].detach().clone()))
+            for l, mod in modules.items())
+    with hooks.together(grab), torch.no_grad():
         h = final_hidden(lm.model.base_model(input_ids=ids_t, use_cache=False))
         ref_p = float(torch.softmax(ad.logits(h[0, -1]).float(), -1)[answer_id])
 
@@ -166,7 +166,7 @@ def _ig_chunk(lm, ids_t, prefix_cache, modules, acts, rows_layer, rows_alpha, an
     mismatch = []
 
     def make_hook(l):
-        def hook(_m, args):
+        def hook(args):
             x = args[0]
             if has_ref:
                 got = x[rows_layer.index(-1), -1].detach().float()
@@ -181,8 +181,7 @@ def _ig_chunk(lm, ids_t, prefix_cache, modules, acts, rows_layer, rows_alpha, an
             return (x,) + tuple(args[1:])
         return hook
 
-    handles = [mod.register_forward_pre_hook(make_hook(l)) for l, mod in modules.items()]
-    with _common._hooked(handles), torch.enable_grad():
+    with hooks.together(hooks.on_input(mod, make_hook(l)) for l, mod in modules.items()), torch.enable_grad():
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(n)
@@ -256,23 +255,24 @@ def kn_deltas(lm, neurons: Sequence[tuple[int, int]], old_id: int, new_id: int, 
     return deltas
 
 
-class KNMethod:
+class KN:
     name = "kn"
     version = "2"  # 2: embeddings scaled to each value vector's norm, as in the authors' code
     Hparams = KNHparams
     batched = False
 
     def compute(self, lm, requests: Sequence[Request], hp: KNHparams, progress: Progress | None = None,
-                paraphrases: Sequence[str] = ()) -> Edit:
+                paraphrases: Sequence[str] = (), *, speed: Speed | None = None) -> Edit:
         """``paraphrases``: optional extra prompts (subject filled in) stating the same fact, for the
-        paper's refining step; without them the request's prompt alone selects the neurons."""
+        paper's refining step; without them the request's prompt alone selects the neurons. KN has no
+        switchable fast path, so ``speed`` is accepted (every method takes it) and not used."""
         t0 = time.perf_counter()
         if not isinstance(hp, KNHparams):
             raise InputError(f"kn needs KNHparams, got {type(hp).__name__}")
         requests = tuple(requests)
         if len(requests) != 1:
             raise InputError(f"kn edits one fact at a time (got {len(requests)} requests)")
-        req = _common.validate_request(lm, requests[0])
+        req = validate_request(lm, requests[0])
         layers = list(hp.layers) if hp.layers else list(range(lm.adapter.n_layers))
         for l in layers:
             lm.adapter.check_layer(l)
@@ -317,4 +317,4 @@ class KNMethod:
         return Edit(self.name, requests, patch, seconds, diag)
 
 
-METHOD = KNMethod()
+METHOD = KN()

@@ -1,7 +1,7 @@
 """Layer statistics: the second moment ``C = E[k k^T]`` of MLP keys, which ROME and MEMIT use to keep
 other keys' outputs in place.
 
-A key is the input of the MLP output projection at one token (see :mod:`editcore.methods._common`). The
+A key is the input of the MLP output projection at one token (see :mod:`editcore.methods.common`). The
 statistics are computed over a text corpus, counted in *tokens* (not rows), accumulated in float64 on the
 model's device, and cached on disk as safetensors under ``$EDITSCOPE_HOME/stats``; the file name is the
 SHA-256 of the canonical JSON of (model fingerprint, layer, corpus id, token count, sequence length,
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from .. import paths
+from .. import hooks, paths
 from ..errors import InputError
 from ..text import padded
 
@@ -45,25 +45,13 @@ Progress = Callable[[str, float], None]
 
 VERSION = 1
 SEQ_LEN = 128
-# Chosen so one layer of Gemma-3-270M takes under 2 minutes on 2 CPU cores: measured 30 s for 8192 tokens
-# and 192 s for 32768 tokens with 2 threads on a shared machine (load average ~9); see reports/bench.md.
+# Small enough that one Gemma-3-270M layer takes well under 2 minutes on 2 CPU cores, large enough that
+# ROME's edits no longer change with more (docs/performance.md).
 DEFAULT_TOKENS = 16384
 _BATCH_TOKENS = 4096
 
 
-class _Stop(Exception):
-    pass
-
-
 # ---- corpora ----------------------------------------------------------------------------------------
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _hub_online() -> bool:
     if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
         return False
@@ -84,7 +72,7 @@ def resolve_corpus(corpus: str | None) -> str:
     path = Path(spec).expanduser()
     if not path.is_file():
         raise InputError(f"corpus {corpus!r} is neither 'auto', 'model', 'hf:<dataset>' nor a readable file")
-    return f"file:{path.resolve()}:{_file_sha(path)[:16]}"
+    return f"file:{path.resolve()}:{paths.file_sha256(path)[:16]}"
 
 
 def _text_chunks(corpus_id: str) -> Iterator[str]:
@@ -238,8 +226,8 @@ def cholesky_factors(lm, layers: Sequence[int], n_tokens: int = DEFAULT_TOKENS, 
                      progress: Progress | None = None) -> dict[int, torch.Tensor | None]:
     """Lower Cholesky factors ``L`` (``C = L L^T``, float64, on the model's device) of the layers' second
     moments, cached on disk beside them. ROME solves ``C^-1 k*`` and MEMIT ``(lam C + K K^T)^-1 K`` at every
-    edit; with ``L`` at hand a solve costs O(d^2) per column instead of factorising a ``d x d`` matrix
-    (Gemma-3-270M, d=2048: ~95 ms per layer per edit). ``None`` for a layer whose ``C`` is not positive
+    edit; with ``L`` at hand a solve costs O(d^2) per column instead of factorising a ``d x d`` matrix.
+    ``None`` for a layer whose ``C`` is not positive
     definite (too few tokens; callers then solve with ``C`` itself) and for every layer when ``n_tokens``
     is 0 (no statistics)."""
     from safetensors.torch import load_file, save_file
@@ -287,25 +275,20 @@ def _accumulate(lm, layers: list[int], corpus_id: str, n_tokens: int,
         batch = seqs[start:start + per_batch]
         ids, mask = padded(lm, batch)
         keep = mask.bool()
-        handles = []
 
         def grab(layer):
-            def pre(_m, args):
+            def pre(args):
                 k = args[0][keep].to(torch.float64)
                 acc[layer].addmm_(k.T, k)
-                if layer == top:
-                    raise _Stop
+                if layer == top:  # nothing above the highest layer asked for is needed
+                    raise hooks.StopForward
             return pre
 
-        for layer, m in modules.items():
-            handles.append(m.register_forward_pre_hook(grab(layer)))
-        try:
-            lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
-        except _Stop:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
+        with hooks.together(hooks.on_input(m, grab(layer)) for layer, m in modules.items()):
+            try:
+                lm.model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+            except hooks.StopForward:
+                pass
         seen += int(keep.sum())
         if progress:
             progress(f"layer statistics ({seen}/{total} tokens)", seen / max(total, 1))

@@ -4,7 +4,7 @@ A batch of facts is spread over the MLP output projections of a range of layers 
 
 1. For each request, ``z*`` = the hidden state (block output) of the *last* layer of ``R`` at the subject's
    last token plus a vector optimised so the new target follows (same objective as ROME's ``v*``:
-   :func:`editcore.methods._common.optimise_values` with ``slot="block"``, all requests in one batch).
+   :func:`editcore.methods.values.optimise_values` with ``slot="block"``, all requests in one batch).
 2. For each layer ``l`` in ``R``, ascending: keys ``K`` (``[d_mlp, n]``, subject's last token, averaged
    over the context prompts) and the residual ``R_l = (z* - z_current) / (layers left)`` with
    ``z_current`` the last layer's hidden state for the plain prompt, both computed *with the updates of
@@ -22,8 +22,8 @@ for ``C_l`` to be full rank). The bundled models' ``lambda`` was picked by the s
 
 Post-norm MLPs (Gemma 2/3 normalise the MLP output with an RMSNorm ``N(m) = g * m / rms(m)`` before adding it
 to the residual): the reference method writes ``R_l`` straight into the projection's output ``m``, which
-assumes the MLP output joins the residual unchanged. On Gemma-3-270M that fails (measured 0/10 new targets,
-update norm ~2.6e4). EditScope therefore maps ``R_l`` through the norm (:func:`through_post_norm`): it asks
+assumes the MLP output joins the residual unchanged; on Gemma-3-270M no new target sticks and the update
+norms explode. EditScope therefore maps ``R_l`` through the norm (:func:`through_post_norm`): it asks
 for ``N(m') = N(m) + R_l``. An RMSNorm's outputs all have ``rms(N(m)/g) = 1``, so the closest reachable
 output is found as a trust-region problem and ``m'`` keeps ``rms(m)``; the projection is then asked for
 ``m' - m``. This is an EditScope adaptation (the MEMIT paper covers pre-norm GPT models only); any part of
@@ -39,38 +39,27 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import hooks
 from ..errors import InputError
 from ..scope import Patch
 from ..text import padded
 from ..types import Request
-from . import _common, stats
-from ._common import (_agrees, _first, _hooked, _Stop, _take_rows, already_answer_warnings, context_rows,
-                      context_templates, module_io_at, optimise_values, record_calls, subject_last_index,
-                      validate_request, value_settings)
+from . import layer_stats
 from .base import Edit, Progress, hparam, validate_hparams
+from .common import (agrees, context_rows, context_templates, module_io_at, subject_last_index, take_rows,
+                     validate_request)
+from .speed import Speed
+from .values import ValueHparams, already_answer_warnings, optimise_values
 
 log = logging.getLogger(__name__)
 
-_BOOL = (True, False)
-
-
 @dataclass(frozen=True)
-class Hparams:
-    layers: tuple[int, ...] = hparam((), lo=0, hi=1023, help="layers R whose MLPs are edited; () = auto")
-    v_num_grad_steps: int = hparam(25, lo=1, hi=1000, help="max Adam steps for z*")
-    v_lr: float = hparam(0.5, lo=1e-6, hi=100.0, help="Adam learning rate for z*")
-    v_weight_decay: float = hparam(0.5, lo=0.0, hi=1e6, help="weight of ||delta|| / ||z_init||^2")
+class MemitHparams(ValueHparams):
+    # MEMIT's own defaults for the shared value settings (z* lives in the residual stream: a smaller clamp).
+    v_num_grad_steps: int = hparam(25, lo=1, hi=1000, help="max Adam steps for the value (z*)")
     clamp_norm_factor: float = hparam(0.75, lo=0.0, hi=1e3, help="||delta|| <= factor * ||z_init||")
-    kl_factor: float = hparam(0.0625, lo=0.0, hi=1e3, help="weight of the KL term on '{subject} is a'")
-    v_stop_loss: float = hparam(0.05, lo=0.0, hi=100.0, help="stop when the loss is below this (MEMIT)")
-    v_stop_prob: float = hparam(0.9, lo=0.0, hi=1.0, help="stop when mean P(target token) reaches this; 1 = off")
-    context_prefixes: int = hparam(5, lo=0, hi=64, help="number of sampled context prefixes (plus the plain prompt)")
-    context_tokens: int = hparam(8, lo=1, hi=64, help="tokens per sampled prefix")
-    context_seed: int = hparam(0, lo=0, hi=2**31 - 1, help="seed for sampling the prefixes")
-    mom2_adjustment: bool = hparam(True, choices=_BOOL, help="use C = E[kk^T] (False: identity)")
+    layers: tuple[int, ...] = hparam((), lo=0, hi=1023, help="layers R whose MLPs are edited; () = auto")
     mom2_update_weight: float = hparam(15000.0, lo=0.0, hi=1e9, help="lambda, the weight of C")
-    stats_samples: int = hparam(stats.DEFAULT_TOKENS, lo=0, hi=10**9, help="tokens for C; 0 = identity")
-    stats_corpus: str = hparam("auto", help="'auto', 'model', 'hf:<dataset>' or a local text file")
 
 
 def auto_layers(lm) -> list[int]:
@@ -171,7 +160,7 @@ class _LayerWalk:
         self.n = ids.shape[0]
         self.blocks = {b: ad.block(b) for b in range(layers[0], self.z_layer + 1)}
         with torch.no_grad():  # the forward stops at the last layer's block: nothing above it is needed
-            _, calls = record_calls(list(self.blocks.values()), lambda: lm.model.base_model(
+            _, calls = hooks.record_calls(list(self.blocks.values()), lambda: lm.model.base_model(
                 input_ids=ids, attention_mask=mask, use_cache=False), stop_at_last=True)
         if calls is None:
             raise _NoWalk("block calls could not be recorded")
@@ -181,12 +170,12 @@ class _LayerWalk:
         self.rows = torch.arange(self.n, device=ids.device)
         self.pos = torch.tensor(idxs, device=ids.device)
         self.plain_idx = torch.tensor(plain_rows, device=ids.device)
-        self._plain_calls = {b: (_take_rows(a, self.plain_idx, self.n), _take_rows(k, self.plain_idx, self.n))
+        self._plain_calls = {b: (take_rows(a, self.plain_idx, self.n), take_rows(k, self.plain_idx, self.n))
                              for b, (a, k) in self.calls.items()}
 
     def _run(self, block: int, h: torch.Tensor, plain: bool = False) -> torch.Tensor:
         args, kwargs = (self._plain_calls if plain else self.calls)[block]
-        return _first(self.blocks[block](h, *args[1:], **kwargs))
+        return hooks.first(self.blocks[block](h, *args[1:], **kwargs))
 
     @torch.no_grad()
     def read(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -196,14 +185,14 @@ class _LayerWalk:
         self.at = layer
         got: dict[str, torch.Tensor] = {}
 
-        def grab(_m, args, out):
-            got["k"], got["m"] = args[0], _first(out)
-            raise _Stop
+        def grab(args, out):
+            got["k"], got["m"] = args[0], hooks.first(out)
+            raise hooks.StopForward
 
-        with _hooked([self.lm.adapter.module("mlp_out", layer).register_forward_hook(grab)]):
+        with hooks.on_output(self.lm.adapter.module("mlp_out", layer), grab):
             try:
                 self._run(layer, self.h)
-            except _Stop:
+            except hooks.StopForward:
                 pass
         keys = got["k"][self.rows, self.pos].double()
         m = got["m"][self.rows, self.pos][self.plain_idx].double()
@@ -223,7 +212,7 @@ class _LayerWalk:
         fresh = [module_io_at(self.lm, "mlp_out", layer, q, i, "in"),
                  module_io_at(self.lm, "mlp_out", layer, q, i, "out"),
                  module_io_at(self.lm, "block", self.z_layer, q, i, "out")]
-        return all(_agrees(f, w, "MEMIT's layer walk", "reading each layer with a fresh forward")
+        return all(agrees(f, w, "MEMIT's layer walk", "reading each layer with a fresh forward")
                    for f, w in zip(fresh, (keys[rows], m[probe], z[probe])))
 
 
@@ -231,13 +220,14 @@ class _NoWalk(Exception):
     """The layer walk is unavailable for this model (MEMIT then reads each layer with a fresh forward)."""
 
 
-class _Memit:
+class Memit:
     name = "memit"
     version = "2"
-    Hparams = Hparams
+    Hparams = MemitHparams
     batched = True
 
-    def compute(self, lm, requests: Sequence[Request], hp: Hparams, progress: Progress | None = None) -> Edit:
+    def compute(self, lm, requests: Sequence[Request], hp: MemitHparams, progress: Progress | None = None, *,
+                speed: Speed | None = None) -> Edit:
         t0 = time.perf_counter()
         validate_hparams(hp)
         if not requests:
@@ -245,34 +235,35 @@ class _Memit:
         reqs = [validate_request(lm, r) for r in requests]
         layers = sorted({lm.adapter.check_layer(int(x)) for x in hp.layers}) if hp.layers else auto_layers(lm)
         with lm.lock:
-            return self._compute(lm, reqs, layers, hp, progress, t0)
+            return self._compute(lm, reqs, layers, hp, progress, t0, speed or Speed.from_env())
 
-    def _compute(self, lm, reqs: list[Request], layers: list[int], hp: Hparams, progress, t0: float) -> Edit:
+    def _compute(self, lm, reqs: list[Request], layers: list[int], hp: MemitHparams, progress, t0: float,
+                 speed: Speed) -> Edit:
         templates = context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)
         ts = time.perf_counter()
         covs: dict = dict.fromkeys(layers)
         no_factor: list[int] = []
-        chols = stats.cholesky_factors(lm, layers, hp.stats_samples, hp.stats_corpus, progress) \
+        chols = layer_stats.cholesky_factors(lm, layers, hp.stats_samples, hp.stats_corpus, progress) \
             if hp.mom2_adjustment else dict.fromkeys(layers)
         if hp.mom2_adjustment and hp.stats_samples:  # C itself only where it is not positive definite
             no_factor = [layer for layer in layers if chols[layer] is None]
             if no_factor:
-                covs.update(stats.second_moments(lm, no_factor, hp.stats_samples, hp.stats_corpus, progress))
+                covs.update(layer_stats.second_moments(lm, no_factor, hp.stats_samples, hp.stats_corpus, progress))
         stats_seconds = time.perf_counter() - ts
         identity = not hp.mom2_adjustment or hp.stats_samples == 0
         identity_on_post_norm = identity and any(lm.adapter.post_mlp_norm(layer) is not None for layer in layers)
         z_layer = layers[-1]
-        settings = value_settings(hp)
 
         # All requests' z* in one batch (each its own delta; see optimise_values).
-        results = optimise_values(lm, reqs, z_layer, templates, settings, slot="block", progress=progress)
+        results = optimise_values(lm, reqs, z_layer, templates, hp.value_settings(), slot="block", progress=progress,
+                                  speed=speed)
         z_target = torch.stack([r.v for r in results], 1).double()  # [d_model, n]
 
         plain = [subject_last_index(lm.tokenizer, r.prompt, r.subject) for r in reqs]
         seqs, idxs = context_rows(lm, reqs, templates)
         n_ctx = len(templates)
         walk = None
-        if _common.SPEEDUPS["layer_walk"] and templates[0] == "{}":  # row q * n_ctx is request q's plain prompt
+        if speed.layer_walk and templates[0] == "{}":  # row q * n_ctx is request q's plain prompt
             try:
                 walk = _LayerWalk(lm, seqs, idxs, [q * n_ctx for q in range(len(reqs))], layers)
             except Exception as exc:  # _NoWalk, or a family whose forward cannot be recorded this way
@@ -340,7 +331,7 @@ class _Memit:
             "suffix_replay": all(r.suffix for r in results),
             "layer_walk": walk is not None,
             "warnings": ([_IDENTITY_ON_POST_NORM] if identity_on_post_norm else [])
-            + ([stats.not_positive_definite_warning(no_factor, hp.stats_samples, lm.adapter.d_mlp)]
+            + ([layer_stats.not_positive_definite_warning(no_factor, hp.stats_samples, lm.adapter.d_mlp)]
                if no_factor else [])
             + already_answer_warnings(reqs, results),
         }
@@ -356,4 +347,4 @@ _IDENTITY_ON_POST_NORM = (
     "spreads each update over every key; on Gemma-3-270M it made 0 of 10 new targets stick. Use stats_samples > 0.")
 
 
-METHOD = _Memit()
+METHOD = Memit()

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from ..scope import EditScope, Patch, param_digest
-from .arch import ArchAdapter, use_small_batch_linears
+from .kernels import install as install_kernels
+from .arch import ArchAdapter
 
 
 @dataclass(eq=False)
@@ -30,12 +31,13 @@ class LM:
     adapter: ArchAdapter = field(init=False)
     lock: threading.RLock = field(init=False, repr=False)
     info: dict = field(default_factory=dict)
+    kernels: tuple[str, ...] = field(init=False, default=())  # CPU kernels installed (models/kernels.py)
 
     def __post_init__(self):
         self.model.eval()
         self.model.requires_grad_(False)
         self.adapter = ArchAdapter(self.model)
-        use_small_batch_linears(self.model)  # decoding speed; same products (see arch._small_batch_linear)
+        self.kernels = install_kernels(self.model)  # same products, faster shapes on CPU
         self.lock = threading.RLock()
         if getattr(self.tokenizer, "pad_token_id", None) is None and getattr(self.tokenizer, "eos_token", None):
             self.tokenizer.pad_token = self.tokenizer.eos_token

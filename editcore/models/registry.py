@@ -78,14 +78,6 @@ def list_models() -> list[dict]:
              "description": m.description} for m in BUILTIN.values()]
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _convert_gguf(gguf: Path, out: Path, progress: Progress | None) -> None:
     """Dequantise ``gguf`` into a float32 Hugging Face directory at ``out`` (atomically)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -115,8 +107,8 @@ def _convert_gguf(gguf: Path, out: Path, progress: Progress | None) -> None:
         digest = hashlib.sha256()
         digest.update((tmp / "config.json").read_bytes())
         for w in weights:
-            digest.update(_sha256_file(w).encode())
-        meta = {"source": str(gguf), "source_sha256": _sha256_file(gguf), "fingerprint": digest.hexdigest()[:16],
+            digest.update(paths.file_sha256(w).encode())
+        meta = {"source": str(gguf), "source_sha256": paths.file_sha256(gguf), "fingerprint": digest.hexdigest()[:16],
                 "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (tmp / "editscope.json").write_text(json.dumps(meta, indent=1))
         shutil.rmtree(out, ignore_errors=True)
@@ -158,7 +150,7 @@ def _fingerprint_dir(d: Path) -> str:
         h = hashlib.sha256()
         for f in files:
             if f.exists():
-                h.update(_sha256_file(f).encode())
+                h.update(paths.file_sha256(f).encode())
         index[key] = h.hexdigest()[:16]
         index_path.write_text(json.dumps(index))
     return index[key]
@@ -213,7 +205,7 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: str = "fl
     if p.suffix == ".gguf":
         if not p.is_file():
             raise ModelNotFoundError(f"no such GGUF file: {p}")
-        out = paths.home() / "models" / f"gguf-{_sha256_file(p)[:16]}"
+        out = paths.home() / "models" / f"gguf-{paths.file_sha256(p)[:16]}"
         if not (out / "editscope.json").is_file():
             _convert_gguf(p.resolve(), out, progress)
         return _load_dir(out, p.stem, device, dtype, trust_remote_code)
