@@ -21,7 +21,30 @@ def test_rome_and_memit_registered():
         get_method("nonesuch")
 
 
-@pytest.mark.parametrize("name", ["rome", "memit"])
+@pytest.mark.parametrize("name", available())
+def test_every_method_is_complete(name):
+    """What CONTRIBUTING.md asks of a new method, checked for every registered one: the attributes the
+    pages and the bench read, a MethodInfo, compute() taking the speed settings, and hyper-parameters for
+    every bundled model (a JSON file each, plus default.json for any other model)."""
+    import dataclasses
+    import inspect
+
+    from editcore.methods.base import CATEGORIES, MethodInfo
+    from editcore.models import BUILTIN
+
+    m = get_method(name)
+    assert m.name == name and isinstance(m.version, str) and isinstance(m.batched, bool)
+    assert isinstance(m.info, MethodInfo) and m.info.category in CATEGORIES
+    assert m.info.title and m.info.reference and len(m.info.summary) > 40
+    assert dataclasses.is_dataclass(m.Hparams)
+    assert "speed" in inspect.signature(m.compute).parameters
+    folder = HPARAMS_DIR / name
+    for model in [*BUILTIN, "default"]:
+        assert (folder / f"{model}.json").is_file(), f"{name} has no hparams/{name}/{model}.json"
+        load_hparams(name, m.Hparams, model)
+
+
+@pytest.mark.parametrize("name", available())
 def test_shipped_hparam_files_load(name):
     method = get_method(name)
     files = sorted((HPARAMS_DIR / name).glob("*.json"))

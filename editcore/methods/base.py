@@ -3,6 +3,8 @@
 A method is a module in :mod:`editcore.methods` exposing one object that satisfies :class:`Method`:
 
 * ``name`` / ``version`` (bump the version when results change: it is part of cache keys);
+* ``info``: a :class:`MethodInfo` (title, reference, a few lines on what it does) that the Methods page, the
+  pickers and the bench read, so adding a method touches no page;
 * ``Hparams``: a frozen dataclass; per-model defaults live in ``editcore/hparams/<method>/<model>.json``;
 * ``compute(lm, requests, hp, progress=None, *, speed=None) -> Edit``: works out the edit and returns it as a
   :class:`~editcore.scope.Patch` plus diagnostics. It must leave the model exactly as it found it
@@ -31,6 +33,27 @@ Progress = Callable[[str, float], None]
 HPARAMS_DIR = Path(__file__).resolve().parents[1] / "hparams"
 
 
+# The survey's (Hsueh et al. 2024, Table 1) families of methods.
+CATEGORIES = ("fine-tuning", "locate-then-edit", "meta-learning", "memory-based", "prompting")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a person needs to know about a method before choosing it."""
+
+    title: str  # as the papers write it: "ROME", "FT-L"
+    reference: str  # authors, year, title
+    summary: str  # a few sentences in EditScope's own words (Markdown)
+    category: str  # one of CATEGORIES
+    changes_weights: bool = True  # False: an adaptor, memory or prompt leaves the weights alone
+    sequential: bool = True  # edits can be stacked one after another (the Sequential page)
+    adaptation: str = ""  # where EditScope departs from the paper, if it does; shown beside every result
+
+    def __post_init__(self):
+        if self.category not in CATEGORIES:
+            raise ValueError(f"unknown method category {self.category!r}")
+
+
 @dataclass
 class Edit:
     """A computed edit: the patch the scope installs, plus what the method has to say about it."""
@@ -54,6 +77,7 @@ class Edit:
 class Method(Protocol):
     name: str
     version: str
+    info: MethodInfo
     Hparams: type
     batched: bool  # True if compute() handles many requests at once (MEMIT); else one at a time
 

@@ -44,7 +44,7 @@ from ..types import Request
 from .common import validate_request
 from .replay import BlockReplay
 from .speed import Speed
-from .base import Edit, Progress, hparam
+from .base import Edit, MethodInfo, Progress, hparam
 
 log = logging.getLogger(__name__)
 
@@ -206,10 +206,11 @@ class FT:
 
     batched = True  # several requests are fine-tuned jointly, as in ROME's FT baseline
 
-    def __init__(self, name: str, constrained: bool):
+    def __init__(self, name: str, constrained: bool, info: MethodInfo):
         self.name = name
         self.version = "1"
         self.constrained = constrained
+        self.info = info
         self.Hparams = FTLHparams if constrained else FTHparams
 
     def compute(self, lm, requests: Sequence[Request], hp, progress: Progress | None = None, *,
@@ -235,4 +236,7 @@ class FT:
         return Edit(self.name, requests, patch, seconds, diag)
 
 
-METHOD = FT("ft", constrained=False)
+METHOD = FT("ft", False, MethodInfo(
+    title="FT", category="fine-tuning",
+    reference="Meng et al. 2022 (ROME's fine-tuning baseline)",
+    summary="Fine-tunes one MLP layer on the edit prompt until the new target is the top-1 continuation."))

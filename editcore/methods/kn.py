@@ -60,7 +60,7 @@ from ..text import cached_forward, check_length, final_hidden, prompt_ids, targe
 from ..types import Request
 from .common import validate_request
 from .speed import Speed
-from .base import Edit, Progress, hparam
+from .base import Edit, MethodInfo, Progress, hparam
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +258,11 @@ def kn_deltas(lm, neurons: Sequence[tuple[int, int]], old_id: int, new_id: int, 
 class KN:
     name = "kn"
     version = "2"  # 2: embeddings scaled to each value vector's norm, as in the authors' code
+    info = MethodInfo(
+        title="KN", category="locate-then-edit",
+        reference="Dai et al. 2022, Knowledge Neurons in Pretrained Transformers",
+        summary="Finds MLP neurons whose integrated-gradient attribution to the answer is high and moves their "
+                "output weights from the old answer's embedding towards the new one's.")
     Hparams = KNHparams
     batched = False
 

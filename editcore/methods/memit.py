@@ -45,7 +45,7 @@ from ..scope import Patch
 from ..text import padded
 from ..types import Request
 from . import layer_stats
-from .base import Edit, Progress, hparam, validate_hparams
+from .base import Edit, MethodInfo, Progress, hparam, validate_hparams
 from .common import (agrees, context_rows, context_templates, module_io_at, subject_last_index, take_rows,
                      validate_request)
 from .speed import Speed
@@ -223,6 +223,13 @@ class _NoWalk(Exception):
 class Memit:
     name = "memit"
     version = "2"
+    info = MethodInfo(
+        title="MEMIT", category="locate-then-edit",
+        reference="Meng et al. 2023, Mass-Editing Memory in a Transformer",
+        summary="Spreads a batch of edits over several MLP layers: one target hidden state per fact at the top of "
+                "the range, then a least-squares update per layer that also keeps ordinary keys' outputs.",
+        adaptation="on models that normalise the MLP output (Gemma 2/3) each layer's target is mapped through "
+                   "that norm first (EditScope's own step; the paper covers pre-norm models only)")
     Hparams = MemitHparams
     batched = True
 

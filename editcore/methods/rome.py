@@ -43,7 +43,7 @@ from ..errors import InputError
 from ..scope import Patch
 from ..types import Request
 from . import layer_stats
-from .base import Edit, Progress, hparam, validate_hparams
+from .base import Edit, MethodInfo, Progress, hparam, validate_hparams
 from .common import context_templates, validate_request
 from .speed import Speed
 from .values import ValueHparams, already_answer_warnings, optimise_value
@@ -117,6 +117,13 @@ def rank_one_update(weight: torch.Tensor, c_inv_k: torch.Tensor, key: torch.Tens
 class Rome:
     name = "rome"
     version = "1"
+    info = MethodInfo(
+        title="ROME", category="locate-then-edit",
+        reference="Meng et al. 2022, Locating and Editing Factual Associations in GPT",
+        summary="Treats one MLP output projection as a key-value memory: the key is the MLP's input at the "
+                "subject's last token, the value is optimised so the new target follows, and a rank-one update "
+                "writes the pair while disturbing other keys as little as their covariance allows. "
+                "`consistent_keys` gives r-ROME (Gupta et al. 2024).")
     Hparams = RomeHparams
     batched = False
 
