@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..types import Request
 from .scoring import Scorer
-from .stats import CI, PROB_FLOOR, bootstrap_ci, js_divergence, mean
+from .numeric import CI, PROB_FLOOR, bootstrap_ci, js_divergence, mean
 
 ComputePatch = Callable[[object, Request], object]  # (lm, request) -> Patch
 

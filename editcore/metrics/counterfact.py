@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from .scoring import CONVENTIONS, PairScore, Scorer
-from .stats import CI, bootstrap_ci, harmonic_mean
+from .numeric import CI, bootstrap_ci, harmonic_mean
 
 
 def prefers(a: PairScore, b: PairScore, convention: str) -> bool:

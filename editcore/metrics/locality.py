@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from .counterfact import prefers
 from .nkl import distracted_prompts
-from .stats import CI, bootstrap_ci
+from .numeric import CI, bootstrap_ci
 
 
 @dataclass

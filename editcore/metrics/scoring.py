@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import paths, text
-from .stats import LOG_FLOOR, floor_log
+from .numeric import LOG_FLOOR, floor_log
 
 log = logging.getLogger(__name__)
 
