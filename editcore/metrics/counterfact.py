@@ -128,6 +128,8 @@ def counterfact_from_scores(edit_prompt: str, paraphrases: Sequence[str], neighb
 
 
 def case_neighbours(case) -> list[tuple[str, str]]:
+    """(prompt, expected answer) of each neighbourhood probe; a probe without an answer expects the
+    true object (CounterFact's neighbours share it)."""
     return [(p.prompt, p.answer or case.target_true) for p in case.neighbourhood]
 
 
