@@ -13,7 +13,7 @@ from editcore.metrics.matching import exact_match, normalise, starts_with_answer
 from editcore.metrics.multihop import MultiHopSummary, multihop_outcome
 from editcore.metrics.scoring import PairScore
 from editcore.metrics.shifts import top_shifts
-from editcore.metrics.stats import LOG_FLOOR
+from editcore.metrics.numeric import LOG_FLOOR
 
 
 class FakeScorer:

@@ -7,7 +7,8 @@
 * :mod:`.multihop` — MQuAKE EW/IW/MH (Zhong et al. 2023);
 * :mod:`.conflicts` — ConflictEdit / RoundEdit (Li et al. 2024);
 * :mod:`.general` — perplexity, downstream probes, ROUGE-L, n-gram entropy;
-* :mod:`.stats` — bootstrap CIs; :mod:`.scoring` — batched, cached model reads;
+* :mod:`.numeric` — bootstrap CIs, safe means, log floors, JS divergence;
+* :mod:`.scoring` — batched, cached model reads;
 * :mod:`.report` — ``evaluate(lm, case, edit_or_patch) -> EvalReport``.
 """
 

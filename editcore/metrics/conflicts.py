@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..types import Request
 from .scoring import Scorer
-from .stats import CI, PROB_FLOOR, bootstrap_ci, js_divergence, mean
+from .numeric import CI, PROB_FLOOR, bootstrap_ci, js_divergence, mean
 
 ComputePatch = Callable[[object, Request], object]  # (lm, request) -> Patch
 
@@ -114,6 +114,20 @@ class ConflictOutcome:
                             if self.p0_tied is not None and self.p2_tied is not None else None)
 
 
+def _conflict_queries(kind: str, r1: Request, r2: Request, t1: Sequence[str], t2: Sequence[str]
+                      ) -> tuple[Query, Query]:
+    """q1 (edit 1's query and new object) and q2 (what edit 2 implies for it, by conflict type; see the
+    module docstring); ``t1``/``t2`` are the extra templates of each edit's relation."""
+    q1 = query(r1.prompt, r1.subject, r1.target_new, t1)
+    if kind == "coverage":
+        return q1, query(r2.prompt, r2.subject, r2.target_new, t2)
+    if kind == "reverse":
+        return q1, query(r1.prompt, r2.target_new, r1.target_new, t1)
+    if kind == "composite":
+        return q1, query(r1.prompt, r1.subject, r2.target_new, t1)
+    raise ValueError(f"unknown conflict type {kind!r}")
+
+
 def conflict_spec_from_record(record: dict, templates: dict[str, Sequence[str]], id: str = "") -> ConflictSpec:
     """From a raw ConflictEdit record (``../shared/data/pitfalls/*_edit.json``) and ``conflict_prompts.json``."""
     def req(e):
@@ -121,18 +135,9 @@ def conflict_spec_from_record(record: dict, templates: dict[str, Sequence[str]],
 
     e1, e2 = record["edits"]
     r1, r2 = req(e1), req(e2)
-    t1 = templates.get(e1["relation"]["id"], ())
-    t2 = templates.get(e2["relation"]["id"], ())
     kind = record["type"]
-    q1 = query(r1.prompt, r1.subject, r1.target_new, t1)
-    if kind == "coverage":
-        q2 = query(r2.prompt, r2.subject, r2.target_new, t2)
-    elif kind == "reverse":
-        q2 = query(r1.prompt, r2.target_new, r1.target_new, t1)
-    elif kind == "composite":
-        q2 = query(r1.prompt, r1.subject, r2.target_new, t1)
-    else:
-        raise ValueError(f"unknown conflict type {kind!r}")
+    q1, q2 = _conflict_queries(kind, r1, r2, templates.get(e1["relation"]["id"], ()),
+                               templates.get(e2["relation"]["id"], ()))
     tied = None
     if kind == "composite":
         f = record["triples"][0]
@@ -149,13 +154,7 @@ def conflict_spec_from_case(case, templates: dict[str, Sequence[str]] | None = N
     def tpl(rel):
         return (templates or {}).get(rel, case.prompts_for(rel))
 
-    q1 = query(r1.prompt, r1.subject, r1.target_new, tpl(c1.relation_id))
-    if case.type == "coverage":
-        q2 = query(r2.prompt, r2.subject, r2.target_new, tpl(c2.relation_id))
-    elif case.type == "reverse":
-        q2 = query(r1.prompt, r2.target_new, r1.target_new, tpl(c1.relation_id))
-    else:
-        q2 = query(r1.prompt, r1.subject, r2.target_new, tpl(c1.relation_id))
+    q1, q2 = _conflict_queries(case.type, r1, r2, tpl(c1.relation_id), tpl(c2.relation_id))
     tied = None
     if case.type == "composite" and case.tied:
         t = case.tied[0]
@@ -205,21 +204,25 @@ class RoundSpec:
     others: tuple[str, ...]
 
 
+def _round_spec(id: str, prompt: str, subject: str, old: str, new: str, templates: Sequence[str],
+                true_objects: Sequence[str]) -> RoundSpec:
+    """The edit old -> new and its reversal; ``others`` are the true objects besides ``old``."""
+    return RoundSpec(id, Request(prompt, subject, new, old), Request(prompt, subject, old, new), tuple(templates),
+                     tuple(t for t in true_objects if t != old))
+
+
 def round_spec_from_record(record: dict, templates: dict[str, Sequence[str]], id: str = "") -> RoundSpec:
     """From a raw RoundEdit record (``easy.json`` / ``hard.json``) and ``round_prompts.json``."""
     e = record["edit"]
-    subj, o, o2 = e["subject"]["label"], e["object"]["label"], e["new_object"]["label"]
-    others = tuple(t["label"] for t in record.get("true_objects", ()) if t["label"] != o)
-    return RoundSpec(id or record.get("type", ""), Request(e["relation"]["prompt"], subj, o2, o),
-                     Request(e["relation"]["prompt"], subj, o, o2),
-                     tuple(templates.get(e["relation"]["id"], ())), others)
+    return _round_spec(id or record.get("type", ""), e["relation"]["prompt"], e["subject"]["label"],
+                       e["object"]["label"], e["new_object"]["label"], templates.get(e["relation"]["id"], ()),
+                       [t["label"] for t in record.get("true_objects", ())])
 
 
 def round_spec_from_case(case) -> RoundSpec:
     """From :class:`editcore.cases.RoundTripCase`."""
-    others = tuple(t for t in case.true_objects if t != case.object)
-    return RoundSpec(case.id, Request(case.prompt, case.subject, case.new_object, case.object),
-                     Request(case.prompt, case.subject, case.object, case.new_object), tuple(case.prompts), others)
+    return _round_spec(case.id, case.prompt, case.subject, case.object, case.new_object, case.prompts,
+                       case.true_objects)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from .scoring import CONVENTIONS, PairScore, Scorer
-from .stats import CI, bootstrap_ci, harmonic_mean
+from .numeric import CI, bootstrap_ci, harmonic_mean
 
 
 def prefers(a: PairScore, b: PairScore, convention: str) -> bool:
@@ -128,6 +128,8 @@ def counterfact_from_scores(edit_prompt: str, paraphrases: Sequence[str], neighb
 
 
 def case_neighbours(case) -> list[tuple[str, str]]:
+    """(prompt, expected answer) of each neighbourhood probe; a probe without an answer expects the
+    true object (CounterFact's neighbours share it)."""
     return [(p.prompt, p.answer or case.target_true) for p in case.neighbourhood]
 
 

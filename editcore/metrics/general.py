@@ -38,7 +38,7 @@ from .. import text as textmod
 from ..probes import heldout_text, load_probe
 from .matching import exact_match, first_line
 from .scoring import _TEXT_CACHE, TEXT_CACHE_SIZE, _get, _put
-from .stats import CI, bootstrap_ci
+from .numeric import CI, bootstrap_ci
 
 # ---- text statistics ----------------------------------------------------------------------------------
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from .counterfact import prefers
+from .counterfact import case_neighbours, prefers
 from .nkl import distracted_prompts
-from .stats import CI, bootstrap_ci
+from .numeric import CI, bootstrap_ci
 
 
 @dataclass
@@ -76,7 +76,7 @@ def locality_set(pre, post, name: str, probes: Sequence[tuple[str, str]], *, tar
 
 def locality(pre, post, case, target_new: str, convention: str = "product") -> dict[str, LocalitySet]:
     attrs = [(p.prompt, p.answer) for p in case.attributes]
-    neigh = [(p.prompt, p.answer or case.target_true) for p in case.neighbourhood]
+    neigh = case_neighbours(case)
     if (case.distracting_neighbourhood and len(case.distracting_neighbourhood) == len(neigh)
             and target_new == case.target_new):
         dprompts = list(case.distracting_neighbourhood)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from .matching import starts_with_answer
-from .stats import CI, bootstrap_ci
+from .numeric import CI, bootstrap_ci
 
 
 def ask(question: str) -> str:

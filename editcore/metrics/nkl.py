@@ -15,7 +15,7 @@ Optionally NKL is also averaged over the first ``k`` generated tokens: the pre-e
 continuation of n is teacher-forced through both models and the per-position KLs are averaged.
 
 Zero probabilities: terms with P_post = 0 contribute 0 (x·log x → 0); P_pre is floored at
-``stats.LOG_FLOOR`` in log space, so a KL is always finite.
+``numeric.LOG_FLOOR`` in log space, so a KL is always finite.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .stats import CI, LOG_FLOOR, bootstrap_ci
+from .numeric import CI, LOG_FLOOR, bootstrap_ci
 
 
 def kl_rows(logp_post: torch.Tensor, logp_pre: torch.Tensor) -> torch.Tensor:

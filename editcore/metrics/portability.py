@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 from .. import text
 from .matching import starts_with_answer
-from .stats import CI, bootstrap_ci
+from .numeric import CI, bootstrap_ci
 
 
 @dataclass

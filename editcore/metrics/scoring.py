@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import paths, text
-from .stats import LOG_FLOOR, floor_log
+from .numeric import LOG_FLOOR, floor_log
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +292,31 @@ class Scorer:
     def _key(self, *parts):
         return (self.lm.fingerprint, self.state, *parts)
 
+    def _recall(self, memo: dict, key, cache: OrderedDict, cache_key):
+        """What this scorer read before under ``key``; else, for a pre-edit scorer only, the process cache's
+        entry under ``cache_key``."""
+        hit = memo.get(key)
+        if hit is None and self.pre:
+            hit = _get(cache, cache_key)
+        return hit
+
+    def _known_and_missing(self, keys: Sequence, lookup: Callable) -> tuple[dict, list]:
+        """The reads of ``keys`` that ``lookup`` knows (None: unknown) and, in first-asked order, the keys
+        left to read; a frozen scorer raises if any are left."""
+        found: dict = {}
+        for k in set(keys):
+            hit = lookup(k)
+            if hit is not None:
+                found[k] = hit
+        todo = [k for k in dict.fromkeys(keys) if k not in found]
+        self._check(todo)
+        return found, todo
+
+    def _share(self, cache: OrderedDict, cache_key, value, size: int) -> None:
+        """Offer a read to the process cache, which only a pre-edit scorer may fill (module docstring)."""
+        if self.pre:
+            _put(cache, cache_key, value, size)
+
     # -- teacher-forced targets ----------------------------------------------------------------------
     def pairs(self, prompts: Sequence[str], targets: Sequence[str], with_dists: Sequence[str] = ()) -> list[PairScore]:
         """Teacher-forced scores of each target after its prompt. Passes that run also read the next-token
@@ -301,15 +326,8 @@ class Scorer:
             raise ValueError("prompts and targets differ in length")
         keys = [(p, t) for p, t in zip(prompts, targets)]
         self.asked["pairs"].update(dict.fromkeys(keys))
-        found: dict = {}
-        for k in set(keys):
-            hit = self._pairs.get(k)
-            if hit is None and self.pre:
-                hit = _get(_PAIR_CACHE, self._key(*k))
-            if hit is not None:
-                found[k] = hit
-        todo = [k for k in dict.fromkeys(keys) if k not in found]
-        self._check(todo)
+        found, todo = self._known_and_missing(
+            keys, lambda k: self._recall(self._pairs, k, _PAIR_CACHE, self._key(*k)))
         if todo:
             self.passes += math.ceil(len(todo) / self.batch_size)
             # The families read next-token distributions mostly at prompts they also score (NKL and shifts
@@ -323,8 +341,7 @@ class Scorer:
             self._spare_dists.update(zip(spare, rows))
             for k, s in zip(todo, scores):
                 found[k] = s
-                if self.pre:
-                    _put(_PAIR_CACHE, self._key(*k), s, PAIR_CACHE_SIZE)
+                self._share(_PAIR_CACHE, self._key(*k), s, PAIR_CACHE_SIZE)
         self._pairs.update(found)
         return [found[k] for k in keys]
 
@@ -334,26 +351,21 @@ class Scorer:
         if not prompts:
             return torch.empty(0, 0)
         self.asked["dists"].update(dict.fromkeys(prompts))
-        found: dict = {}
-        for p in set(prompts):
-            hit = self._dists.get(p)
-            if hit is None and self.pre:
-                hit = _get(_DIST_CACHE, self._key("dist", p))
+
+        def lookup(p):
+            hit = self._recall(self._dists, p, _DIST_CACHE, self._key("dist", p))
             if hit is None and p in self._spare_dists:  # read along with pair scores (see pairs)
                 hit = self._spare_dists.pop(p)
-                if self.pre:
-                    _put(_DIST_CACHE, self._key("dist", p), hit, DIST_CACHE_SIZE)
-            if hit is not None:
-                found[p] = hit
-        todo = [p for p in dict.fromkeys(prompts) if p not in found]
-        self._check(todo)
+                self._share(_DIST_CACHE, self._key("dist", p), hit, DIST_CACHE_SIZE)
+            return hit
+
+        found, todo = self._known_and_missing(prompts, lookup)
         if todo:
             self.passes += math.ceil(len(todo) / self.batch_size)
             rows = text.next_token_logprobs(self.lm, todo, self.batch_size)
             for p, row in zip(todo, rows):
                 found[p] = row
-                if self.pre:
-                    _put(_DIST_CACHE, self._key("dist", p), row, DIST_CACHE_SIZE)
+                self._share(_DIST_CACHE, self._key("dist", p), row, DIST_CACHE_SIZE)
         self._dists.update(found)
         return torch.stack([found[p] for p in prompts])
 
@@ -398,8 +410,7 @@ class Scorer:
         for p, n in todo:
             out = self.lm.tokenizer.decode(ids[p][:n], skip_special_tokens=True)
             self._texts[(p, n)] = out
-            if self.pre:
-                _put(_TEXT_CACHE, self._key("greedy", n, p), out, TEXT_CACHE_SIZE)
+            self._share(_TEXT_CACHE, self._key("greedy", n, p), out, TEXT_CACHE_SIZE)
 
     def greedy_ids(self, prompt: str, k: int) -> list[int]:
         """Greedy next ``k`` token ids (memoised per scorer, not in the process cache)."""

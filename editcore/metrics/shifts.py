@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .. import text
-from .stats import CI, bootstrap_ci, mean
+from .numeric import CI, bootstrap_ci, mean
 
 # Prompts about nothing in particular: an edit that moves these has leaked far beyond its fact.
 UNRELATED_PROMPTS = (

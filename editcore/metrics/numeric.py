@@ -1,4 +1,5 @@
-"""Small numeric helpers shared by every metric family: bootstrap intervals, safe means, log floors.
+"""Small numeric helpers shared by every metric family: bootstrap intervals, safe means, log floors,
+divergences (KL, Jensen-Shannon).
 
 Every mean over cases or prompts that a report shows comes with a percentile bootstrap interval
 (Efron & Tibshirani 1993): resample the per-item values with replacement ``n_resamples`` times with a
