@@ -1,13 +1,15 @@
 """The edit scope: the single way an edit touches a model.
 
-A :class:`Patch` is plain data (additive parameter deltas and/or forward hooks). It is applied inside
+A :class:`Patch` is plain data (additive parameter deltas, forward hooks and/or an input rewrite). It is
+applied inside
 ``lm.scope()``, which
 
 * holds the model's lock for its whole life, so two callers (two browser sessions) never see each other's
   edits and nobody reads the model half-edited;
 * snapshots every tensor a patch touches *before* touching it and restores it by copying the snapshot back
   (bit-for-bit; subtracting the delta would not be exact in floating point);
-* restores on normal exit, on exceptions and on KeyboardInterrupt, and removes every hook it added.
+* restores on normal exit, on exceptions and on KeyboardInterrupt, and removes every hook and input rewrite
+  it added.
 
 Patches can be stacked (sequential editing) and rolled back one at a time.
 """
@@ -48,11 +50,15 @@ class Hook:
 @dataclass
 class Patch:
     """A reversible change: ``deltas`` maps parameter names to tensors added to them (in the parameter's
-    own layout); ``hooks`` are installed while the patch is active."""
+    own layout); ``hooks`` are installed while the patch is active; ``rewrite``, if given, is applied to every
+    prompt the model is given while the patch is active (through :func:`editcore.text.prompt_ids`, in the
+    thread that applied it): it must return the prompt with text put before it, or the prompt unchanged (a
+    method that prepends demonstrations or a retrieved edit). Methods that change no weight are patches too."""
 
     deltas: dict[str, torch.Tensor] = field(default_factory=dict)
     hooks: tuple[Hook, ...] = ()
     label: str = ""
+    rewrite: Callable[[str], str] | None = None
 
     def norms(self) -> dict[str, float]:
         return {name: float(d.float().norm()) for name, d in self.deltas.items()}
@@ -61,7 +67,9 @@ class Patch:
         deltas = dict(self.deltas)
         for name, d in other.deltas.items():
             deltas[name] = deltas[name] + d if name in deltas else d
-        return Patch(deltas, self.hooks + other.hooks, f"{self.label}+{other.label}".strip("+"))
+        first, second = self.rewrite, other.rewrite
+        rewrite = (lambda t: second(first(t))) if first and second else (first or second)
+        return Patch(deltas, self.hooks + other.hooks, f"{self.label}+{other.label}".strip("+"), rewrite)
 
 
 @dataclass
@@ -75,8 +83,9 @@ class _Frame:
 class EditScope:
     """Context manager returned by ``LM.scope()``; see the module docstring."""
 
-    def __init__(self, model: nn.Module, lock: threading.RLock, patches: tuple[Patch, ...] = ()):
+    def __init__(self, model: nn.Module, lock: threading.RLock, patches: tuple[Patch, ...] = (), tokenizer=None):
         self.model = model
+        self.tokenizer = tokenizer  # whose prompts a patch's input rewrite applies to
         self._lock = lock
         self._initial = patches
         self._params = dict(model.named_parameters())
@@ -146,6 +155,10 @@ class EditScope:
                     param.add_(delta.to(device=param.device, dtype=param.dtype))
             for hook in patch.hooks:
                 frame.handles.append(hooks.add(self.model.get_submodule(hook.module), hook.fn, pre=hook.pre))
+            if patch.rewrite is not None:
+                if self.tokenizer is None:
+                    raise ValueError("a patch with an input rewrite needs a scope that knows the tokenizer")
+                frame.handles.append(_Rewrite(self.tokenizer, patch.rewrite))
         except BaseException:
             # Never leave a half-edited model behind.
             _finish_all([lambda: _remove_hooks(frame.handles)]
@@ -170,6 +183,19 @@ class EditScope:
 
     def _copy_back(self, name: str, saved: torch.Tensor, content: int) -> None:
         _put_back(self._params[name], saved, content)
+
+
+class _Rewrite:
+    """An active input rewrite, removed like a hook handle (LIFO with the frame's hooks)."""
+
+    def __init__(self, tokenizer, fn):
+        from .text import rewriting
+
+        self._ctx = rewriting(tokenizer, fn)
+        self._ctx.__enter__()
+
+    def remove(self) -> None:
+        self._ctx.__exit__(None, None, None)
 
 
 def _remove_hooks(handles: list) -> None:

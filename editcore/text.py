@@ -15,6 +15,8 @@ entries, so full-sequence logits would dominate time and memory.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import logging
 from collections.abc import Sequence
@@ -27,8 +29,34 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 
+# Input rewrites of the patches applied now (IKE's demonstrations, SERAC's retrieved edit): ``(tokenizer, fn)``
+# pairs, oldest first. A context variable, so a rewrite is seen only by the thread (the browser session) whose
+# scope applied it, and only for the model whose tokenizer it names.
+_REWRITES: contextvars.ContextVar[tuple] = contextvars.ContextVar("editscope_rewrites", default=())
+
+
+@contextlib.contextmanager
+def rewriting(tokenizer, fn):
+    """Every prompt encoded for ``tokenizer`` inside the block is ``fn(prompt)`` first (see
+    :attr:`editcore.scope.Patch.rewrite`). The edit scope enters this; nothing else should."""
+    token = _REWRITES.set(_REWRITES.get() + ((tokenizer, fn),))
+    try:
+        yield
+    finally:
+        _REWRITES.reset(token)
+
+
+def rewritten(tokenizer, text: str) -> str:
+    """``text`` as the model behind ``tokenizer`` sees it now (after every active input rewrite)."""
+    for tok, fn in _REWRITES.get():
+        if tok is tokenizer:
+            text = fn(text)
+    return text
+
+
 def prompt_ids(tokenizer, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    """Token ids of a prompt as the model sees it: special tokens added, active input rewrites applied."""
+    return list(tokenizer(rewritten(tokenizer, text), add_special_tokens=True)["input_ids"])
 
 
 def target_ids(tokenizer, target: str) -> list[int]:

@@ -180,3 +180,55 @@ def test_content_key_names_the_weights_and_comes_back_with_them():
     with torch.no_grad():
         dict(lm.model.named_parameters())[name].add_(0.0)  # same values, but nothing can know that
     assert content_key(lm.model) != before
+
+
+def test_an_input_rewrite_is_seen_inside_its_scope_only():
+    """A patch's rewrite applies to every prompt the model is given while the patch is active (and to the
+    scoring built on prompt_ids), in the thread that applied it, for that model's tokenizer only; rollback
+    and the scope's exit remove it, also after an exception."""
+    import threading
+
+    from editcore.text import prompt_ids, target_logprobs
+
+    lm = tiny.lm("gpt2")
+    other = tiny.lm("gemma3")  # another tokenizer (the tiny gpt2 and llama share one)
+    tok = lm.tokenizer
+    prompt, fact = "The capital of Japan is", "Paris is in France. "
+    plain = prompt_ids(tok, prompt)
+
+    def raw(text):
+        return list(tok(text)["input_ids"])
+
+    with lm.scope():
+        before = target_logprobs(lm, [prompt], [" Tokyo"])
+    patch = Patch(rewrite=lambda t: fact + t, label="prefix")
+    seen_elsewhere = []
+    with lm.scope(patch) as s:
+        assert prompt_ids(tok, prompt) == raw(fact + prompt) != plain
+        assert not torch.allclose(target_logprobs(lm, [prompt], [" Tokyo"]), before)
+        assert prompt_ids(other.tokenizer, prompt) == list(other.tokenizer(prompt)["input_ids"])
+        t = threading.Thread(target=lambda: seen_elsewhere.append(prompt_ids(tok, prompt)))
+        t.start()
+        t.join()
+        s.apply(Patch(rewrite=lambda t: "Note. " + t))
+        assert prompt_ids(tok, prompt) == raw("Note. " + fact + prompt)
+        s.rollback()
+        assert prompt_ids(tok, prompt) == raw(fact + prompt)
+    assert seen_elsewhere == [plain]
+    assert prompt_ids(tok, prompt) == plain
+    with pytest.raises(RuntimeError):
+        with lm.scope(patch):
+            raise RuntimeError("boom")
+    assert prompt_ids(tok, prompt) == plain
+
+
+def test_the_subject_is_found_behind_a_rewrite():
+    """An input rewrite puts text before the prompt; the subject's last token is found in the rewritten ids."""
+    from editcore.methods.common import subject_last_index
+
+    lm = tiny.lm("gpt2")
+    ids, idx = subject_last_index(lm.tokenizer, "{} is located in", "The Louvre")
+    with lm.scope(Patch(rewrite=lambda t: "Big Ben stands in London. " + t)):
+        ids2, idx2 = subject_last_index(lm.tokenizer, "{} is located in", "The Louvre")
+    assert len(ids2) - idx2 == len(ids) - idx and ids2[-(len(ids) - idx):] == ids[idx:]
+    assert lm.tokenizer.decode(ids2[:idx2 + 1]).endswith("The Louvre")

@@ -22,7 +22,7 @@ import torch
 
 from .. import hooks, paths
 from ..errors import InputError
-from ..text import check_length, final_hidden, padded, prompt_ids, target_ids
+from ..text import check_length, final_hidden, padded, prompt_ids, rewritten, target_ids
 from ..types import Request
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,16 @@ def validate_request(lm, req: Request) -> Request:
 
 
 def subject_last_index(tokenizer, template: str, subject: str) -> tuple[list[int], int]:
-    """Token ids of ``template`` filled with ``subject`` and the index of the subject's last token."""
+    """Token ids of ``template`` filled with ``subject`` (as the model sees it: after any active input
+    rewrite, which only ever puts text before the prompt) and the index of the subject's last token."""
     text = fill(template, subject)
-    head_text = template.split("{}", 1)[0] + subject
-    ids = prompt_ids(tokenizer, text)
-    head = prompt_ids(tokenizer, head_text)
+    seen = rewritten(tokenizer, text)
+    if not seen.endswith(text):
+        raise InputError("an input rewrite changed the prompt itself; the subject cannot be located")
+    before = seen[:len(seen) - len(text)]
+    head_text = before + template.split("{}", 1)[0] + subject
+    ids = list(tokenizer(seen, add_special_tokens=True)["input_ids"])
+    head = list(tokenizer(head_text, add_special_tokens=True)["input_ids"])
     # Special tokens appended at the end (EOS) would make ``head`` longer than the real prefix.
     while head and len(head) > len(ids):
         head = head[:-1]
@@ -60,7 +65,7 @@ def subject_last_index(tokenizer, template: str, subject: str) -> tuple[list[int
     # The subject merged with the following text into one token: find the last token that starts inside
     # the subject using character offsets (fast tokenizers only).
     try:
-        enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+        enc = tokenizer(seen, add_special_tokens=True, return_offsets_mapping=True)
         offsets = enc["offset_mapping"]
         idx = max(i for i, (s, e) in enumerate(offsets) if e > s and s < len(head_text))
         return list(enc["input_ids"]), idx

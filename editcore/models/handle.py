@@ -59,7 +59,7 @@ class LM:
 
     def scope(self, *patches: Patch) -> EditScope:
         """``with lm.scope(patch) as s: ... s.model ...`` — see :mod:`editcore.scope`."""
-        return EditScope(self.model, self.lock, patches)
+        return EditScope(self.model, self.lock, patches, self.tokenizer)
 
     def digest(self) -> str:
         with self.lock:
