@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .cases import Case, answers_equal, free_form_case
+from .cases import Case
+from .cases.resolve import (benchmark_cases, catalog_related_words, is_case_target, resolve_case,
+                            with_new_target)
 from .errors import EditScopeError, InputError, ModelNotFoundError
 from .results_cache import ResultsCache, default_cache, make_key
 
@@ -291,100 +293,10 @@ def benchmark_names() -> list[str]:
             if name not in _NOT_SINGLE_FACT and (data / b.default).is_file()]
 
 
-def benchmark_cases(name: str, limit: int = 50, path: str | None = None) -> list[Case]:
-    bench = _optional("benchmarks")
-    if bench is None:
-        raise EditScopeError("benchmark loaders (editcore.benchmarks) are not installed")
-    cases = bench.load_benchmark(name, path=path or None, limit=int(limit))
-    return [c for c in cases if isinstance(c, Case)]
-
-
 def benchmark_entries(name: str, limit: int = 50, path: str | None = None) -> list[dict]:
     return [{"id": c.id, "label": f"{c.edit_prompt} {c.target_true} → {' / '.join(c.targets_new)}",
              "targets_new": list(c.targets_new), "target_true": c.target_true}
             for c in benchmark_cases(name, limit, path)]
-
-
-def resolve_case(spec: dict, lm=None) -> Case:
-    """A :class:`Case` from a plain spec: ``{"source": "catalog", "id"}``, ``{"source": "benchmark",
-    "name", "id"[, "path"]}``, ``{"source": "free", "prompt", "subject", "target_new"[, "target_true"]}``
-    or ``{"source": "case", "case": <Case.to_dict()>}``. A catalog or benchmark spec may name its
-    ``"target_new"``: one of the case's targets or any other (see :func:`with_new_target`)."""
-    source = (spec or {}).get("source")
-    if source == "catalog":
-        for c in catalog_cases():
-            if c.id == spec.get("id"):
-                return with_new_target(c, spec.get("target_new"))
-        raise InputError(f"no catalog fact with id {spec.get('id')!r}")
-    if source == "benchmark":
-        for c in benchmark_cases(spec.get("name", ""), int(spec.get("limit", 200)), spec.get("path")):
-            if c.id == spec.get("id"):
-                return with_new_target(c, spec.get("target_new"))
-        raise InputError(f"no case {spec.get('id')!r} in benchmark {spec.get('name')!r}")
-    if source == "free":
-        from .text import context_length
-
-        tok = lm.tokenizer if lm is not None else None
-        case = free_form_case(spec.get("prompt", ""), spec.get("subject", ""), spec.get("target_new", ""),
-                              spec.get("target_true") or None,
-                              max_tokens=context_length(lm) if lm is not None else None, tokenizer=tok)
-        if not case.target_true and lm is not None:
-            # The model's own greedy answer stands in for the unknown old answer.
-            case = case.with_target_true(_greedy_answer(lm, case.edit_prompt))
-        return case
-    if source == "case":
-        return Case.from_dict(spec["case"])
-    raise InputError(f"unknown fact source {source!r}")
-
-
-def _greedy_answer(lm, prompt: str) -> str:
-    from .text import greedy
-
-    with lm.scope():
-        text = greedy(lm, [prompt], max_new_tokens=4)[0]
-    words = text.strip().split()
-    return words[0].strip(".,;:") if words else text.strip()
-
-
-def with_new_target(case: Case, target: str | None) -> Case:
-    """A catalog or benchmark case edited towards ``target`` (``None``: the case as it is). One of the
-    case's own targets (matched case-insensitively) is moved first; any other target is put first as a
-    free target, for which the case has no one-hop questions; its related words are borrowed from the catalog
-    fact that lists them, else the metrics use the model's own suggestions."""
-    if target is None:
-        return case
-    target = " ".join(str(target).split())
-    if not target:
-        raise InputError("the new target is empty")
-    if answers_equal(target, case.target_true):
-        raise InputError(f"the new target {target!r} equals the current answer")
-    own = [t for t in case.targets_new if answers_equal(t, target)]
-    chosen = own[0] if own else target
-    first = case.targets_new[0] if case.targets_new else None
-    case = dataclasses.replace(case, targets_new=(chosen, *(t for t in case.targets_new if t != chosen)),
-                               # a dataset's distracting prompts name its first new target
-                               distracting_neighbourhood=case.distracting_neighbourhood if chosen == first else ())
-    if not case.related_words(chosen):
-        # Another catalog fact may know this word's associations (Big Ben for London): borrow them, so a
-        # typed target still gets the related-words view with words a person would pick.
-        words = catalog_related_words(chosen)
-        if words:
-            case = dataclasses.replace(case, related=(*case.related, (chosen, words)))
-    return case
-
-
-def catalog_related_words(target: str) -> tuple[str, ...]:
-    """Related words the fact catalog lists for ``target`` in any fact (first one found; () if none)."""
-    for c in catalog_cases():
-        words = c.related_words(target)
-        if words:
-            return words
-    return ()
-
-
-def is_case_target(entry: dict, target: str) -> bool:
-    """Whether ``target`` is one of a fact entry's own new targets (else it is a free target)."""
-    return any(answers_equal(t, target) for t in entry.get("targets_new", ()))
 
 
 def _with_target_first(case: Case, target_index: int) -> Case:
