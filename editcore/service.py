@@ -457,17 +457,6 @@ def compare_methods(lm, spec: dict, methods: list[str], overrides: dict | None =
 
 
 # ==== views on a result (plain data for charts and the scorecard) ==============================
-SCORECARD = (  # (key, label, higher is better)
-    ("efficacy", "Efficacy", True),
-    ("generalisation", "Generalisation", True),
-    ("neighbourhood", "Neighbourhood score", True),
-    ("nkl", "NKL", False),
-    ("portability", "Portability", True),
-    ("fluency", "Fluency", True),
-    ("seconds", "Seconds", False),
-)
-
-
 # The metric family each scorecard number comes from ("seconds" is always measured).
 SCORECARD_FAMILY = {"efficacy": "counterfact", "generalisation": "counterfact", "neighbourhood": "counterfact",
                     "nkl": "nkl", "portability": "portability", "fluency": "general", "perplexity": "general"}
@@ -616,17 +605,6 @@ def result_csv_rows(result: dict) -> list[dict]:
 
 # ==== sequential editing =======================================================================
 SEQ_MAX_EDITS = 100
-# Curves of a sequential run: point key -> (label, log scale). "weight_drift" is the Frobenius norm of
-# the sum of all applied deltas (fp32), i.e. ||W_n - W_0|| over every edited matrix together.
-SEQ_CURVES = {
-    "retention": ("Retention of earlier edits (share still top-1)", False),
-    "neighbourhood_score": ("Locality: neighbourhood score", False),
-    "perplexity": ("Perplexity", True),
-    "probe_accuracy": ("Downstream probe accuracy", False),
-    "weight_drift": ("Weight drift ||sum of deltas||_F", False),
-}
-# Curves that are shares (0 to 1): drawn on a fixed 0-1 axis, so that one lost edit does not look like a crash.
-SEQ_RATE_CURVES = frozenset({"retention", "neighbourhood_score", "probe_accuracy"})
 
 
 def sequential_config(methods: list[str], n_edits: int, source: str = "catalog", seed: int = 0, every: int = 5,
@@ -785,6 +763,7 @@ def sequential_run(lm, cfg: dict, progress: Progress | None = None, on_update: C
                         drift[pname] = drift[pname] + d.to(drift[pname].device) if pname in drift else d.clone()
                     n = i + 1
                     if n % cfg["every"] == 0 or n == len(cases):
+                        # Weight drift: ||W_n - W_0||_F over every edited matrix together.
                         total = float(sum(float(t.norm()) ** 2 for t in drift.values()) ** 0.5)
                         run["points"].append(_seq_point(lm, n, cases, neighbours, total, general))
                         cache.put(key, run)  # a stopped or crashed run still shows what it measured
@@ -813,12 +792,7 @@ def _same(a: str, b: str) -> bool:
 
 
 # ==== pitfall benchmarks (Li et al. 2024) =========================================================
-PITFALL_SOURCES = {
-    "conflicts (catalog)": "ConflictEdit-style reverse / composite / coverage pairs from the built-in catalog",
-    "round trips (catalog)": "RoundEdit-style o → o' → o from the built-in catalog",
-    "conflictedit (public)": "ConflictEdit files from a local folder (reverse_edit / composite_edit / coverage_edit)",
-    "roundedit (public)": "RoundEdit easy / hard file from a local path",
-}
+PITFALL_SOURCES = ("conflicts (catalog)", "round trips (catalog)", "conflictedit (public)", "roundedit (public)")
 CONFLICT_TYPES = ("reverse", "composite", "coverage")
 
 

@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from app import ui, widgets
-from editcore import charts, service
+from app import charts, labels, ui, widgets
+from editcore import service
 
 st.title("Compare methods")
 
@@ -39,7 +39,7 @@ if not result:
 
 ui.stale_caption(st.session_state.get("cmp_result_form"), form, "Compare")
 
-metrics = [m for m in service.SCORECARD]
+metrics = list(labels.SCORECARD)
 # Three significant digits, as in the heatmap; a missing value is "—" (st.dataframe shows a missing number as
 # "None", also through a Styler's na_rep), never a zero.
 table = pd.DataFrame([{"method": r["method"], **{label: charts.fmt_sig(r.get(key)) for key, label, _h in metrics}}
