@@ -299,15 +299,6 @@ def benchmark_entries(name: str, limit: int = 50, path: str | None = None) -> li
             for c in benchmark_cases(name, limit, path)]
 
 
-def _with_target_first(case: Case, target_index: int) -> Case:
-    """The case with the chosen new target first, so ``case.request()`` and metrics use it."""
-    targets = list(case.targets_new)
-    if not -len(targets) <= target_index < len(targets):
-        raise InputError(f"this fact has {len(targets)} new target(s); #{target_index + 1} does not exist")
-    chosen = targets.pop(target_index)
-    return dataclasses.replace(case, targets_new=(chosen, *targets))
-
-
 # ==== one edit + evaluation ====================================================================
 GENERATION_TOKENS = 16  # before/after continuations shown on the Edit and Compare pages
 
@@ -361,9 +352,8 @@ def edit_key(lm, case: Case, method: str, version: str, hparams: dict, families:
                     hparams=hparams, case=case.to_dict(), extra={"families": list(families)})
 
 
-def run_edit(lm, spec: dict, method: str, overrides: dict | None = None, target_index: int = 0,
-             progress: Progress | None = None, use_cache: bool = True, cache: ResultsCache | None = None,
-             quick: bool = False) -> dict:
+def run_edit(lm, spec: dict, method: str, overrides: dict | None = None, progress: Progress | None = None,
+             use_cache: bool = True, cache: ResultsCache | None = None, quick: bool = False) -> dict:
     """Compute one edit, evaluate it and return plain data (cached on disk). ``quick`` skips the
     families in :data:`QUICK_SKIPPED` (see :func:`not_computed`).
 
@@ -373,8 +363,8 @@ def run_edit(lm, spec: dict, method: str, overrides: dict | None = None, target_
     from .metrics.scoring import Scorer
 
     cache = cache if cache is not None else default_cache()  # an empty ResultsCache is falsy (__len__)
-    case = _with_target_first(resolve_case(spec, lm), int(target_index))
-    request = case.request(0).validate()
+    case = resolve_case(spec, lm)
+    request = case.request().validate()
     m, hp, hp_dict = _method_and_hparams(method, lm.name, overrides)
     families = evaluation_families(bool(quick))
     key = edit_key(lm, case, m.name, str(m.version), hp_dict, families)
@@ -442,7 +432,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 # ==== comparing methods ========================================================================
-def compare_methods(lm, spec: dict, methods: list[str], overrides: dict | None = None, target_index: int = 0,
+def compare_methods(lm, spec: dict, methods: list[str], overrides: dict | None = None,
                     progress: Progress | None = None, use_cache: bool = True, quick: bool = False) -> dict:
     """Run every method on the same fact; one row of metrics (and time) per method."""
     if not methods:
@@ -450,7 +440,7 @@ def compare_methods(lm, spec: dict, methods: list[str], overrides: dict | None =
     rows, results = [], {}
     for i, name in enumerate(methods):
         sub = _scaled(progress, i / len(methods), (i + 1) / len(methods), f"[{name}] ")
-        res = run_edit(lm, spec, name, (overrides or {}).get(name), target_index, sub, use_cache, quick=quick)
+        res = run_edit(lm, spec, name, (overrides or {}).get(name), sub, use_cache, quick=quick)
         results[name] = res
         rows.append({"method": name, **scorecard(res)})
     return {"rows": rows, "results": results}
@@ -754,7 +744,7 @@ def sequential_run(lm, cfg: dict, progress: Progress | None = None, on_update: C
                         break
                     _report(progress, f"[{name}] edit {i + 1}/{len(cases)}: {case.edit_prompt} → {case.target_new}",
                             base + span * i / len(cases))
-                    edit = m.compute(lm, [case.request(0)], hp, None)
+                    edit = m.compute(lm, [case.request()], hp, None)
                     scope.apply(edit.patch, checkpoint=False)
                     applied = i + 1
                     run["edit_seconds"] += float(edit.seconds)
