@@ -16,10 +16,8 @@ import contextlib
 import dataclasses
 import difflib
 import importlib
-import importlib.util
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,17 +28,13 @@ from . import paths
 from .cases import Case
 from .cases.resolve import (benchmark_cases, catalog_related_words, is_case_target, resolve_case,
                             with_new_target)
-from .errors import EditScopeError, InputError, ModelNotFoundError
+from .errors import EditScopeError, InputError
 from .results_cache import ResultsCache, default_cache, make_key
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
 
-# Test hook: with EDITSCOPE_TEST_TINY=1 the model picker offers tiny random models built by tests/tiny.py,
-# so the dashboard's tests run in seconds and never load the real model.
-TINY_ENV = "EDITSCOPE_TEST_TINY"
-TINY_MODELS = ("tiny-gpt2", "tiny-llama", "tiny-gemma3")
 WAITING_MESSAGE = "waiting for another session's edit…"
 
 
@@ -49,42 +43,37 @@ class Cancelled(EditScopeError):
 
 
 # ==== models ===================================================================================
-def tiny_enabled() -> bool:
-    return os.environ.get(TINY_ENV, "").strip() not in ("", "0", "false", "False")
+# Models registered in this process (the tests' tiny random models): name -> factory() -> LM.
+_REGISTERED: dict[str, Callable[[], Any]] = {}
+
+
+def register_model(name: str, factory: Callable[[], Any]) -> None:
+    """Offer ``name`` in the model picker, built by ``factory()`` instead of the model registry. Registered
+    models are listed before the built-in ones, and the first one registered is the default."""
+    _REGISTERED[name] = factory
+
+
+def unregister_model(name: str) -> None:
+    _REGISTERED.pop(name, None)
 
 
 def model_choices() -> list[str]:
     from .models import BUILTIN
 
-    return (list(TINY_MODELS) if tiny_enabled() else []) + list(BUILTIN)
+    return list(_REGISTERED) + list(BUILTIN)
 
 
 def default_model() -> str:
     from .models.registry import DEFAULT_MODEL
 
-    return TINY_MODELS[0] if tiny_enabled() else DEFAULT_MODEL
-
-
-def _tiny_module():
-    path = paths.repo_root() / "tests" / "tiny.py"
-    spec = importlib.util.spec_from_file_location("editscope_tiny_models", path)
-    if spec is None or not path.is_file():
-        raise ModelNotFoundError(f"tiny test models need {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return next(iter(_REGISTERED), DEFAULT_MODEL)
 
 
 def load_model(name: str, progress: Progress | None = None):
-    """The shared :class:`~editcore.models.LM` for a built-in name, a local path or a hub id."""
+    """The shared :class:`~editcore.models.LM` for a registered or built-in name, a local path or a hub id."""
     name = (name or "").strip()
-    if name in TINY_MODELS:
-        if not tiny_enabled():
-            raise ModelNotFoundError(f"{name!r} is a test model; set {TINY_ENV}=1 to use it")
-        # EDITSCOPE_TEST_TINY_LAYERS lets the browser test build a deeper tiny model, so that the methods'
-        # default layer choices (e.g. MEMIT's 3..8) exist in it.
-        layers = int(os.environ.get("EDITSCOPE_TEST_TINY_LAYERS", "3"))
-        return _tiny_module().lm(name.removeprefix("tiny-"), n_layers=layers)
+    if name in _REGISTERED:
+        return _REGISTERED[name]()
     from .models import load_model as _load
 
     return _load(name, progress=progress)

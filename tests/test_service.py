@@ -18,8 +18,9 @@ def _home(tmp_path_factory):
     # One home per module: layer statistics of the tiny model are computed once, not per test.
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDITSCOPE_HOME", str(tmp_path_factory.mktemp("home")))
-        mp.setenv("EDITSCOPE_TEST_TINY", "1")
+        tiny.register_models()
         yield
+        tiny.unregister_models()
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +88,18 @@ def test_quick_evaluation_skips_general_and_has_its_own_cache_key(lm):
 
 
 # ---- models and generation -------------------------------------------------------------------------
-def test_tiny_models_only_in_test_mode(monkeypatch):
+def test_tiny_models_only_while_registered():
     assert service.default_model() == "tiny-gpt2"
-    monkeypatch.setenv("EDITSCOPE_TEST_TINY", "0")
-    assert "tiny-gpt2" not in service.model_choices()
-    with pytest.raises(EditScopeError, match="test model"):
-        service.load_model("tiny-gpt2")
+    assert service.model_choices()[:3] == ["tiny-gpt2", "tiny-llama", "tiny-gemma3"]
+    assert service.load_model("tiny-llama").name == "tiny-llama"
+    tiny.unregister_models()
+    try:
+        assert "tiny-gpt2" not in service.model_choices()
+        assert service.default_model() == "gemma-3-270m"
+        with pytest.raises(EditScopeError, match="unknown model 'tiny-gpt2'"):
+            service.load_model("tiny-gpt2")
+    finally:
+        tiny.register_models()
 
 
 def test_generate_waits_for_a_running_edit_and_says_so(lm):
