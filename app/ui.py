@@ -159,10 +159,6 @@ def call(fn: Callable, *args, where=None, **kwargs) -> Any:
     box = _CURRENT_BOX.get()
     try:
         return fn(*args, **kwargs)
-    except service.Cancelled as exc:
-        if box is not None:
-            box.mark("stopped")
-        target.warning(str(exc))
     except EditScopeError as exc:
         if box is not None:
             box.mark("failed")

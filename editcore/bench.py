@@ -317,7 +317,7 @@ def _eval_timing(lm, common) -> dict:
     from .metrics import FAMILIES, evaluate
     from .metrics import scoring
     from .cases.resolve import with_new_target
-    from .service import QUICK_SKIPPED
+    from .service.edit import QUICK_SKIPPED
 
     case = with_new_target(next(c for c in load_catalog() if c.id == EVAL_FACT), EVAL_TARGET)
     rome = get_method("rome")

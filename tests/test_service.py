@@ -7,6 +7,8 @@ import pytest
 
 import tiny
 from editcore import service
+from editcore.catalog import load_catalog
+from editcore.service import edit, sequential
 from editcore.errors import EditScopeError, InputError
 from editcore.results_cache import ResultsCache, canonical_json, make_key
 
@@ -212,7 +214,7 @@ def test_a_stopped_sequential_run_keeps_what_it_measured_and_restores(lm):
 def test_a_failing_sequential_run_restores_the_model(lm, monkeypatch):
     before = lm.digest()
     cfg = service.sequential_config(["memit"], 3, "catalog", seed=5, every=1, overrides={"memit": TINY_MEMIT})
-    real = service._seq_point
+    real = sequential._seq_point
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -221,7 +223,7 @@ def test_a_failing_sequential_run_restores_the_model(lm, monkeypatch):
             raise RuntimeError("boom")
         return real(*a, **k)
 
-    monkeypatch.setattr(service, "_seq_point", flaky)
+    monkeypatch.setattr(sequential, "_seq_point", flaky)
     with pytest.raises(RuntimeError):
         service.sequential_run(lm, cfg)
     assert lm.digest() == before
@@ -234,7 +236,7 @@ def test_a_failing_sequential_run_restores_the_model(lm, monkeypatch):
 def test_a_typed_target_borrows_related_words_from_the_catalog():
     """Louvre -> London (London is not one of the Louvre fact's targets): London's related words come from
     the catalog fact that lists them, so the Big Ben view has words a person would pick."""
-    louvre = next(c for c in service.catalog_cases() if c.id == "P276:louvre")
+    louvre = next(c for c in load_catalog() if c.id == "P276:louvre")
     assert not louvre.related_words("London")
     case = service.with_new_target(louvre, "London")
     assert case.targets_new[0] == "London"
@@ -246,7 +248,7 @@ def test_a_typed_target_borrows_related_words_from_the_catalog():
 def test_distracting_prompts_are_kept_only_for_the_target_they_name():
     """A dataset's distracting prompts ("{edit prompt} {first target}. {neighbour}") name its first new target:
     choosing another target drops them (the metrics then build them for the chosen one)."""
-    base = next(c for c in service.catalog_cases() if len(c.targets_new) > 1)
+    base = next(c for c in load_catalog() if len(c.targets_new) > 1)
     case = dataclasses.replace(base, distracting_neighbourhood=("a distracting prompt",))
     assert service.with_new_target(case, case.targets_new[0]).distracting_neighbourhood == ("a distracting prompt",)
     assert service.with_new_target(case, case.targets_new[1]).distracting_neighbourhood == ()
@@ -269,7 +271,7 @@ def test_a_fact_edited_again_reads_the_unedited_model_from_the_cache(lm, monkeyp
 
     monkeypatch.setattr(text, "greedy_tokens", spy)
     spec = {"source": "catalog", "id": "P276:louvre"}
-    gens = {p for _, p in service._generation_prompts(service.resolve_case(spec, lm))}
+    gens = {p for _, p in edit._generation_prompts(service.resolve_case(spec, lm))}
 
     def generating_gens():
         return sum(gens <= set(c) for c in calls)
