@@ -17,7 +17,8 @@ if not methods:
     st.info("No editing method is installed yet.")
     st.stop()
 sources = st.multiselect("Benchmarks", list(service.PITFALL_SOURCES), default=list(service.PITFALL_SOURCES)[:2],
-                         key="pit_sources", help="; ".join(f"{k}: {labels.PITFALL_SOURCES[k]}" for k in service.PITFALL_SOURCES))
+                         key="pit_sources",
+                         help="; ".join(f"{k}: {labels.PITFALL_SOURCES[k]}" for k in service.PITFALL_SOURCES))
 path = ""
 if any("public" in s for s in sources):
     path = st.text_input("Local path of the public files (folder for ConflictEdit, file for RoundEdit; empty: "
