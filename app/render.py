@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app import ui
-from editcore import charts, service
+from app import charts, labels, ui
+from editcore import service
 
 
 def _chart(fig, name: str, key: str) -> None:
@@ -44,7 +44,7 @@ def scorecard(result: dict) -> dict:
     skipped = service.not_computed(result)
     # Two rows, so that labels are not cut at 1280 px; deltas are relative to the unedited model.
     cols = st.columns(4) + st.columns(4)[:3]
-    for col, (key, label, higher) in zip(cols, service.SCORECARD):
+    for col, (key, label, higher) in zip(cols, labels.SCORECARD):
         v, pre = card.get(key), card.get(f"{key}_pre")
         if key in skipped:
             # Not measured at all: never a number (and never 0). The words go in the grey delta line,

@@ -154,15 +154,11 @@ _CURRENT_BOX: contextvars.ContextVar[StatusProgress | None] = contextvars.Contex
 def call(fn: Callable, *args, where=None, **kwargs) -> Any:
     """Run a service function; user errors become an error box next to the widgets, anything else
     a short 'internal error' box (the traceback goes to the log, never to the page). Returns None on
-    failure, and marks the enclosing :func:`status_box` failed (or stopped, for a cancelled run)."""
+    failure, and marks the enclosing :func:`status_box` failed."""
     target = where if where is not None else st
     box = _CURRENT_BOX.get()
     try:
         return fn(*args, **kwargs)
-    except service.Cancelled as exc:
-        if box is not None:
-            box.mark("stopped")
-        target.warning(str(exc))
     except EditScopeError as exc:
         if box is not None:
             box.mark("failed")

@@ -53,9 +53,9 @@ def target_box(key: str, fact_id: str, entry: dict) -> str:
     return target
 
 
-def fact_picker(prefix: str, lm) -> tuple[dict | None, int]:
-    """Choose a fact and a new target. Returns ``(case spec or None, target index)``; a catalog or
-    benchmark spec names its new target (``"target_new"``), so the index is 0."""
+def fact_picker(prefix: str, lm) -> dict | None:
+    """Choose a fact and a new target. Returns the case spec (None until one is chosen); every spec names
+    its new target (``"target_new"``)."""
     source = st.radio("Fact from", SOURCES, horizontal=True, key=f"{prefix}_source")
     if source == "Catalog":
         c1, c2 = st.columns([3, 1])
@@ -66,30 +66,30 @@ def fact_picker(prefix: str, lm) -> tuple[dict | None, int]:
         entries = ui.call(service.catalog_entries, lm, known, query) or []
         if not entries:
             st.warning("No catalog fact matches." if query or known else "The fact catalog is empty.")
-            return None, 0
+            return None
         by_id = {e["id"]: e for e in entries}
         fact_id = st.selectbox("Fact", list(by_id), key=f"{prefix}_fact", format_func=lambda i: by_id[i]["label"])
         entry = by_id.get(fact_id)
         if entry is None:
-            return None, 0
+            return None
         target = target_box(f"{prefix}_target", fact_id, entry)
-        return {"source": "catalog", "id": fact_id, "target_new": target}, 0
+        return {"source": "catalog", "id": fact_id, "target_new": target}
     if source == "Benchmark":
         names = ui.call(service.benchmark_names) or []
         if not names:
             st.warning("No public benchmark is readable here (editcore.benchmarks or the data folder is missing).")
-            return None, 0
+            return None
         c1, c2 = st.columns([3, 1])
         name = c1.selectbox("Benchmark", names, key=f"{prefix}_bench")
         limit = c2.number_input("cases listed", 1, 2000, 50, key=f"{prefix}_bench_n")
         entries = ui.call(service.benchmark_entries, name, int(limit)) or []
         if not entries:
-            return None, 0
+            return None
         by_id = {e["id"]: e for e in entries}
         case_id = st.selectbox("Case", list(by_id), key=f"{prefix}_bench_case", format_func=lambda i: by_id[i]["label"])
         entry = by_id[case_id]
         target = target_box(f"{prefix}_bench_target", f"{name}/{case_id}", entry)
-        return {"source": "benchmark", "name": name, "id": case_id, "limit": int(limit), "target_new": target}, 0
+        return {"source": "benchmark", "name": name, "id": case_id, "limit": int(limit), "target_new": target}
     c1, c2 = st.columns(2)
     prompt = c1.text_input("Prompt (use {} for the subject, or write the subject out)", key=f"{prefix}_prompt",
                            value="The Louvre is located in")
@@ -97,7 +97,7 @@ def fact_picker(prefix: str, lm) -> tuple[dict | None, int]:
     c3, c4 = st.columns(2)
     old = c3.text_input("Current answer (empty: the model's own greedy answer)", key=f"{prefix}_old", value="Paris")
     new = c4.text_input("New target", key=f"{prefix}_new", value="London")
-    return {"source": "free", "prompt": prompt, "subject": subject, "target_true": old, "target_new": new}, 0
+    return {"source": "free", "prompt": prompt, "subject": subject, "target_true": old, "target_new": new}
 
 
 def hparam_editor(prefix: str, method: str, model: str) -> dict | None:

@@ -314,7 +314,8 @@ def _eval_timing(lm, common) -> dict:
     from .methods.base import load_hparams
     from .metrics import FAMILIES, evaluate
     from .metrics import scoring
-    from .service import QUICK_SKIPPED, with_new_target
+    from .cases.resolve import with_new_target
+    from .service.edit import QUICK_SKIPPED
 
     case = with_new_target(next(c for c in load_catalog() if c.id == EVAL_FACT), EVAL_TARGET)
     rome = get_method("rome")

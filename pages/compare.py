@@ -3,13 +3,13 @@
 import pandas as pd
 import streamlit as st
 
-from app import ui, widgets
-from editcore import charts, service
+from app import charts, labels, ui, widgets
+from editcore import service
 
 st.title("Compare methods")
 
 lm = ui.current_lm()
-spec, target_index = widgets.fact_picker("cmp", lm)
+spec = widgets.fact_picker("cmp", lm)
 methods = [m["name"] for m in (ui.call(service.list_methods) or [])]
 if not methods:
     st.info("No editing method is installed yet.")
@@ -24,12 +24,11 @@ run = c1.button("Compare", key="cmp_run", type="primary")
 quick = widgets.quick_toggle("cmp", c2)
 
 # What the form asks for now; the result on show remembers the form it came from.
-form = {"model": lm.name, "spec": spec, "target": target_index, "methods": chosen, "overrides": overrides,
-        "quick": quick}
+form = {"model": lm.name, "spec": spec, "methods": chosen, "overrides": overrides, "quick": quick}
 if run and spec is not None and all(v is not None for v in overrides.values()):
     with ui.status_box(f"Running {len(chosen)} methods") as progress:
-        st.session_state["cmp_result"] = ui.call(service.compare_methods, lm, spec, chosen, overrides,
-                                                 target_index, progress, quick=quick)
+        st.session_state["cmp_result"] = ui.call(service.compare_methods, lm, spec, chosen, overrides, progress,
+                                                 quick=quick)
         st.session_state["cmp_result_form"] = form
 result = st.session_state.get("cmp_result")
 if not result:
@@ -39,7 +38,7 @@ if not result:
 
 ui.stale_caption(st.session_state.get("cmp_result_form"), form, "Compare")
 
-metrics = [m for m in service.SCORECARD]
+metrics = list(labels.SCORECARD)
 # Three significant digits, as in the heatmap; a missing value is "—" (st.dataframe shows a missing number as
 # "None", also through a Styler's na_rep), never a zero.
 table = pd.DataFrame([{"method": r["method"], **{label: charts.fmt_sig(r.get(key)) for key, label, _h in metrics}}

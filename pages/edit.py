@@ -23,7 +23,7 @@ if not st.session_state.get("edit_query_applied"):
         st.session_state["edit_method"] = st.query_params["method"]
 
 lm = ui.current_lm()
-spec, target_index = widgets.fact_picker("edit", lm)
+spec = widgets.fact_picker("edit", lm)
 methods = [m["name"] for m in (ui.call(service.list_methods) or [])]
 if not methods:
     st.info("No editing method is installed yet.")
@@ -40,11 +40,10 @@ quick = widgets.quick_toggle("edit", c3)
 if st.session_state.get("edit_stop") and not run:
     st.warning("Stopped. The model was restored; nothing was kept.")
 # What the form asks for now; the result on show remembers the form it came from.
-form = {"model": lm.name, "spec": spec, "target": target_index, "method": method, "overrides": overrides,
-        "quick": quick}
+form = {"model": lm.name, "spec": spec, "method": method, "overrides": overrides, "quick": quick}
 if run and spec is not None and overrides is not None:
     with ui.status_box(f"Editing with {method}") as progress:
-        result = ui.call(service.run_edit, lm, spec, method, overrides, target_index, progress, quick=quick)
+        result = ui.call(service.run_edit, lm, spec, method, overrides, progress, quick=quick)
     st.session_state["edit_result"] = result  # a failed run must not leave the previous result on show
     st.session_state["edit_result_form"] = form
 

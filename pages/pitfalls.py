@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from app import ui
+from app import labels, ui
 from editcore import service
 
 st.title("Pitfall benchmarks")
@@ -17,7 +17,8 @@ if not methods:
     st.info("No editing method is installed yet.")
     st.stop()
 sources = st.multiselect("Benchmarks", list(service.PITFALL_SOURCES), default=list(service.PITFALL_SOURCES)[:2],
-                         key="pit_sources", help="; ".join(f"{k}: {v}" for k, v in service.PITFALL_SOURCES.items()))
+                         key="pit_sources",
+                         help="; ".join(f"{k}: {labels.PITFALL_SOURCES[k]}" for k in service.PITFALL_SOURCES))
 path = ""
 if any("public" in s for s in sources):
     path = st.text_input("Local path of the public files (folder for ConflictEdit, file for RoundEdit; empty: "

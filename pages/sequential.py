@@ -4,8 +4,8 @@ import threading
 
 import streamlit as st
 
-from app import ui
-from editcore import charts, service
+from app import charts, labels, ui
+from editcore import service
 
 st.title("Sequential edits")
 st.caption("Edits are applied one after another, each computed on the already-edited model; every k edits "
@@ -53,7 +53,7 @@ if cfg is None:
 
 # The status box goes above the charts, so the progress stays in view while the curves grow below it.
 status_slot = st.container()
-chart_slots = {key: st.empty() for key in service.SEQ_CURVES}
+chart_slots = {key: st.empty() for key in labels.SEQ_CURVES}
 
 
 draws = [0]  # live redraws replace the charts in place; each redraw needs fresh element keys
@@ -64,9 +64,9 @@ def draw(result: dict) -> None:
     runs = {name: r["points"] for name, r in result["runs"].items()}
     # Shielded: a click while a live chart is drawn must stop the run between edits, not abort it here.
     with ui.shield():
-        for key, (label, log_y) in service.SEQ_CURVES.items():
+        for key, (label, log_y) in labels.SEQ_CURVES.items():
             if any(p.get(key) is not None for pts in runs.values() for p in pts):
-                y_range = (0.0, 1.0) if key in service.SEQ_RATE_CURVES else None
+                y_range = (0.0, 1.0) if key in labels.SEQ_RATE_CURVES else None
                 chart_slots[key].plotly_chart(charts.curves(runs, key, label, log_y=log_y, y_range=y_range),
                                               key=f"seq_{key}_{draws[0]}")
 

@@ -936,7 +936,7 @@ def render(log: Log, args, meta: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "walkthrough")
-    ap.add_argument("--tiny", action="store_true", help="use the tiny random test model (EDITSCOPE_TEST_TINY=1)")
+    ap.add_argument("--tiny", action="store_true", help="use the tiny random test model (serves tests/tiny_app.py)")
     ap.add_argument("--home", help="EDITSCOPE_HOME to use as it is (default: a fresh one, see the module doc)")
     ap.add_argument("--fresh-stats", action="store_true", help="do not link the cached layer statistics")
     ap.add_argument("--tiny-stats-home", help=argparse.SUPPRESS)
@@ -968,14 +968,12 @@ def main() -> int:
     env = {**os.environ, "EDITSCOPE_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1", "EDITSCOPE_STATS_CORPUS": args.corpus}
     if args.tiny:
-        env.update({"EDITSCOPE_TEST_TINY": "1",
-                    "EDITSCOPE_TEST_TINY_LAYERS": env.get("EDITSCOPE_TEST_TINY_LAYERS", "10")})
-    else:
-        env.pop("EDITSCOPE_TEST_TINY", None)
+        env["EDITSCOPE_TEST_TINY_LAYERS"] = env.get("EDITSCOPE_TEST_TINY_LAYERS", "10")
+    script = ROOT / "tests" / "tiny_app.py" if args.tiny else ROOT / "app" / "main.py"
     server_log = args.out / "server.log.tmp"
     t0 = time.time()
     with open(server_log, "wb") as slog:
-        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
+        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script),
                                    "--server.port", str(port), "--server.headless", "true",
                                    "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
                                   cwd=ROOT, env=env, stdout=slog, stderr=subprocess.STDOUT, start_new_session=True)
@@ -1023,13 +1021,13 @@ def main() -> int:
         log_md += ["", "First traceback:", "", "```", text[idx: idx + 4000], "```"]
     if not args.home:
         shutil.rmtree(home, ignore_errors=True)
-    setup = (f"server `streamlit run app/main.py` with EDITSCOPE_STATS_CORPUS={args.corpus}; "
+    setup = (f"server `streamlit run {script.relative_to(ROOT)}` with EDITSCOPE_STATS_CORPUS={args.corpus}; "
              + (f"EDITSCOPE_HOME={args.home} as it was" if args.home else
                 "a fresh EDITSCOPE_HOME (empty results caches; " +
                 ("models and GGUF linked from ~/.cache/editscope, layer statistics computed afresh"
                  if args.fresh_stats else "models, GGUF and layer statistics linked from ~/.cache/editscope") + ")")
-             + ("; tiny random test model (EDITSCOPE_TEST_TINY=1)" if args.tiny else ""))
-    meta = {"model": "tiny-gpt2 (EDITSCOPE_TEST_TINY)" if args.tiny else "gemma-3-270m (the default model)",
+             + ("; tiny random test model" if args.tiny else ""))
+    meta = {"model": "tiny-gpt2 (tests/tiny_app.py)" if args.tiny else "gemma-3-270m (the default model)",
             "total": time.time() - log.t0, "setup": setup, "server_log": log_md}
     (args.out / "walkthrough.md").write_text(render(log, args, meta))
     (args.out / "walkthrough.json").write_text(json.dumps({"steps": log.steps, "problems": log.problems,

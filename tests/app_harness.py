@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
+
+import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = str(ROOT / "app" / "main.py")
@@ -12,10 +16,16 @@ TIMEOUT = 120
 OTHER_MODEL = "other (local path or hub id)…"
 
 
-def tiny_env(monkeypatch, tmp_path) -> None:
+@contextlib.contextmanager
+def tiny_env(tmp_path):
     """Tiny random models in the picker and a fresh EDITSCOPE_HOME (so results are never stale)."""
-    monkeypatch.setenv("EDITSCOPE_TEST_TINY", "1")
-    monkeypatch.setenv("EDITSCOPE_HOME", str(tmp_path / "home"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDITSCOPE_HOME", str(tmp_path / "home"))
+        tiny.register_models()
+        try:
+            yield
+        finally:
+            tiny.unregister_models()
 
 
 def app() -> AppTest:

@@ -10,8 +10,7 @@ import app_harness as h
 
 @pytest.fixture(autouse=True, scope="module")
 def _tiny(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        h.tiny_env(mp, tmp_path_factory.mktemp("edit"))
+    with h.tiny_env(tmp_path_factory.mktemp("edit")):
         yield
 
 

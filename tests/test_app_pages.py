@@ -8,8 +8,7 @@ import app_harness as h
 
 @pytest.fixture(autouse=True, scope="module")
 def _tiny(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        h.tiny_env(mp, tmp_path_factory.mktemp("pages"))
+    with h.tiny_env(tmp_path_factory.mktemp("pages")):
         yield
 
 
@@ -80,7 +79,7 @@ def test_sequential_run_draws_curves_and_a_reload_shows_the_stored_run():
 
 
 def test_sequential_defaults_to_memit_and_a_stop_keeps_and_shows_the_partial_run(monkeypatch):
-    from editcore import service
+    from editcore.service import sequential
 
     lm = h.shared_lm("tiny-gpt2")
     before = lm.digest()
@@ -93,7 +92,7 @@ def test_sequential_defaults_to_memit_and_a_stop_keeps_and_shows_the_partial_run
     at.session_state["seq_overrides"] = {"memit": {"layers": [1, 2], "stats_samples": 2000}}
     # Press Stop while edit 2 is being evaluated: AppTest cannot click during a run, so the evaluation
     # sets the flag the Stop button sets (it runs in the script's thread, with its session state).
-    real, calls = service._seq_point, {"n": 0}
+    real, calls = sequential._seq_point, {"n": 0}
 
     def point_then_stop(*a, **k):
         calls["n"] += 1
@@ -103,7 +102,7 @@ def test_sequential_defaults_to_memit_and_a_stop_keeps_and_shows_the_partial_run
             st.session_state["seq_stop_requested"] = True
         return real(*a, **k)
 
-    monkeypatch.setattr(service, "_seq_point", point_then_stop)
+    monkeypatch.setattr(sequential, "_seq_point", point_then_stop)
     at.button(key="seq_run").click().run(timeout=h.TIMEOUT)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
@@ -119,7 +118,7 @@ def test_sequential_defaults_to_memit_and_a_stop_keeps_and_shows_the_partial_run
     assert any("stored result" in c.value for c in again.caption)
     assert any("memit**: stopped after 2 edits;" in m.value for m in again.markdown)
     # Run clears the earlier Stop of that session: the next run goes to the end.
-    monkeypatch.setattr(service, "_seq_point", real)
+    monkeypatch.setattr(sequential, "_seq_point", real)
     assert at.session_state["seq_stop_requested"]
     at.button(key="seq_run").click().run(timeout=h.TIMEOUT)
     assert [(b.state, b.label) for b in at.status] == [("complete", "4 sequential edits — done")]

@@ -1,4 +1,4 @@
-"""Real browser: serve the dashboard with a tiny model, drive the Edit page in headless Chromium over the
+"""Real browser: serve the dashboard with a tiny model (tests/tiny_app.py), drive the Edit page in headless Chromium over the
 DevTools protocol, and screenshot every page into reports/screenshots/."""
 
 from __future__ import annotations
@@ -120,9 +120,9 @@ def test_dashboard_in_headless_chromium(tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (CI installs Debian's chromium; apt-get install chromium)")
     port = free_port()
-    env = {**os.environ, "EDITSCOPE_TEST_TINY": "1", "EDITSCOPE_TEST_TINY_LAYERS": "10",
+    env = {**os.environ, "EDITSCOPE_TEST_TINY_LAYERS": "10",
            "EDITSCOPE_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "tests" / "tiny_app.py"),
                                "--server.port", str(port), "--server.headless", "true",
                                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

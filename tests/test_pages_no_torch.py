@@ -1,4 +1,5 @@
-"""Pages and the app router never import torch or transformers (they call editcore.service)."""
+"""Pages and the app router never import torch or transformers (they call editcore.service), and
+editcore never imports the UI's libraries (streamlit, plotly)."""
 
 import ast
 from pathlib import Path
@@ -7,9 +8,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {"torch", "transformers"}
+UI = {"streamlit", "plotly"}
 
 
-def heavy_imports(source: str) -> list[str]:
+def heavy_imports(source: str, forbidden: set[str] = FORBIDDEN) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -21,7 +23,7 @@ def heavy_imports(source: str) -> list[str]:
             names = [str(node.args[0].value)]
         else:
             continue
-        found += [n for n in names if n.split(".")[0] in FORBIDDEN]
+        found += [n for n in names if n.split(".")[0] in forbidden]
     return found
 
 
@@ -45,3 +47,16 @@ def test_the_check_catches_heavy_imports(src):
 
 def test_the_check_allows_the_service_layer():
     assert heavy_imports("from editcore import service\nimport streamlit as st") == []
+
+
+CORE = sorted(ROOT.glob("editcore/**/*.py"))
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_editcore_never_imports_the_ui(path):
+    assert heavy_imports(path.read_text(), UI) == []
+
+
+def test_the_ui_check_catches_the_ui():
+    assert heavy_imports("import plotly.graph_objects as go", UI)
+    assert heavy_imports("from streamlit.testing.v1 import AppTest", UI)

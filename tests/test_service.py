@@ -1,13 +1,14 @@
 """The dashboard's service layer on tiny random models: caching, isolation, restoring, sequential runs."""
 
 import dataclasses
-import json
 import threading
 
 import pytest
 
 import tiny
-from editcore import charts, service
+from editcore import service
+from editcore.catalog import load_catalog
+from editcore.service import edit, sequential
 from editcore.errors import EditScopeError, InputError
 from editcore.results_cache import ResultsCache, canonical_json, make_key
 
@@ -19,8 +20,9 @@ def _home(tmp_path_factory):
     # One home per module: layer statistics of the tiny model are computed once, not per test.
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDITSCOPE_HOME", str(tmp_path_factory.mktemp("home")))
-        mp.setenv("EDITSCOPE_TEST_TINY", "1")
+        tiny.register_models()
         yield
+        tiny.unregister_models()
 
 
 @pytest.fixture(scope="module")
@@ -65,26 +67,6 @@ def test_word_diff_marks_only_changed_words():
     assert service.word_diff("same text", "same text") == [{"text": "same text", "changed": False}]
 
 
-def test_heatmap_colours_ties_at_the_best_green():
-    rows = [{"method": "a", "efficacy": 1.0, "nkl": 0.2, "fluency": None},
-            {"method": "b", "efficacy": 1.0, "nkl": 0.1, "fluency": None},
-            {"method": "c", "efficacy": 0.5, "nkl": 0.1, "fluency": None}]
-    metrics = [("efficacy", "Efficacy", True), ("nkl", "NKL", False), ("fluency", "Fluency", True)]
-    z = [list(r) for r in charts.compare_heatmap(rows, metrics).data[0].z]
-    assert z == [[1.0, 1.0, 0.0], [0.0, 1.0, 1.0], [None, None, None]]
-    z = [list(r) for r in charts.compare_heatmap(rows[:2], metrics[:1]).data[0].z]
-    assert z == [[1.0, 1.0]]  # every method tied: all best, not all worst
-
-
-def test_rate_curves_are_drawn_on_a_fixed_axis():
-    pts = {"memit": [{"n_edits": 5, "retention": 1.0}, {"n_edits": 10, "retention": 0.95}]}
-    fig = charts.curves(pts, "retention", "Retention", y_range=(0.0, 1.0))
-    lo, hi = fig.layout.yaxis.range
-    assert lo < 0 < 0.95 < 1 < hi < 1.1
-    assert charts.curves(pts, "retention", "Retention").layout.yaxis.range is None
-    assert {"retention", "neighbourhood_score", "probe_accuracy"} <= service.SEQ_RATE_CURVES
-
-
 def test_scorecard_reads_nested_reports_and_leaves_missing_values_empty():
     report = {"families": {"counterfact": {"es": {"mean": 1.0, "n": 1}, "ps": {"mean": 0.0, "n": 0}},
                            "portability": {"a": {"token_acc": {"mean": 1.0, "n": 1}},
@@ -107,37 +89,19 @@ def test_quick_evaluation_skips_general_and_has_its_own_cache_key(lm):
     assert len(keys) == 2
 
 
-def test_chart_builders_take_plain_rows():
-    fig = charts.nkl_bars([{"prompt": "A <b>x</b>", "kind": "plain", "nkl": 0.1,
-                            "top_moved": [{"token": "<script>", "before": 0.1, "after": 0.3}]},
-                           {"prompt": "B", "kind": "distracted", "nkl": 0.4, "top_moved": []}])
-    assert len(fig.data) == 2
-    assert "<script>" not in json.dumps([list(c) for c in fig.data[0].customdata])  # token text is escaped
-    fig = charts.curves({"rome": [{"n_edits": 0, "retention": None}, {"n_edits": 5, "retention": 0.8}]},
-                        "retention", "Retention")
-    assert list(fig.data[0].x) == [5]
-    assert "<html" in charts.to_html(fig)[:200].lower()
-
-
-def test_risers_and_fallers_mark_a_leading_space():
-    assert charts.token_label(" London") == "␣London" and charts.token_label("London") == "London"
-    assert charts.token_label(" ") == "␣" and charts.token_label("\n") == "↵" and charts.token_label("") == "∅"
-    fig = charts.shift_bars({"prompt": "p", "risers": [{"token": " London", "dlogp": 1.0},
-                                                        {"token": "London", "dlogp": 0.5}],
-                             "fallers": [{"token": " ", "dlogp": -1.0}]})
-    assert list(fig.data[0].y) == ["␣London", "London"] and list(fig.data[1].y) == ["␣"]
-    fig = charts.shift_bars({"prompt": "p", "risers": [{"token": "\ufffd", "dlogp": 1.0}],
-                             "fallers": [{"token": "\ufffd", "dlogp": -1.0}, {"token": "\ufffd", "dlogp": -0.5}]})
-    assert list(fig.data[0].y) + list(fig.data[1].y) == ["\ufffd", "\ufffd ·2", "\ufffd ·3"]  # never stacked
-
-
 # ---- models and generation -------------------------------------------------------------------------
-def test_tiny_models_only_in_test_mode(monkeypatch):
+def test_tiny_models_only_while_registered():
     assert service.default_model() == "tiny-gpt2"
-    monkeypatch.setenv("EDITSCOPE_TEST_TINY", "0")
-    assert "tiny-gpt2" not in service.model_choices()
-    with pytest.raises(EditScopeError, match="test model"):
-        service.load_model("tiny-gpt2")
+    assert service.model_choices()[:3] == ["tiny-gpt2", "tiny-llama", "tiny-gemma3"]
+    assert service.load_model("tiny-llama").name == "tiny-llama"
+    tiny.unregister_models()
+    try:
+        assert "tiny-gpt2" not in service.model_choices()
+        assert service.default_model() == "gemma-3-270m"
+        with pytest.raises(EditScopeError, match="unknown model 'tiny-gpt2'"):
+            service.load_model("tiny-gpt2")
+    finally:
+        tiny.register_models()
 
 
 def test_generate_waits_for_a_running_edit_and_says_so(lm):
@@ -250,7 +214,7 @@ def test_a_stopped_sequential_run_keeps_what_it_measured_and_restores(lm):
 def test_a_failing_sequential_run_restores_the_model(lm, monkeypatch):
     before = lm.digest()
     cfg = service.sequential_config(["memit"], 3, "catalog", seed=5, every=1, overrides={"memit": TINY_MEMIT})
-    real = service._seq_point
+    real = sequential._seq_point
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -259,7 +223,7 @@ def test_a_failing_sequential_run_restores_the_model(lm, monkeypatch):
             raise RuntimeError("boom")
         return real(*a, **k)
 
-    monkeypatch.setattr(service, "_seq_point", flaky)
+    monkeypatch.setattr(sequential, "_seq_point", flaky)
     with pytest.raises(RuntimeError):
         service.sequential_run(lm, cfg)
     assert lm.digest() == before
@@ -272,7 +236,7 @@ def test_a_failing_sequential_run_restores_the_model(lm, monkeypatch):
 def test_a_typed_target_borrows_related_words_from_the_catalog():
     """Louvre -> London (London is not one of the Louvre fact's targets): London's related words come from
     the catalog fact that lists them, so the Big Ben view has words a person would pick."""
-    louvre = next(c for c in service.catalog_cases() if c.id == "P276:louvre")
+    louvre = next(c for c in load_catalog() if c.id == "P276:louvre")
     assert not louvre.related_words("London")
     case = service.with_new_target(louvre, "London")
     assert case.targets_new[0] == "London"
@@ -284,7 +248,7 @@ def test_a_typed_target_borrows_related_words_from_the_catalog():
 def test_distracting_prompts_are_kept_only_for_the_target_they_name():
     """A dataset's distracting prompts ("{edit prompt} {first target}. {neighbour}") name its first new target:
     choosing another target drops them (the metrics then build them for the chosen one)."""
-    base = next(c for c in service.catalog_cases() if len(c.targets_new) > 1)
+    base = next(c for c in load_catalog() if len(c.targets_new) > 1)
     case = dataclasses.replace(base, distracting_neighbourhood=("a distracting prompt",))
     assert service.with_new_target(case, case.targets_new[0]).distracting_neighbourhood == ("a distracting prompt",)
     assert service.with_new_target(case, case.targets_new[1]).distracting_neighbourhood == ()
@@ -307,7 +271,7 @@ def test_a_fact_edited_again_reads_the_unedited_model_from_the_cache(lm, monkeyp
 
     monkeypatch.setattr(text, "greedy_tokens", spy)
     spec = {"source": "catalog", "id": "P276:louvre"}
-    gens = {p for _, p in service._generation_prompts(service.resolve_case(spec, lm))}
+    gens = {p for _, p in edit._generation_prompts(service.resolve_case(spec, lm))}
 
     def generating_gens():
         return sum(gens <= set(c) for c in calls)

@@ -85,3 +85,21 @@ def lm(family: str = "gpt2", seed: int = 0, n_layers: int = 3, **extra):
 
     m, tok = model(family, seed, n_layers, **extra)
     return LM.from_model(m, tok, name=f"tiny-{family}")
+
+
+DASHBOARD_FAMILIES = ("gpt2", "llama", "gemma3")  # offered in the dashboard's model picker by its tests
+
+
+def register_models(n_layers: int = 3) -> None:
+    """Offer tiny-gpt2 (the default), tiny-llama and tiny-gemma3 in the dashboard through the service."""
+    from editcore import service
+
+    for family in DASHBOARD_FAMILIES:
+        service.register_model(f"tiny-{family}", functools.partial(lm, family, n_layers=n_layers))
+
+
+def unregister_models() -> None:
+    from editcore import service
+
+    for family in DASHBOARD_FAMILIES:
+        service.unregister_model(f"tiny-{family}")

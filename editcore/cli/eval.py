@@ -59,8 +59,8 @@ def _find_fact(query: str):
 def resolve(args):
     """The case and the new target the command line asks for."""
     from ..cases import answers_equal, free_form_case
+    from ..cases.resolve import with_new_target
     from ..errors import InputError
-    from ..service import with_new_target
 
     if args.fact:
         # The dashboard's rule for a typed target: a case target moves first, another word becomes a free

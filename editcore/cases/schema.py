@@ -15,21 +15,10 @@ hashed, cached and sent through JSON (``to_dict`` / ``from_dict``) without loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .errors import InputError
-
-__all__ = [
-    "Probe",
-    "Case",
-    "MultiHopCase",
-    "ConflictCase",
-    "RoundTripCase",
-    "free_form_case",
-    "answers_equal",
-    "case_from_dict",
-]
+from ..errors import InputError
 
 
 def _norm(text: str) -> str:
@@ -82,14 +71,21 @@ def _probes(values: Any) -> tuple[Probe, ...]:
 
 
 @dataclass(frozen=True)
-class Case:
-    """One fact to edit, in the shape methods and metrics consume."""
+class _Fact:
+    """The fields a single fact and a round trip both start with: an id, the relation, and the prompt
+    template (with ``{}``) that the subject goes in."""
 
     id: str
     relation_id: str
     relation: str
     prompt: str
     subject: str
+
+
+@dataclass(frozen=True)
+class Case(_Fact):
+    """One fact to edit, in the shape methods and metrics consume."""
+
     target_true: str
     targets_new: tuple[str, ...]
     paraphrases: tuple[str, ...] = ()
@@ -135,7 +131,7 @@ class Case:
 
     def request(self, target_index: int = 0):
         """The edit towards ``targets_new[target_index]`` as an :class:`editcore.types.Request`."""
-        from .types import Request
+        from ..types import Request
 
         if not -len(self.targets_new) <= target_index < len(self.targets_new):
             raise InputError(
@@ -152,61 +148,18 @@ class Case:
         """A copy whose old answer is ``target_true`` (e.g. the model's own greedy answer)."""
         if any(answers_equal(target_true, t) for t in self.targets_new):
             raise InputError(f"the new target {target_true!r} equals the current answer")
-        return _replace(self, target_true=target_true)
+        return replace(self, target_true=target_true)
 
     # -- JSON ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "relation_id": self.relation_id,
-            "relation": self.relation,
-            "prompt": self.prompt,
-            "subject": self.subject,
-            "target_true": self.target_true,
-            "targets_new": list(self.targets_new),
-            "paraphrases": list(self.paraphrases),
-            "neighbourhood": [p.to_dict() for p in self.neighbourhood],
-            "distracting_neighbourhood": list(self.distracting_neighbourhood),
-            "attributes": [p.to_dict() for p in self.attributes],
-            "aliases": list(self.aliases),
-            "reverse": self.reverse.to_dict() if self.reverse else None,
-            "related": [[k, list(v)] for k, v in self.related],
-            "one_hop": [p.to_dict() for p in self.one_hop],
-            "generation_prompts": list(self.generation_prompts),
-            "provenance": self.provenance,
-        }
+        return _to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Case":
         try:
-            reverse = d.get("reverse")
-            return cls(
-                id=str(d["id"]),
-                relation_id=str(d.get("relation_id") or ""),
-                relation=str(d.get("relation") or ""),
-                prompt=str(d["prompt"]),
-                subject=str(d["subject"]),
-                target_true=str(d.get("target_true") or ""),
-                targets_new=_strs(d["targets_new"]),
-                paraphrases=_strs(d.get("paraphrases")),
-                neighbourhood=_probes(d.get("neighbourhood")),
-                distracting_neighbourhood=_strs(d.get("distracting_neighbourhood")),
-                attributes=_probes(d.get("attributes")),
-                aliases=_strs(d.get("aliases")),
-                reverse=Probe.from_dict(reverse) if reverse else None,
-                related=tuple((str(k), _strs(v)) for k, v in (d.get("related") or ())),
-                one_hop=_probes(d.get("one_hop")),
-                generation_prompts=_strs(d.get("generation_prompts")),
-                provenance=str(d.get("provenance") or ""),
-            )
+            return _from_dict(cls, d, required=("id", "prompt", "subject", "targets_new"))
         except KeyError as exc:
             raise InputError(f"a case record lacks the field {exc.args[0]!r}") from None
-
-
-def _replace(obj, **changes):
-    from dataclasses import replace
-
-    return replace(obj, **changes)
 
 
 def _cases(values: Any) -> tuple[Case, ...]:
@@ -238,33 +191,12 @@ class MultiHopCase:
         return [c.request() for c in self.edits]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "edits": [c.to_dict() for c in self.edits],
-            "questions": list(self.questions),
-            "answer": self.answer,
-            "answer_aliases": list(self.answer_aliases),
-            "new_answer": self.new_answer,
-            "new_answer_aliases": list(self.new_answer_aliases),
-            "single_hops": [p.to_dict() for p in self.single_hops],
-            "new_single_hops": [p.to_dict() for p in self.new_single_hops],
-            "provenance": self.provenance,
-        }
+        return _to_dict(self, ("id", "edits", "questions", "answer", "answer_aliases", "new_answer",
+                               "new_answer_aliases", "single_hops", "new_single_hops", "provenance"))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MultiHopCase":
-        return cls(
-            id=str(d["id"]),
-            edits=_cases(d["edits"]),
-            questions=_strs(d["questions"]),
-            answer=str(d["answer"]),
-            new_answer=str(d["new_answer"]),
-            answer_aliases=_strs(d.get("answer_aliases")),
-            new_answer_aliases=_strs(d.get("new_answer_aliases")),
-            single_hops=_probes(d.get("single_hops")),
-            new_single_hops=_probes(d.get("new_single_hops")),
-            provenance=str(d.get("provenance") or ""),
-        )
+        return _from_dict(cls, d, required=("id", "edits", "questions", "answer", "new_answer"))
 
 
 CONFLICT_TYPES = ("reverse", "composite", "coverage")
@@ -306,45 +238,21 @@ class ConflictCase:
         return ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "type": self.type,
-            "rule": self.rule,
-            "edits": [c.to_dict() for c in self.edits],
-            "tied": [p.to_dict() for p in self.tied],
-            "prerequisites": list(self.prerequisites),
-            "implied_object": self.implied_object,
-            "prompts": [[k, list(v)] for k, v in self.prompts],
-            "provenance": self.provenance,
-        }
+        return _to_dict(self, ("id", "type", "rule", "edits", "tied", "prerequisites", "implied_object", "prompts",
+                               "provenance"))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ConflictCase":
-        return cls(
-            id=str(d["id"]),
-            type=str(d["type"]),
-            edits=_cases(d["edits"]),
-            rule=str(d.get("rule") or ""),
-            tied=_probes(d.get("tied")),
-            prerequisites=tuple(int(i) for i in d.get("prerequisites") or ()),
-            implied_object=str(d.get("implied_object") or ""),
-            prompts=tuple((str(k), _strs(v)) for k, v in (d.get("prompts") or ())),
-            provenance=str(d.get("provenance") or ""),
-        )
+        return _from_dict(cls, d, required=("id", "type", "edits"))
 
 
 @dataclass(frozen=True)
-class RoundTripCase:
+class RoundTripCase(_Fact):
     """RoundEdit (Li et al. 2024): edit (s, r, o) to o', then back to o; ``true_objects`` is the full set.
 
     ``type`` follows the source ("1-2@P69": a one-to-many relation with two true objects).
     """
 
-    id: str
-    relation_id: str
-    relation: str
-    prompt: str
-    subject: str
     object: str
     new_object: str
     true_objects: tuple[str, ...]
@@ -358,36 +266,69 @@ class RoundTripCase:
 
     def forward(self) -> Case:
         """The first edit, o -> o'."""
-        return Case(id=f"{self.id}:forward", relation_id=self.relation_id, relation=self.relation,
-                    prompt=self.prompt, subject=self.subject, target_true=self.object,
-                    targets_new=(self.new_object,), paraphrases=tuple(p.format(self.subject) for p in self.prompts),
-                    provenance=self.provenance)
+        return self._edit("forward", self.object, self.new_object)
 
     def backward(self) -> Case:
         """The second edit, o' -> o."""
-        return Case(id=f"{self.id}:backward", relation_id=self.relation_id, relation=self.relation,
-                    prompt=self.prompt, subject=self.subject, target_true=self.new_object,
-                    targets_new=(self.object,), paraphrases=tuple(p.format(self.subject) for p in self.prompts),
-                    provenance=self.provenance)
+        return self._edit("backward", self.new_object, self.object)
+
+    def _edit(self, step: str, old: str, new: str) -> Case:
+        return Case(id=f"{self.id}:{step}", relation_id=self.relation_id, relation=self.relation,
+                    prompt=self.prompt, subject=self.subject, target_true=old, targets_new=(new,),
+                    paraphrases=tuple(p.format(self.subject) for p in self.prompts), provenance=self.provenance)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+        return _to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RoundTripCase":
-        return cls(
-            id=str(d["id"]),
-            relation_id=str(d.get("relation_id") or ""),
-            relation=str(d.get("relation") or ""),
-            prompt=str(d["prompt"]),
-            subject=str(d["subject"]),
-            object=str(d["object"]),
-            new_object=str(d["new_object"]),
-            true_objects=_strs(d.get("true_objects")),
-            prompts=_strs(d.get("prompts")),
-            type=str(d.get("type") or ""),
-            provenance=str(d.get("provenance") or ""),
-        )
+        return _from_dict(cls, d, required=("id", "prompt", "subject", "object", "new_object"))
+
+
+# -- JSON --------------------------------------------------------------------------------------------
+# Every case type goes through the same two functions: a value is written by its shape (nested cases and
+# probes as their dicts, tuples as lists) and read back by the field's annotation.
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_as_json(v) for v in value]
+    if isinstance(value, (Probe, Case)):
+        return value.to_dict()
+    return value
+
+
+def _to_dict(obj, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """``obj``'s fields as JSON, in the order of ``keys`` (default: the fields' own; the catalog files keep
+    their key order)."""
+    return {k: _as_json(getattr(obj, k)) for k in keys or [f.name for f in fields(obj)]}
+
+
+def _pairs(values: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return tuple((str(k), _strs(v)) for k, v in (values or ()))
+
+
+_READERS = {
+    "str": lambda v: str(v or ""),
+    "tuple[str, ...]": _strs,
+    "tuple[int, ...]": lambda v: tuple(int(i) for i in v or ()),
+    "tuple[Probe, ...]": _probes,
+    "tuple[Case, ...]": _cases,
+    "Probe | None": lambda v: Probe.from_dict(v) if v else None,
+    "tuple[tuple[str, tuple[str, ...]], ...]": _pairs,
+}
+
+
+def _from_dict(cls, d: dict[str, Any], required: tuple[str, ...]):
+    """``cls`` rebuilt from its dict. A key in ``required`` must be there (else KeyError) and a required
+    text is taken as it is; every other key may be missing or null."""
+    values = {}
+    for f in fields(cls):
+        if f.name in required:
+            value = d[f.name]
+            values[f.name] = str(value) if f.type == "str" else _READERS[f.type](value)
+        else:
+            values[f.name] = _READERS[f.type](d.get(f.name))
+    return cls(**values)
 
 
 _KINDS = {"case": Case, "multihop": MultiHopCase, "conflict": ConflictCase, "roundtrip": RoundTripCase}
@@ -454,13 +395,5 @@ def free_form_case(
         n = len(tokenizer(filled + " " + target_new, add_special_tokens=False)["input_ids"])
         if n > max_tokens:
             raise InputError(f"the prompt and target are {n} tokens, over the limit of {max_tokens}")
-    return Case(
-        id=case_id,
-        relation_id="",
-        relation="",
-        prompt=template,
-        subject=subject,
-        target_true=old,
-        targets_new=(target_new,),
-        provenance="free-form",
-    )
+    return Case(id=case_id, relation_id="", relation="", prompt=template, subject=subject, target_true=old,
+                targets_new=(target_new,), provenance="free-form")
