@@ -160,7 +160,8 @@ def check_model(lm, cases: Sequence[Case] | None = None, max_new_tokens: int = M
     whole catalog take minutes on a CPU instead of hours. The greedy continuation itself is recorded
     only for the edit prompts (for display).
     """
-    from .text import greedy, score_targets, target_ids
+    from .decoding import greedy
+    from .text import score_targets, target_ids
 
     cases = load_catalog() if cases is None else list(cases)
     rows = [(ci, kind, prompt, answer) for ci, case in enumerate(cases) for kind, prompt, answer in _prompts_of(case)]

@@ -151,6 +151,7 @@ class ScriptedLM:
 
 def test_check_model_reports_per_prompt_results(monkeypatch, facts, tmp_path):
     cases = catalog.filter_cases(facts, relation="P276")[:3]
+    import editcore.decoding as decoding
     import editcore.text as text
 
     def fake_greedy(lm, prompts, max_new_tokens=8, batch_size=16):
@@ -161,7 +162,7 @@ def test_check_model_reports_per_prompt_results(monkeypatch, facts, tmp_path):
         return [text.TargetScore([-0.1, -0.1], [("Acropolis" in p and t == "Athens")] * 2)
                 for p, t in zip(prompts, targets)]
 
-    monkeypatch.setattr(text, "greedy", fake_greedy)
+    monkeypatch.setattr(decoding, "greedy", fake_greedy)
     monkeypatch.setattr(text, "score_targets", fake_scores)
     report = catalog.check_model(ScriptedLM(), cases)
     assert report["summary"]["facts"] == 3

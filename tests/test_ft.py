@@ -168,7 +168,7 @@ def test_bundled_defaults_load_and_fit(method, model):
 
 
 # ---- the real model -----------------------------------------------------------------------------------
-# Facts Gemma-3-270M completes correctly with greedy decoding (checked with editcore.text.greedy).
+# Facts Gemma-3-270M completes correctly with greedy decoding (checked with editcore.decoding.greedy).
 FACTS = [
     Request("{} is located in the city of", "The Louvre", "London", "Paris"),
     Request("The {} is located in the city of", "Eiffel Tower", "Rome", "Paris"),

@@ -194,16 +194,16 @@ def test_distributions_at_scored_prompts_come_from_the_pairs_passes(tmp_home, mo
 def test_generation_prompts_are_continued_before_and_after_the_edit(lm):
     """The dashboard's before/after continuations come out of the evaluation's own decoding loops and equal
     plain greedy decoding of the unedited and the edited model."""
-    from editcore import text
+    from editcore import decoding, text
 
     patch = _patch(lm, 0.5)
     prompts = ["The Louvre is", "A short story about"]
     r = evaluate(lm, CASE, patch, families=("counterfact", "portability"), generation_prompts=prompts,
                  generation_tokens=5)
     assert [g["prompt"] for g in r.generations] == prompts
-    assert [g["pre"] for g in r.generations] == text.greedy(lm, prompts, 5)
+    assert [g["pre"] for g in r.generations] == decoding.greedy(lm, prompts, 5)
     with lm.scope(patch):
-        assert [g["post"] for g in r.generations] == text.greedy(lm, prompts, 5)
+        assert [g["post"] for g in r.generations] == decoding.greedy(lm, prompts, 5)
     assert any(g["pre"] != g["post"] for g in r.generations)  # the patch changes them: the test can tell
     assert r.to_dict()["generations"] == r.generations
     assert evaluate(lm, CASE, patch, families=("counterfact",)).generations == []

@@ -76,7 +76,7 @@ def test_trust_remote_code_is_off_by_default(monkeypatch, tmp_path):
 
 @pytest.mark.integration
 def test_real_model_knows_eiffel_tower(gemma):
-    from editcore.text import greedy
+    from editcore.decoding import greedy
 
     with gemma.scope():
         out = greedy(gemma, ["The Eiffel Tower is located in the city of"], max_new_tokens=3)[0]

@@ -258,18 +258,18 @@ def test_distracting_prompts_are_kept_only_for_the_target_they_name():
 def test_a_fact_edited_again_reads_the_unedited_model_from_the_cache(lm, monkeypatch, tmp_path):
     """Compare runs several methods on one fact: the unedited model's continuations are generated once
     (pre-edit cache), the edited model's every time."""
-    from editcore import text
+    from editcore import decoding
     from editcore.metrics import scoring
 
     scoring.clear_cache(disk=False)
     calls = []
-    real = text.greedy_tokens
+    real = decoding.greedy_tokens
 
     def spy(lm_, prompts, *args, **kwargs):
         calls.append(tuple(prompts))
         return real(lm_, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(text, "greedy_tokens", spy)
+    monkeypatch.setattr(decoding, "greedy_tokens", spy)
     spec = {"source": "catalog", "id": "P276:louvre"}
     gens = {p for _, p in edit._generation_prompts(service.resolve_case(spec, lm))}
 

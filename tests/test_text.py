@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import tiny
-from editcore import text
+from editcore import decoding, text
 
 PROMPTS = ["The Louvre is located in", "Hello", "The capital of Japan is the city of"]
 
@@ -24,10 +24,10 @@ def test_own_greedy_loop_matches_generate(family):
     with torch.no_grad():
         ref = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
                                 pad_token_id=pad, num_beams=1)[:, width:]
-    got = text._greedy_loop(lm, enc, 6)
+    got = decoding.greedy_loop(lm, enc, 6)
     assert got[:, :ref.shape[1]].tolist() == ref.tolist()
     # Prefixes: the first n tokens of a longer run are the run of length n.
-    assert text.greedy_tokens(lm, PROMPTS, 3) == [row[:3] for row in text.greedy_tokens(lm, PROMPTS, 6)]
+    assert decoding.greedy_tokens(lm, PROMPTS, 3) == [row[:3] for row in decoding.greedy_tokens(lm, PROMPTS, 6)]
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gemma3", "llama"])
@@ -40,7 +40,7 @@ def test_rows_leaving_the_greedy_batch_keep_the_others_tokens(family, monkeypatc
         ref = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
                                 pad_token_id=pad, num_beams=1)[:, width:]
     lengths = [2, 6, 4]
-    got = text._greedy_loop(lm, enc, 6, lengths)
+    got = decoding.greedy_loop(lm, enc, 6, lengths)
     for row, ref_row, n in zip(got.tolist(), ref.tolist(), lengths):
         assert row == ref_row[:n] + [pad] * (6 - n)
     # An end-of-sequence token met by one row (its third token) ends that row early.
@@ -49,12 +49,12 @@ def test_rows_leaving_the_greedy_batch_keep_the_others_tokens(family, monkeypatc
     with torch.no_grad():
         ref = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
                                 pad_token_id=pad, num_beams=1, eos_token_id=eos)[:, width:]
-    got = text._greedy_loop(lm, enc, 6)
+    got = decoding.greedy_loop(lm, enc, 6)
     ref = torch.cat([ref, torch.full((3, 6 - ref.shape[1]), pad, dtype=ref.dtype)], 1)
     assert got.tolist() == ref.tolist()
     assert got[1, 3:].tolist() == [pad] * 3
     # A draft that runs past the end-of-sequence token does not extend the row.
-    drafted = text._greedy_loop(lm, enc, 6, drafts=[row[:3] + [5, 5, 5] for row in ref.tolist()])
+    drafted = decoding.greedy_loop(lm, enc, 6, drafts=[row[:3] + [5, 5, 5] for row in ref.tolist()])
     assert drafted.tolist() == ref.tolist()
 
 
@@ -132,15 +132,15 @@ def test_drafts_change_the_speed_of_greedy_decoding_not_its_tokens(family):
     draft: right, partly right, wrong, too long or empty, the tokens are those of plain greedy decoding."""
     lm = tiny.lm(family)
     enc, ids, mask, pad, _ = _left_padded(lm, PROMPTS)
-    plain = text._greedy_loop(lm, enc, 6)
+    plain = decoding.greedy_loop(lm, enc, 6)
     right = [row for row in plain.tolist()]
     partly = [row[:2] + [(row[2] + 1) % 50, 7, 7] for row in right]
     wrong = [[(t + 3) % 50 for t in row] for row in right]
     for drafts in (right, partly, wrong, [row + [1, 2, 3] for row in right], [[], None, right[2][:3]]):
-        got = text._greedy_loop(lm, enc, 6, drafts=drafts)
+        got = decoding.greedy_loop(lm, enc, 6, drafts=drafts)
         assert got.tolist() == plain.tolist(), drafts
     lengths = [2, 6, 4]
-    short = text._greedy_loop(lm, enc, 6, lengths, drafts=partly)
+    short = decoding.greedy_loop(lm, enc, 6, lengths, drafts=partly)
     for row, ref, k in zip(short.tolist(), plain.tolist(), lengths):
         assert row == ref[:k] + [pad] * (6 - k)
 
@@ -156,9 +156,9 @@ def test_cache_paths_hold_when_prompts_outrun_a_sliding_window(family, monkeypat
     with torch.no_grad():
         ref = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
                                 pad_token_id=pad, num_beams=1)[:, width:]
-    assert text.greedy_tokens(lm, PROMPTS, 6) == ref.tolist()
+    assert decoding.greedy_tokens(lm, PROMPTS, 6) == ref.tolist()
     partly = [row[:2] + [7, 7, 7] for row in ref.tolist()]
-    assert text.greedy_tokens(lm, PROMPTS, 6, drafts=partly) == ref.tolist()
+    assert decoding.greedy_tokens(lm, PROMPTS, 6, drafts=partly) == ref.tolist()
     monkeypatch.setattr(text, "SHARED_PREFIX_MIN_SAVING", 1)
     prompts = ["The capital of Japan is the city of"] * 3
     targets = ["Tokyo Japan", "Kyoto", "Paris France"]

@@ -54,7 +54,7 @@ def resolve_case(spec: dict, lm=None) -> Case:
 
 def _greedy_answer(lm, prompt: str) -> str:
     """The unedited model's first word after ``prompt`` (greedy, a few tokens), trailing punctuation cut."""
-    from ..text import greedy
+    from ..decoding import greedy
 
     with lm.scope():
         text = greedy(lm, [prompt], max_new_tokens=4)[0]

@@ -1,5 +1,5 @@
 """``python -m editcore bench --out reports``: speed and quality of every registered method on the bundled
-models (see :mod:`editcore.bench`); ``--sweep rome|memit --model NAME`` runs a layer sweep instead
+models (see :mod:`editcore.perfbench`); ``--sweep rome|memit --model NAME`` runs a layer sweep instead
 (``--vary KEY=V1,V2`` sweeps another hyper-parameter)."""
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _parse_layers(spec: str | None, method: str, n_layers: int) -> list:
 def run(args) -> int:
     import torch
 
-    from ..bench import environment, known_facts, run_bench, sweep, sweep_markdown
+    from ..perfbench import environment, known_facts, run_bench, sweep, sweep_markdown
     from .edit import parse_overrides
     from .progress import Bar
 

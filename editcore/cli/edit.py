@@ -66,7 +66,7 @@ def run(args) -> int:
     from ..methods import get_method
     from ..methods.base import load_hparams
     from ..models import load_model
-    from ..text import greedy
+    from ..decoding import greedy
     from .progress import Bar
 
     method = get_method(args.method)

@@ -41,7 +41,7 @@ def _prepare(args) -> int:
 def _generate(args) -> int:
     from ..errors import InputError
     from ..models import load_model
-    from ..text import greedy
+    from ..decoding import greedy
 
     if not args.prompt.strip():
         raise InputError("the prompt is empty")

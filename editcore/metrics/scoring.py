@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import paths, text
+from .. import decoding, paths, text
 from .numeric import LOG_FLOOR, floor_log
 
 log = logging.getLogger(__name__)
@@ -380,7 +380,7 @@ class Scorer:
         the weights once per step (for Gemma the 262k-row unembedding alone is 670 MB), so one call of 16
         steps is far cheaper than four calls of 6-16 steps. ``drafts`` (prompt -> guessed token ids, e.g.
         the unedited model's continuation) make decoding faster where they are right and never change it
-        (:func:`editcore.text.greedy_tokens`)."""
+        (:func:`editcore.decoding.greedy_tokens`)."""
         self.asked["greedy"].update(dict.fromkeys(wanted))
         todo = [(p, n) for p, n in dict.fromkeys(wanted) if (p, n) not in self._texts]
         if self.pre:
@@ -397,7 +397,7 @@ class Scorer:
             need[p] = max(n, need.get(p, 0))
         prompts = list(need)
         self.passes += math.ceil(len(prompts) / self.batch_size)
-        ids = dict(zip(prompts, text.greedy_tokens(self.lm, prompts, max(need.values()), self.batch_size,
+        ids = dict(zip(prompts, decoding.greedy_tokens(self.lm, prompts, max(need.values()), self.batch_size,
                                                    lengths=[need[p] for p in prompts],
                                                    drafts=[(drafts or {}).get(p) for p in prompts])))
         pad = text.pad_id(self.lm.tokenizer)

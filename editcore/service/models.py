@@ -47,7 +47,7 @@ def load_model(name: str, progress: Progress | None = None):
 
 def generate(lm, prompt: str, max_new_tokens: int = 24, progress: Progress | None = None) -> dict:
     """Greedy continuation of ``prompt`` by the unedited model."""
-    from ..text import greedy
+    from ..decoding import greedy
 
     if not prompt or not prompt.strip():
         raise InputError("the prompt is empty")
