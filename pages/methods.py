@@ -3,24 +3,31 @@
 import streamlit as st
 
 from app import ui
+from editcore import service
 
 st.title("Methods & metrics")
 st.caption("Short definitions in EditScope's own words; the formulas follow the cited papers. Every metric "
            "label elsewhere links to its section here.")
 
 st.header("Editing methods", anchor="methods")
-st.markdown("""
-- **ROME** (Meng et al. 2022, *Locating and Editing Factual Associations in GPT*): treats one MLP output
-  projection as a linear key–value memory. The key $k_*$ is the MLP's input at the subject's last token; the
-  value $v_*$ is optimised so the model prefers the new target. A rank-one update makes $W k_* = v_*$ while
-  disturbing other keys as little as possible (weighted by their covariance $C$).
-- **MEMIT** (Meng et al. 2023, *Mass-Editing Memory in a Transformer*): spreads many edits over several
-  layers with a least-squares update per layer that also preserves the covariance of ordinary keys.
-- **FT / FT-L**: fine-tune one MLP layer on the edit prompt; FT-L clamps every weight change to
-  $[-\\varepsilon, \\varepsilon]$ (an $L_\\infty$ constraint, after Zhu et al. 2020).
-- **KN** (Dai et al. 2022, *Knowledge Neurons*): finds MLP neurons whose integrated-gradient attribution
-  to the answer is high and shifts their output weights from the old answer's embedding to the new one.
-""")
+# Every registered method describes itself (editcore.methods.base.MethodInfo), so a new one appears here.
+_CATEGORY = {"fine-tuning": "Fine-tuning", "locate-then-edit": "Locate, then edit", "meta-learning":
+             "Meta-learning (a trained editor)", "memory-based": "Memory-based (weights untouched)",
+             "prompting": "Prompting (weights untouched)"}
+_methods = ui.call(service.list_methods) or []
+for category, title in _CATEGORY.items():
+    group = [m for m in _methods if m["category"] == category]
+    if not group:
+        continue
+    st.subheader(title)
+    for m in group:
+        traits = ["changes weights" if m["changes_weights"] else "leaves weights untouched",
+                  "stacks sequential edits" if m["sequential"] else "one edit at a time",
+                  "batches several facts" if m["batched"] else "one fact per edit"]
+        st.markdown(f"**{m['title']}** ({m['reference']}) · {', '.join(traits)}")
+        st.markdown(m["summary"])
+        if m["adaptation"]:
+            st.caption(f"EditScope adaptation: {m['adaptation']}")
 st.latex(r"\text{ROME:}\quad \hat W = W + \frac{(v_* - W k_*)\,(C^{-1}k_*)^\top}{(C^{-1}k_*)^\top k_*}")
 
 st.header("Efficacy", anchor="efficacy")

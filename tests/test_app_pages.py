@@ -158,3 +158,15 @@ def test_methods_page_has_an_anchor_for_every_metric_link():
     linked |= set(re.findall(r"\]\(methods#([\w-]+)\)", "\n".join(ui.metric_help(k) for k in ui.METRIC_HELP)))
     linked.add(ui.definition_url("shifts").split("#")[1])
     assert {"sequential", "pitfalls", "efficacy", "nkl"} <= linked and linked <= anchors
+
+
+def test_methods_page_describes_every_registered_method():
+    """The page reads each method's MethodInfo: a method added to the registry appears with no page edit."""
+    from editcore.methods import available, get_method
+
+    at = open_page("methods")
+    text = "\n".join(m.value for m in at.markdown)
+    for name in available():
+        info = get_method(name).info
+        assert f"**{info.title}** ({info.reference})" in text and info.summary in text
+    assert any("adaptation" in c.value for c in at.caption)  # MEMIT's Gemma mapping is labelled

@@ -19,12 +19,13 @@ log = logging.getLogger(__name__)
 
 # ==== methods ==================================================================================
 def list_methods() -> list[dict]:
+    """Every registered method with what its ``MethodInfo`` says (the pickers and the Methods page read it)."""
     out = []
     for name in methods.available():
         try:
             m = methods.get_method(name)
-            out.append({"name": m.name, "version": str(m.version), "batched": bool(getattr(m, "batched", False)),
-                        "doc": (m.__doc__ or "").strip().splitlines()[0] if m.__doc__ else ""})
+            out.append({"name": m.name, "version": str(m.version), "batched": bool(m.batched),
+                        **dataclasses.asdict(m.info)})
         except Exception:  # a half-landed method must not break the picker
             log.exception("method %s failed to load", name)
     return out
