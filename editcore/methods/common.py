@@ -46,6 +46,16 @@ def validate_request(lm, req: Request) -> Request:
     return req
 
 
+def validate_requests(lm, requests: Sequence[Request], one_at_a_time: str | None = None) -> list[Request]:
+    """Every request checked (:func:`validate_request`); at least one, and exactly one when the method named by
+    ``one_at_a_time`` edits a single fact per call."""
+    if not requests:
+        raise InputError("no edit requests given")
+    if one_at_a_time and len(requests) != 1:
+        raise InputError(f"{one_at_a_time} edits one fact at a time (got {len(requests)}); use MEMIT for batches")
+    return [validate_request(lm, r) for r in requests]
+
+
 def subject_last_index(tokenizer, template: str, subject: str) -> tuple[list[int], int]:
     """Token ids of ``template`` filled with ``subject`` (as the model sees it: after any active input
     rewrite, which only ever puts text before the prompt) and the index of the subject's last token."""

@@ -41,7 +41,7 @@ from ..errors import InputError
 from ..scope import Patch, scratch
 from ..text import padded, prompt_ids, target_ids
 from ..types import Request
-from .common import validate_request
+from .common import validate_requests
 from .replay import BlockReplay
 from .speed import Speed
 from .base import Edit, MethodInfo, Progress, hparam
@@ -220,11 +220,7 @@ class FT:
         t0 = time.perf_counter()
         if not isinstance(hp, self.Hparams):
             raise InputError(f"{self.name} needs {self.Hparams.__name__}, got {type(hp).__name__}")
-        requests = tuple(requests)
-        if not requests:
-            raise InputError("no edit requests given")
-        for req in requests:
-            validate_request(lm, req)
+        requests = tuple(validate_requests(lm, requests))
         lm.adapter.check_layer(hp.layer)
         eps = hp.norm_constraint if self.constrained else None
         deltas, diag = finetune(lm, requests, hp, eps, progress)

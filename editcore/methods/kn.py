@@ -58,7 +58,7 @@ from ..errors import InputError
 from ..scope import Patch
 from ..text import cached_forward, check_length, final_hidden, prompt_ids, target_ids
 from ..types import Request
-from .common import validate_request
+from .common import validate_requests
 from .speed import Speed
 from .base import Edit, MethodInfo, Progress, hparam
 
@@ -275,9 +275,7 @@ class KN:
         if not isinstance(hp, KNHparams):
             raise InputError(f"kn needs KNHparams, got {type(hp).__name__}")
         requests = tuple(requests)
-        if len(requests) != 1:
-            raise InputError(f"kn edits one fact at a time (got {len(requests)} requests)")
-        req = validate_request(lm, requests[0])
+        req, = validate_requests(lm, requests, one_at_a_time="KN")
         layers = list(hp.layers) if hp.layers else list(range(lm.adapter.n_layers))
         for l in layers:
             lm.adapter.check_layer(l)

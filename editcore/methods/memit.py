@@ -47,7 +47,7 @@ from ..types import Request
 from . import layer_stats
 from .base import Edit, MethodInfo, Progress, hparam, validate_hparams
 from .common import (agrees, context_rows, context_templates, module_io_at, subject_last_index, take_rows,
-                     validate_request)
+                     validate_requests)
 from .speed import Speed
 from .values import ValueHparams, already_answer_warnings, optimise_values
 
@@ -237,9 +237,7 @@ class Memit:
                 speed: Speed | None = None) -> Edit:
         t0 = time.perf_counter()
         validate_hparams(hp)
-        if not requests:
-            raise InputError("no edit requests")
-        reqs = [validate_request(lm, r) for r in requests]
+        reqs = validate_requests(lm, requests)
         layers = sorted({lm.adapter.check_layer(int(x)) for x in hp.layers}) if hp.layers else auto_layers(lm)
         with lm.lock:
             return self._compute(lm, reqs, layers, hp, progress, t0, speed or Speed.from_env())

@@ -44,7 +44,7 @@ from ..scope import Patch
 from ..types import Request
 from . import layer_stats
 from .base import Edit, MethodInfo, Progress, hparam, validate_hparams
-from .common import context_templates, validate_request
+from .common import context_templates, validate_requests
 from .speed import Speed
 from .values import ValueHparams, already_answer_warnings, optimise_value
 
@@ -131,9 +131,7 @@ class Rome:
                 speed: Speed | None = None) -> Edit:
         t0 = time.perf_counter()
         validate_hparams(hp)
-        if len(requests) != 1:
-            raise InputError(f"ROME edits one fact at a time (got {len(requests)}); use MEMIT for batches")
-        req = validate_request(lm, requests[0])
+        req, = validate_requests(lm, requests, one_at_a_time="ROME")
         layer = lm.adapter.check_layer(auto_layer(lm) if hp.layer == -1 else hp.layer)
         with lm.lock:
             templates = context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)

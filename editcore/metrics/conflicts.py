@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..types import Request
 from .scoring import Scorer
-from .numeric import CI, PROB_FLOOR, bootstrap_ci, js_divergence, mean
+from .numeric import CI, PROB_FLOOR, ItemSummary, ci_of, js_divergence, mean
 
 ComputePatch = Callable[[object, Request], object]  # (lm, request) -> Patch
 
@@ -178,16 +178,11 @@ def run_conflict(lm, spec: ConflictSpec, compute_patch: ComputePatch, *, convent
 
 
 @dataclass
-class ConflictSummary:
+class ConflictSummary(ItemSummary):
     outcomes: list[ConflictOutcome]
-    cs: CI = field(init=False)
-    cm: CI = field(init=False)
-    tfd: CI = field(init=False)
-
-    def __post_init__(self):
-        self.cs = bootstrap_ci([float(o.conflict) for o in self.outcomes])
-        self.cm = bootstrap_ci([o.magnitude for o in self.outcomes])
-        self.tfd = bootstrap_ci([o.tied_damage for o in self.outcomes if o.tied_damage is not None])
+    cs: CI = ci_of(lambda o: float(o.conflict))
+    cm: CI = ci_of(lambda o: o.magnitude)
+    tfd: CI = ci_of(lambda o: o.tied_damage)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -271,18 +266,9 @@ def run_roundtrip(lm, spec: RoundSpec, compute_patch: ComputePatch, *, conventio
 
 
 @dataclass
-class RoundSummary:
+class RoundSummary(ItemSummary):
     outcomes: list[RoundOutcome]
-    success: CI = field(init=False)
-    distortion: CI = field(init=False)
-    ir: CI = field(init=False)
-    fr: CI = field(init=False)
-
-    def __post_init__(self):
-        self.success = bootstrap_ci([o.success for o in self.outcomes])
-        self.distortion = bootstrap_ci([o.distortion for o in self.outcomes])
-        self.ir = bootstrap_ci([o.ignore_rate for o in self.outcomes])
-        self.fr = bootstrap_ci([float(o.failed) for o in self.outcomes])
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    success: CI = ci_of(lambda o: o.success)
+    distortion: CI = ci_of(lambda o: o.distortion)
+    ir: CI = ci_of(lambda o: o.ignore_rate)
+    fr: CI = ci_of(lambda o: float(o.failed))

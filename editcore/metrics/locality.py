@@ -14,11 +14,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 from .counterfact import case_neighbours, prefers
 from .nkl import distracted_prompts
-from .numeric import CI, bootstrap_ci
+from .numeric import CI, ItemSummary, ci_of
 
 
 @dataclass
@@ -32,23 +32,15 @@ class LocalityProbe:
 
 
 @dataclass
-class LocalitySet:
+class LocalitySet(ItemSummary):
     name: str
     probes: list[LocalityProbe]
     convention: str = "product"
-    agreement: CI = field(init=False)
-    token_acc_pre: CI = field(init=False)
-    token_acc_post: CI = field(init=False)
-    ns: CI = field(init=False)
-
-    def __post_init__(self):
-        self.agreement = bootstrap_ci([p.agreement for p in self.probes])
-        self.token_acc_pre = bootstrap_ci([p.token_acc_pre for p in self.probes])
-        self.token_acc_post = bootstrap_ci([p.token_acc_post for p in self.probes])
-        self.ns = bootstrap_ci([float(p.keeps_answer) for p in self.probes if p.keeps_answer is not None])
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    agreement: CI = ci_of(lambda p: p.agreement)
+    token_acc_pre: CI = ci_of(lambda p: p.token_acc_pre)
+    token_acc_post: CI = ci_of(lambda p: p.token_acc_post)
+    ns: CI = ci_of(lambda p: None if p.keeps_answer is None else float(p.keeps_answer))
+    items = "probes"
 
 
 def argmax_agreement(pre_argmax: Sequence[int], post_argmax: Sequence[int]) -> float:

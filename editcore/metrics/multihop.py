@@ -16,10 +16,10 @@ few-shot prompt, so absolute MH on small models is low; cloze prompts are used a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 from .matching import starts_with_answer
-from .numeric import CI, bootstrap_ci
+from .numeric import CI, ItemSummary, ci_of
 
 
 def ask(question: str) -> str:
@@ -73,17 +73,9 @@ def multihop_case_outcome(scorer, case, max_new_tokens: int = 12) -> MultiHopOut
 
 
 @dataclass
-class MultiHopSummary:
+class MultiHopSummary(ItemSummary):
     outcomes: list[MultiHopOutcome]
-    ew: CI = field(init=False)
-    iw: CI = field(init=False)
-    mh: CI = field(init=False)
+    ew: CI = ci_of(lambda o: o.ew)
+    iw: CI = ci_of(lambda o: float(o.iw))
+    mh: CI = ci_of(lambda o: float(o.mh))
     matching: str = "greedy continuation starts with answer/alias (normalised); questions as 'Q: …\\nA:'"
-
-    def __post_init__(self):
-        self.ew = bootstrap_ci([o.ew for o in self.outcomes])
-        self.iw = bootstrap_ci([float(o.iw) for o in self.outcomes])
-        self.mh = bootstrap_ci([float(o.mh) for o in self.outcomes])
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 # Log-probabilities are floored here before they enter any arithmetic, so a token that the model gives
 # probability 0 (log -inf, e.g. after an edit saturates a softcapped logit) turns into a large finite
@@ -110,3 +110,26 @@ def js_divergence(p: Sequence[float], q: Sequence[float]) -> float:
     pn, qn = normalise(p), normalise(q)
     m = [(a + b) / 2.0 for a, b in zip(pn, qn)]
     return 0.5 * kl(pn, m) + 0.5 * kl(qn, m)
+
+
+def ci_of(get):
+    """A summary field holding the bootstrap CI of ``get(item)`` over the summary's items (``None`` values
+    left out); see :class:`ItemSummary`."""
+    return field(init=False, metadata={"ci_of": get})
+
+
+class ItemSummary:
+    """Base of the dataclasses that summarise a list of per-item results: every field made with :func:`ci_of`
+    is filled from the items (the attribute named by ``items``) after init."""
+
+    items = "outcomes"
+
+    def __post_init__(self):
+        rows = getattr(self, self.items)
+        for f in fields(self):
+            get = f.metadata.get("ci_of")
+            if get is not None:
+                setattr(self, f.name, bootstrap_ci([v for v in map(get, rows) if v is not None]))
+
+    def to_dict(self) -> dict:
+        return asdict(self)

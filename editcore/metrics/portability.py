@@ -18,11 +18,11 @@ Two scores per probe, both on the model's current state:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 from .. import text
 from .matching import starts_with_answer
-from .numeric import CI, bootstrap_ci
+from .numeric import CI, ItemSummary, ci_of
 
 
 @dataclass
@@ -37,21 +37,14 @@ class ProbeScore:
 
 
 @dataclass
-class ProbeSet:
+class ProbeSet(ItemSummary):
     name: str
     probes: list[ProbeScore]
-    token_acc: CI = field(init=False)
-    exact: CI = field(init=False)
-    token_acc_pre: CI = field(init=False)
+    token_acc: CI = ci_of(lambda p: p.token_acc_post)
+    exact: CI = ci_of(lambda p: float(p.exact_post))
+    token_acc_pre: CI = ci_of(lambda p: p.token_acc_pre)
     scoring: str = "token_acc: EasyEdit teacher-forced token accuracy; exact: greedy continuation starts with answer"
-
-    def __post_init__(self):
-        self.token_acc = bootstrap_ci([p.token_acc_post for p in self.probes])
-        self.exact = bootstrap_ci([float(p.exact_post) for p in self.probes])
-        self.token_acc_pre = bootstrap_ci([p.token_acc_pre for p in self.probes])
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    items = "probes"
 
 
 def score_probes(pre, post, name: str, probes: Sequence[tuple[str, str]]) -> ProbeSet:
