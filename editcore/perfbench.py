@@ -232,8 +232,22 @@ def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None,
         out["stats_sweep"] = _stats_sweep(lm, facts[:5], corpus, sorted({0, 2048, 8192, stats_samples, 65536}))
     if extras and "rome" in methods:
         out["evaluation"] = _eval_timing(lm, common)
+    out["sections"] = []
+    for section in SECTIONS:
+        try:
+            got = section(lm, facts, common)
+        except EditScopeError as exc:
+            got = {"title": getattr(section, "__name__", "section"), "columns": [], "rows": [], "note": str(exc)}
+        if got:
+            out["sections"].append(got)
     out["peak_rss_mb"] = peak_rss_mb()
     return out
+
+
+# Further measurements, each ``fn(lm, facts, common) -> {"title", "columns", "rows", "note"} | None`` (rows are
+# dicts keyed by the columns; None: nothing to measure on this model). A feature adds its function here and
+# the report renders it; the functions live with the feature they measure.
+SECTIONS: list[Callable] = []
 
 
 def _resolve_layers(lm, layers) -> list[int]:
@@ -436,7 +450,28 @@ def to_markdown(report: dict) -> str:
                              f"{r['success']:.0%} | {r['efficacy']:.0%} | {r['neighbourhood']:.2f} | "
                              f"{r['seconds_median']:.2f} |")
             lines.append("")
+        for sec in m.get("sections", []):
+            lines += section_markdown(sec)
     return "\n".join(lines) + "\n"
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return "" if v is None else str(v).replace("|", "\\|")
+
+
+def section_markdown(sec: dict) -> list[str]:
+    """A :data:`SECTIONS` entry as a titled Markdown table with its note."""
+    lines = [f"### {sec['title']}", ""]
+    if sec.get("note"):
+        lines += [sec["note"], ""]
+    cols = sec.get("columns") or []
+    if cols and sec.get("rows"):
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in sec["rows"]]
+        lines.append("")
+    return lines
 
 
 def sweep_markdown(model: str, method: str, key: str, rows: list[dict], facts: Sequence[Fact], overrides: dict,
@@ -460,7 +495,8 @@ def run_bench(out_dir, models: Sequence[str] = BENCH_MODELS, facts_n: int = 10, 
               progress: Progress | None = None) -> dict:
     from pathlib import Path
 
-    from .methods import available, stats
+    from .methods import available
+    from .methods import layer_stats as stats
 
     methods = list(methods or available())
     if facts_n < 1:

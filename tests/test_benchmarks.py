@@ -315,3 +315,13 @@ def test_peak_memory_is_measured_per_model():
     del big
     bench.reset_peak_rss()
     assert bench.peak_rss_mb() < high - 200
+
+
+def test_bench_sections_render_as_tables():
+    """A feature's bench section (perfbench.SECTIONS) becomes a titled table with its note; cells escape '|'."""
+    from editcore import perfbench
+
+    lines = perfbench.section_markdown({"title": "Impact scan", "note": "2,000 prompts", "columns": ["a", "b"],
+                                        "rows": [{"a": 0.123456, "b": "x|y"}, {"a": None, "b": 3}]})
+    assert lines[0] == "### Impact scan" and "2,000 prompts" in lines
+    assert "| 0.123 | x\\|y |" in lines and "|  | 3 |" in lines

@@ -79,3 +79,31 @@ def test_contract_on_tiny_models(name, family, tmp_path, monkeypatch):
     with lm.scope(edit.patch):
         pass
     assert param_digest(lm.model) == before
+
+
+@pytest.mark.parametrize("name", available())
+def test_a_trainable_method_has_the_training_interface(name):
+    """A method that needs training offers what `editcore train` and the dashboard call (methods.base.Trainable),
+    with training settings for every bundled model."""
+    import dataclasses
+
+    from editcore.methods.base import needs_training
+    from editcore.models import BUILTIN
+
+    m = get_method(name)
+    if not needs_training(m):
+        assert not hasattr(m, "TrainHparams")
+        return
+    assert dataclasses.is_dataclass(m.TrainHparams)
+    for attr in ("trained", "estimate_training_seconds", "train"):
+        assert callable(getattr(m, attr)), attr
+    for model in [*BUILTIN, "default"]:
+        assert (HPARAMS_DIR / name / f"train_{model}.json").is_file()
+        load_hparams(name, m.TrainHparams, model, prefix="train_")
+
+
+def test_train_command_refuses_a_method_without_training(capsys):
+    from editcore.cli import main
+
+    assert main(["train", "rome", "tiny"]) == 2
+    assert "needs no training" in capsys.readouterr().err

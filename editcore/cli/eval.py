@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 
+from .edit import parse_overrides
 from .progress import Bar
 
 log = logging.getLogger(__name__)
@@ -75,21 +76,6 @@ def resolve(args):
     return case, case.target_new
 
 
-def _overrides(items) -> dict:
-    from ..errors import InputError
-
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise InputError(f"--hparam needs KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except ValueError:
-            out[k.strip()] = v
-    return out
-
-
 def _eval(args) -> int:
     from ..errors import InputError
     from ..methods import get_method
@@ -107,7 +93,7 @@ def _eval(args) -> int:
     method = get_method(args.method)
     case, target = resolve(args)
     lm = load_model(args.model, progress=Bar())
-    hp = load_hparams(method.name, method.Hparams, lm.name, _overrides(args.hparam))
+    hp = load_hparams(method.name, method.Hparams, lm.name, parse_overrides(args.hparam))
     request = case.request(0)
     if not request.target_true:
         request = dataclasses.replace(request, target_true=None)

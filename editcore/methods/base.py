@@ -13,6 +13,10 @@ A method is a module in :mod:`editcore.methods` exposing one object that satisfi
   paths (:class:`editcore.methods.speed.Speed`); ``None`` means all on.
 
 Applying the edit is the scope's job, never the method's.
+
+A method with a component trained per model (MEND's hypernetwork, SERAC's scope classifier) also satisfies
+:class:`Trainable`: ``python -m editcore train <method> <model>`` and the dashboard use it, and ``compute``
+raises :class:`~editcore.errors.InputError` saying how to train it when nothing is trained yet.
 """
 
 from __future__ import annotations
@@ -85,6 +89,29 @@ class Method(Protocol):
                 speed=None) -> Edit: ...
 
 
+class Trainable(Protocol):
+    """What a method that needs training adds to :class:`Method` (``needs_training = True``).
+
+    Artefacts live under ``$EDITSCOPE_HOME/trained/<method>/`` as safetensors + JSON, keyed by the model's
+    fingerprint and the training settings; training is resumable (checkpoints) and reports progress."""
+
+    needs_training: bool
+    TrainHparams: type  # a frozen dataclass like Hparams; per model in hparams/<method>/train_<model>.json
+
+    def trained(self, lm) -> dict | None:
+        """The trained artefact's report (when, how long, held-out figures, curve), or None if absent."""
+
+    def estimate_training_seconds(self, lm, thp) -> float:
+        """What training with ``thp`` will take on this machine, said before it starts."""
+
+    def train(self, lm, thp, progress: Progress | None = None, *, resume: bool = True) -> dict:
+        """Train (resuming from a checkpoint unless ``resume`` is off) and return the report ``trained`` gives."""
+
+
+def needs_training(method) -> bool:
+    return bool(getattr(method, "needs_training", False))
+
+
 def hparam(default, *, lo=None, hi=None, choices=None, help: str = ""):
     """A dataclass field with a valid range; :func:`load_hparams` enforces it."""
     return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices, "help": help})
@@ -107,15 +134,17 @@ def validate_hparams(hp) -> None:
                     raise InputError(f"hyper-parameter {f.name} must be <= {meta['hi']} (got {v})")
 
 
-def load_hparams(method: str, cls: type, model_name: str | None = None, overrides: dict | None = None):
-    """Defaults of ``cls``, then ``hparams/<method>/<model>.json`` (else ``default.json``), then ``overrides``.
+def load_hparams(method: str, cls: type, model_name: str | None = None, overrides: dict | None = None,
+                 prefix: str = ""):
+    """Defaults of ``cls``, then ``hparams/<method>/<prefix><model>.json`` (else ``<prefix>default.json``), then
+    ``overrides``. ``prefix="train_"`` reads a trainable method's training settings.
 
     Unknown keys and out-of-range values raise :class:`InputError` naming the key.
     """
     values: dict[str, Any] = {}
     folder = HPARAMS_DIR / method
     for candidate in ([model_name] if model_name else []) + ["default"]:
-        path = folder / f"{candidate}.json"
+        path = folder / f"{prefix}{candidate}.json"
         if path.is_file():
             values.update({k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")})
             break
