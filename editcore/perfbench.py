@@ -247,7 +247,19 @@ def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None,
 # Further measurements, each ``fn(lm, facts, common) -> {"title", "columns", "rows", "note"} | None`` (rows are
 # dicts keyed by the columns; None: nothing to measure on this model). A feature adds its function here and
 # the report renders it; the functions live with the feature they measure.
-SECTIONS: list[Callable] = []
+def _ike_section(lm, facts, common):
+    from .methods.ike import bench_section
+
+    return bench_section(lm, facts, common)
+
+
+def _serac_section(lm, facts, common):
+    from .methods.serac.bench import bench_section
+
+    return bench_section(lm, facts, common)
+
+
+SECTIONS: list[Callable] = [_ike_section, _serac_section]
 
 
 def _resolve_layers(lm, layers) -> list[int]:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import tiny
+import trained
 from editcore import hooks
 from editcore.methods import available, get_method
 from editcore.methods.base import load_hparams
@@ -84,7 +85,8 @@ def test_no_method_leaves_a_hook(method, corpus, tmp_home):
     fields = set(m.Hparams.__dataclass_fields__)
     small = {k: v for k, v in {"stats_corpus": corpus, "stats_samples": 1500, "v_num_grad_steps": 2,
                                "context_prefixes": 1, "context_tokens": 2, "steps": 2, "layer": 1,
-                               "layers": [0, 1]}.items() if k in fields}
+                               "layers": [0, 1], "encoder": "hashed-bow"}.items() if k in fields}
+    trained.prepare(m, lm)
     edit = m.compute(lm, [Request("{} is located in the city of", "The Louvre", "London")],
                      load_hparams(m.name, m.Hparams, None, small))
     assert hooks.count(lm.model) == 0

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import tiny
+import trained
 from editcore.errors import InputError
 from editcore.methods import available, get_method
 from editcore.methods.base import Edit, load_hparams
@@ -30,6 +31,7 @@ _TINY = {
     "stats_samples": 1500,
     "context_prefixes": 1,
     "context_tokens": 3,
+    "encoder": "hashed-bow",  # IKE's retrieval, SERAC's classifier: the deterministic test encoder
 }
 
 
@@ -69,6 +71,7 @@ def test_registry_lists_the_baselines():
 def test_method_contract(name, family, models, corpus):
     lm = models[family]
     method, hp = _tiny_hparams(name, corpus)
+    trained.prepare(method, lm)
     assert isinstance(method.name, str) and method.name == name
     assert isinstance(method.version, str) and method.version
     assert isinstance(method.batched, bool)
@@ -84,12 +87,13 @@ def test_method_contract(name, family, models, corpus):
         assert pname in params
         assert delta.shape == params[pname].shape
         assert torch.isfinite(delta).all()
-    changes = any(float(d.abs().max()) > 0 for d in edit.patch.deltas.values()) or edit.patch.hooks
+    changes = (any(float(d.abs().max()) > 0 for d in edit.patch.deltas.values()) or edit.patch.hooks
+               or edit.patch.rewrite is not None)
     assert changes, f"{name} produced an empty edit on {family}"
 
     with lm.scope(edit.patch) as scope:
         edited = param_digest(scope.model)
-        assert edited != d0
+        assert (edited != d0) == bool(edit.patch.deltas)  # a hook or an input rewrite changes no weight
         # Sequential editing: a second compute inside the scope sees the edit and leaves it in place.
         method.compute(lm, [Request("The capital of {} is", "Japan", "Seoul", "Tokyo")], hp)
         assert param_digest(scope.model) == edited
@@ -105,6 +109,7 @@ def test_method_contract(name, family, models, corpus):
 def test_bad_input_touches_nothing(name, models, corpus):
     lm = models["llama"]
     method, hp = _tiny_hparams(name, corpus)
+    trained.prepare(method, lm)
     d0 = lm.digest()
     with pytest.raises(InputError):
         method.compute(lm, [Request("The Louvre is located in", "The Louvre", "London")], hp)

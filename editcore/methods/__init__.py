@@ -10,9 +10,11 @@ from ..errors import InputError
 _MODULES: dict[str, str] = {
     "ft": "editcore.methods.ft",
     "ft_l": "editcore.methods.ft_l",
+    "ike": "editcore.methods.ike",
     "kn": "editcore.methods.kn",
     "memit": "editcore.methods.memit",
     "rome": "editcore.methods.rome",
+    "serac": "editcore.methods.serac",
 }
 
 
