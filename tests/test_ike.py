@@ -38,12 +38,13 @@ def _blocks(seen):
     return seen.split("\n\n")
 
 
-def _kind(block, pool_by_fact):
+def _kind(block, pool):
+    """copy, update or retain, read back from a demonstration; also its pool fact's target."""
     fact, prompt = block[len("New Fact: "):].split("\nPrompt: ")
-    p = pool_by_fact[fact]
+    p, target = next((p, t) for p in pool for t in p.targets if fact == f"{p.prompt} {t}")
     if prompt == fact:
         return "copy"
-    if prompt in [f"{q} {p.target}" for q in p.paraphrases]:
+    if prompt in [f"{q} {target}" for q in p.paraphrases]:
         return "update"
     assert prompt in [f"{q} {a}" for q, a in p.neighbours], block
     return "retain"
@@ -68,9 +69,10 @@ def test_the_prompt_holds_the_new_fact_and_k_demonstrations():
     assert last == f"New Fact: {_fact(LOUVRE)}\nPrompt: {LOUVRE.text}"
     assert copy == f"New Fact: {_fact(LOUVRE)}\nPrompt: {_fact(LOUVRE)}"
     assert len(demos) == 8 == edit.diagnostics["demonstrations"] and len(set(demos)) == 8
-    pool = {p.fact: p for p in demo_pool("catalog")}
-    assert sorted(_kind(d, pool) for d in demos) == sorted(kinds(8, (1, 3, 4), 0))
+    assert sorted(_kind(d, demo_pool("catalog")) for d in demos) == sorted(kinds(8, (1, 3, 4), 0))
     assert not any("louvre" in d.casefold() for d in demos)  # never a counterfactual about the edited subject
+    # No demonstration teaches the edit's old or new answer as some other fact's new target.
+    assert not any(d.split("\nPrompt: ")[0].endswith((" Paris", " London")) for d in demos)
     assert edit.diagnostics["memory_size"] == 1 and edit.diagnostics["context"] + LOUVRE.text == seen
     # The nearest demonstration comes last, beside the query: here a fact of the same relation.
     assert "is located in the city of" in demos[-1]

@@ -103,7 +103,10 @@ def test_in_scope_prompts_get_the_edit_and_the_rest_pass_untouched(lm):
     assert [bool(a != b) for a, b in zip(post.tolist(), base.tolist())] == routed
     report = evaluate(lm, case, edit, families=("nkl",), suggest=0)
     nb_routed = routed[1 + len(case.paraphrases):-1]
-    assert [v > 0 for v in report.families["nkl"].per_prompt] == nb_routed
+    # The unedited distributions may come from the process-wide pre-edit cache, read in another batch
+    # (other padding): an untouched prompt's KL is then float noise (second order, ~1e-12), not 0.
+    nkl = report.families["nkl"].per_prompt
+    assert [v > 1e-8 for v in nkl] == nb_routed, nkl
 
 
 def test_sequential_edits_share_one_memory(lm):

@@ -106,25 +106,33 @@ class PoolFact:
     id: str
     subject: str
     prompt: str  # subject filled in
-    target: str  # its new target
+    targets: tuple[str, ...]  # its counterfactual targets, the first preferred
     paraphrases: tuple[str, ...]
     neighbours: tuple[tuple[str, str], ...]  # (prompt, true answer)
 
     @property
     def fact(self) -> str:
-        return f"{self.prompt} {self.target}"
+        return f"{self.prompt} {self.targets[0]}"
 
-    def demonstration(self, kind: str, seed: int, blocked: Sequence[str]) -> str:
+    def target(self, avoid: Sequence[str]) -> str:
+        """The first counterfactual target that is not an answer of the edit being shown: the catalog's
+        targets are often a neighbour's true answer, and a demonstration teaching the edit's old answer
+        as a new fact pulls the model back to it."""
+        return next((t for t in self.targets if t.casefold() not in avoid), self.targets[0])
+
+    def demonstration(self, kind: str, seed: int, blocked: Sequence[str], avoid: Sequence[str]) -> str:
         """One demonstration of ``kind``; a copy where the fact has no usable prompt of that kind (none,
         or each names an edited subject)."""
         def usable(prompts):
             return [p for p in prompts if not _names_any(p[0] if isinstance(p, tuple) else p, blocked)]
 
+        target = self.target(avoid)
+        fact = f"{self.prompt} {target}"
         options = usable(self.paraphrases) if kind == "update" else usable(self.neighbours) if kind == "retain" else []
         if not options:
-            return _block(self.fact, self.fact)
+            return _block(fact, fact)
         pick = options[zlib.crc32(f"{seed}:{self.id}:{kind}".encode()) % len(options)]
-        return _block(self.fact, f"{pick} {self.target}" if kind == "update" else f"{pick[0]} {pick[1]}")
+        return _block(fact, f"{pick} {target}" if kind == "update" else f"{pick[0]} {pick[1]}")
 
 
 def _block(fact: str, prompt: str) -> str:
@@ -150,7 +158,7 @@ def demo_pool(name: str) -> tuple[PoolFact, ...]:
             cases += [c for c in load_benchmark("counterfact") if isinstance(c, Case)]
         except EditScopeError as exc:
             log.warning("IKE pool without CounterFact: %s", exc)
-    return tuple(PoolFact(c.id, c.subject, c.edit_prompt, c.target_new, tuple(c.paraphrases),
+    return tuple(PoolFact(c.id, c.subject, c.edit_prompt, tuple(c.targets_new), tuple(c.paraphrases),
                           tuple((p.prompt, p.answer) for p in c.neighbourhood)) for c in cases)
 
 
@@ -268,7 +276,7 @@ class Prompter:
         order = sorted(range(len(facts)), key=lambda i: (float(sims[i]), i))
         return [facts[i] for i in order][-self.max_memory_facts:]
 
-    def _demonstrations(self, fact: Request, query: str, edited: Sequence[str]) -> list[str]:
+    def _demonstrations(self, fact: Request, query: str, edited: Sequence[str], avoid: Sequence[str]) -> list[str]:
         """The ``k`` pool demonstrations nearest to the (fact, prompt) pair, nearest first."""
         if not self.pattern or self.pool_emb is None or not len(self.pool):
             return []
@@ -277,7 +285,7 @@ class Prompter:
         scores = scores.masked_fill(self._blocked(query, edited), float("-inf"))
         n = min(len(self.pattern), int(torch.isfinite(scores).sum()))
         top = torch.topk(scores, n).indices.tolist() if n else []
-        return [self.pool[i].demonstration(kind, self.hp.seed, edited) for i, kind in zip(top, self.pattern)]
+        return [self.pool[i].demonstration(kind, self.hp.seed, edited, avoid) for i, kind in zip(top, self.pattern)]
 
     def context(self, facts: Sequence[Request], query: str) -> Context:
         if not facts:
@@ -285,7 +293,8 @@ class Prompter:
         ranked = self._ranked_facts(facts, query)
         fact = ranked[-1]
         edited = sorted({f.subject.casefold() for f in facts})
-        demos = self._demonstrations(fact, query, edited)  # nearest first
+        avoid = sorted({a.casefold() for f in facts for a in (f.target_new, f.target_true) if a})
+        demos = self._demonstrations(fact, query, edited, avoid)  # nearest first
         others = [_block(fact_text(f), fact_text(f)) for f in ranked[:-1]]  # least similar first
         copy = [_block(fact_text(fact), fact_text(fact))] if self.hp.copy_fact else []
         tail = f"New Fact: {fact_text(fact)}\nPrompt: "
@@ -372,7 +381,7 @@ def context_diagnostics(lm, ctx: Context, prompt: str) -> dict:
 
 class Ike:
     name = "ike"
-    version = "1"
+    version = "2"
     Hparams = IkeHparams
     batched = False  # one fact per call in the bench and the pages; compute stores several if given them
     info = MethodInfo(
