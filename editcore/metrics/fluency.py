@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from .. import text as textmod
+from ..decoding import eos_ids
 from .scoring import _TEXT_CACHE, TEXT_CACHE_SIZE, _get, _put
 
 MODES = ("quick", "reference")
@@ -33,20 +34,13 @@ NOTES = {
 }
 
 
-def _eos_ids(lm) -> set[int]:
-    eos = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = lm.tokenizer.eos_token_id
-    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None}
-
-
 @torch.no_grad()
 def sample_tokens(lm, prompts: Sequence[str], max_len: int = REFERENCE_MAX_LEN, top_k: int = REFERENCE_TOP_K,
                   seed: int = 0, batch_size: int = 16) -> list[list[int]]:
     """Top-k sampled continuations (token ids) of each prompt until prompt + continuation hold ``max_len``
     tokens or an end-of-sequence token comes; a key/value cache, left padding, one seeded CPU generator."""
     tok = lm.tokenizer
-    eos = _eos_ids(lm)
+    eos = eos_ids(lm)
     gen = torch.Generator().manual_seed(seed)
     out: list[list[int]] = []
     for idx in textmod.batches(len(prompts), batch_size):
