@@ -126,8 +126,8 @@ def run(args) -> int:
         md = sweep_markdown(lm.name, args.sweep, key, rows, facts, overrides, environment(lm), command,
                             batch=args.batch, part=part)
         suffix += "_batch" if args.batch else ""
-        (out / f"sweep_{lm.name}{suffix}.md").write_text(md)
-        (out / f"sweep_{lm.name}{suffix}.json").write_text(json.dumps(rows, indent=1))
+        (out / f"sweep_{args.sweep}_{lm.name}{suffix}.md").write_text(md)
+        (out / f"sweep_{args.sweep}_{lm.name}{suffix}.json").write_text(json.dumps(rows, indent=1))
         print(md)
         return 0
     from ..models.registry import BUILTIN
