@@ -98,8 +98,10 @@ def test_round_edit_records(lm):
     assert all(o.n_objects >= 2 for o in outs)
 
 
-def test_mquake_records(lm):
+def test_mquake_records():
     from editcore.benchmarks import load_benchmark
+
+    lm = tiny.lm("llama", max_position_embeddings=2048)  # MQuAKE's demonstrations run to ~800 tokens
     from editcore.metrics.multihop import MultiHopSummary, case_hops, multihop_case_outcome
 
     _load("mquake/MQuAKE-hard.json")
