@@ -79,7 +79,7 @@ def test_views_per_step_and_a_reload_comes_from_the_cache():
             assert len(at.get("plotly_chart")) == 2 and any("perplexity" in m for m in metrics)
         if sid == "location" and "needs causal tracing" not in shown[sid]:
             assert "Causal trace peaks at MLP layer" in metrics
-    assert "tiny-gpt2" in shown["reliability"]
+    assert "tiny\\-gpt2" in shown["reliability"]  # model names are escaped markdown
     again = tour_page()  # a fresh session: the stored outcome is shown without pressing Run
     again.radio(key="tour_step").set_value("distortion").run(timeout=h.TIMEOUT)
     assert any("from the results cache" in c.value for c in again.caption)

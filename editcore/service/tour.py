@@ -123,8 +123,8 @@ def _pair_outcome(lm, kind: str, case, name: str, overrides: dict | None, use_ca
         spec = cm.round_spec_from_case(case)
         out = cm.run_roundtrip(lm, spec, patch_of)
         f = spec.forward
-        info = {"forward": f"{f.text} {f.target_true} → {f.target_new}", "backward": f"… {f.target_new} → {f.target_true}",
-                "others": list(spec.others)}
+        info = {"forward": f"{f.text} {f.target_true} → {f.target_new}",
+                "backward": f"… {f.target_new} → {f.target_true}", "others": list(spec.others)}
     return cache.put(key, jsonable({**out.__dict__, **info, "id": case.id, "method": m.name}))
 
 
