@@ -25,9 +25,10 @@ def _table(rows: list[dict], key: str, columns: dict[str, str]) -> None:
     st.dataframe(df, hide_index=True, key=key)
 
 
-_CF_COLUMNS = {"kind": "prompt kind", "prompt": "prompt", "expected": "should win", "other": "against",
-               "p_expected": "P(should win)", "p_other": "P(against)", "success": "wins after the edit",
-               "success_before": "won before the edit"}
+# Narrow headers: the table must fit 1280 px without a sideways scroll.
+_CF_COLUMNS = {"kind": "kind", "prompt": "prompt", "expected": "should win", "other": "against",
+               "p_expected": "P(should win)", "p_other": "P(against)", "success": "wins after",
+               "success_before": "won before"}
 
 
 def _edit_head(ex: dict) -> None:
@@ -60,9 +61,8 @@ def portability(res: dict, sid: str) -> None:
         _headline(c[1], "Portability (token accuracy)", ui.fmt(ex["portability"], 2),
                   f"{ex['not_ported']} of {len(ex['rows'])} probes not ported", good=ex["not_ported"] == 0)
         _table(ex["rows"], f"tour_{sid}_rows_{i}",
-               {"set": "probe", "prompt": "prompt", "expected": "answer the edit implies",
-                "generated": "the edited model says", "token_acc_before": "token acc. before",
-                "token_acc_after": "token acc. after", "ported": "ported"})
+               {"set": "probe", "prompt": "prompt", "expected": "implied answer", "generated": "model now says",
+                "token_acc_before": "acc. before", "token_acc_after": "acc. after", "ported": "ported"})
 
 
 def locality(res: dict, sid: str) -> None:
@@ -72,7 +72,7 @@ def locality(res: dict, sid: str) -> None:
         _headline(c[0], "Neighbour prompts flipped to the new target", str(ex["flipped"]),
                   f"of {len(ex['neighbours'])}", good=ex["flipped"] == 0)
         _headline(c[1], "Largest neighbour KL (nats)", ui.fmt(ex["nkl_max"], 4),
-                  f"{ex['nkl_moved']} prompts above 0.01", good=ex["nkl_moved"] == 0)
+                  f"{ex['nkl_moved']} of {len(ex['nkl_rows'])} prompts above 0.01", good=ex["nkl_moved"] == 0)
         _headline(c[2], "Neighbour top-1 tokens changed", str(len(ex["top1_changed"])))
         if ex["nkl_rows"]:
             st.plotly_chart(charts.nkl_bars(ex["nkl_rows"]), key=f"tour_{sid}_nkl_{i}")
@@ -180,5 +180,8 @@ def step(res: dict) -> None:
     st.caption(f"Reference: {esc(s['reference'])}")
     if res.get("cached"):
         st.caption("from the results cache (same model, method, hyper-parameters and tour version)")
+    elif res["tried"] and all(t.get("cached") for t in res["tried"]):
+        st.caption(f"searched in {res.get('seconds', 0.0):.1f} s: every edit tried was already in the results "
+                   "cache (an earlier step computed it)")
     else:
         st.caption(f"computed in {res.get('seconds', 0.0):.1f} s")
