@@ -332,6 +332,80 @@ def spread_over_layers(lm, reqs: Sequence[Request], templates: Sequence[str], la
     return Spread(deltas, keys_at, per_layer, top_final, walk is not None)
 
 
+def range_layers(lm, layers: Sequence[int]) -> list[int]:
+    """The layer range ``R`` from a ``layers`` hyper-parameter (checked, sorted; ``()``: MEMIT's
+    :func:`~editcore.methods.memit.auto_layers`)."""
+    from .memit import auto_layers
+
+    return sorted({lm.adapter.check_layer(int(x)) for x in layers}) if layers else auto_layers(lm)
+
+
+def residual_left(target: torch.Tensor, final: torch.Tensor, init: torch.Tensor) -> float:
+    """``||target - final|| / ||target - init||``: the share of the wanted change the update did not reach."""
+    return float((target - final).norm() / (target - init).norm().clamp_min(1e-12))
+
+
+class RangeMethod:
+    """The shape MEMIT's family shares: :meth:`compute` checks its input, picks the layers (:meth:`layers`)
+    and, holding the model's lock, runs the method's ``_compute(lm, reqs, layers, hp, progress, t0, speed)``,
+    which ends with :meth:`finish`; :meth:`prepare` computes what an edit reads from the disk cache."""
+
+    batched = True
+
+    def layers(self, lm, hp) -> list[int]:
+        return range_layers(lm, hp.layers)
+
+    def check(self, hp) -> None:
+        """Hyper-parameter checks of the method's own, before anything runs (raise :class:`InputError`)."""
+
+    def compute(self, lm, requests: Sequence[Request], hp, progress=None, *, speed: Speed | None = None):
+        from .base import validate_hparams
+        from .common import validate_requests
+
+        t0 = time.perf_counter()
+        validate_hparams(hp)
+        self.check(hp)
+        reqs = validate_requests(lm, requests)
+        layers = self.layers(lm, hp)
+        with lm.lock:
+            return self._compute(lm, reqs, layers, hp, progress, t0, speed or Speed.from_env())
+
+    def prepare(self, lm, hp, progress=None) -> None:
+        """Compute and cache the layer statistics and their factors, so the first edit's time is its own."""
+        LayerCovariances.load(lm, self.layers(lm, hp), hp, progress)
+
+    def finish(self, lm, reqs: Sequence[Request], layers: list[int], templates: Sequence[str], results, sp: Spread,
+               *, t0: float, stats_seconds: float, identity: bool, left: float, warnings: list[str],
+               extra: dict | None = None, memory: dict | None = None):
+        """The :class:`~editcore.methods.base.Edit`: the spread's deltas as a patch and the diagnostics every
+        method of the family reports (``left``: the share of the wanted change at the top the update did not
+        reach), plus ``extra``."""
+        from .base import Edit
+        from .values import already_answer_warnings
+
+        title = self.info.title
+        seconds = time.perf_counter() - t0
+        diagnostics = {
+            "layers": layers,
+            **value_diagnostics(results),
+            "stats_seconds": stats_seconds,
+            "update_norm": update_norm(sp.deltas),
+            "per_layer": sp.per_layer,
+            "z_residual_left": left,
+            "identity_cov": identity,
+            "n_contexts": len(templates),
+            "layer_walk": sp.walked,
+            **(extra or {}),
+            "warnings": warnings + already_answer_warnings(reqs, results),
+        }
+        for w in warnings:
+            log.warning("%s: %s", title, w)
+        log.info("%s %d request(s) over layers %s: |dW|=%.3g, %.2fs", title, len(reqs), layers,
+                 diagnostics["update_norm"], seconds)
+        patch = Patch(sp.deltas, label=batch_label(title, reqs), memory=memory or {})
+        return Edit(self.name, tuple(reqs), patch, seconds, diagnostics)
+
+
 def projection_of(lm, layer: int, keys: torch.Tensor) -> torch.Tensor:
     """The MLP output projection of ``layer`` applied to ``keys`` ``[d_mlp, n]``: ``W k`` plus any bias,
     ``[d_model, n]`` float64 (the module's own forward, so Conv1D layouts and biases are handled)."""

@@ -29,23 +29,17 @@ EMMET, PMET and AlphaEdit (:mod:`editcore.methods.batch_update`).
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from ..scope import Patch
 from ..types import Request
-from .base import Edit, MethodInfo, Progress, hparam, validate_hparams
-from .batch_update import (LayerCovariances, batch_label, memit_update, spread_over_layers, update_norm,
-                           value_diagnostics)
-from .common import context_templates, validate_requests
+from .base import Edit, MethodInfo, hparam
+from .batch_update import LayerCovariances, RangeMethod, memit_update, residual_left, spread_over_layers
+from .common import context_templates
 from .speed import Speed
-from .values import ValueHparams, already_answer_warnings, optimise_values
+from .values import ValueHparams, optimise_values
 
-log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MemitHparams(ValueHparams):
@@ -65,7 +59,7 @@ def auto_layers(lm) -> list[int]:
     return list(range(max(0, top - 4), top + 1))
 
 
-class Memit:
+class Memit(RangeMethod):
     name = "memit"
     version = "2"
     info = MethodInfo(
@@ -76,26 +70,14 @@ class Memit:
         adaptation="on models that normalise the MLP output (Gemma 2/3) each layer's target is mapped through "
                    "that norm first (EditScope's own step; the paper covers pre-norm models only)")
     Hparams = MemitHparams
-    batched = True
-
-    def compute(self, lm, requests: Sequence[Request], hp: MemitHparams, progress: Progress | None = None, *,
-                speed: Speed | None = None) -> Edit:
-        t0 = time.perf_counter()
-        validate_hparams(hp)
-        reqs = validate_requests(lm, requests)
-        layers = range_layers(lm, hp.layers)
-        with lm.lock:
-            return self._compute(lm, reqs, layers, hp, progress, t0, speed or Speed.from_env())
 
     def _compute(self, lm, reqs: list[Request], layers: list[int], hp: MemitHparams, progress, t0: float,
                  speed: Speed) -> Edit:
         templates = context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)
         st = LayerCovariances.load(lm, layers, hp, progress)
-        z_layer = layers[-1]
-
         # All requests' z* in one batch (each its own delta; see optimise_values).
-        results = optimise_values(lm, reqs, z_layer, templates, hp.value_settings(), slot="block", progress=progress,
-                                  speed=speed)
+        results = optimise_values(lm, reqs, layers[-1], templates, hp.value_settings(), slot="block",
+                                  progress=progress, speed=speed)
         z_target = torch.stack([r.v for r in results], 1).double()  # [d_model, n]
 
         def residual(i, layer, z_cur, keys):
@@ -105,37 +87,11 @@ class Memit:
             return memit_update(resid, keys, st.covs[layer], hp.mom2_update_weight, st.chols[layer])
 
         sp = spread_over_layers(lm, reqs, templates, layers, residual, solve, speed)
-        seconds = time.perf_counter() - t0
         z_init = torch.stack([r.v_init for r in results], 1).double().to(z_target.device)
-        warnings = st.warnings(lm, hp, "MEMIT")
-        diagnostics = {
-            "layers": layers,
-            **value_diagnostics(results),
-            "stats_seconds": st.seconds,
-            "update_norm": update_norm(sp.deltas),
-            "per_layer": sp.per_layer,
-            # How much of z* - z_init the finished update achieves at the last layer (1 = all of it).
-            "z_residual_left": residual_left(z_target, sp.top_final, z_init),
-            "identity_cov": st.identity,
-            "n_contexts": len(templates),
-            "layer_walk": sp.walked,
-            "warnings": warnings + already_answer_warnings(reqs, results),
-        }
-        for w in warnings:
-            log.warning("MEMIT: %s", w)
-        log.info("MEMIT %d request(s) over layers %s: |dW|=%.3g, %.2fs", len(reqs), layers,
-                 diagnostics["update_norm"], seconds)
-        return Edit(self.name, tuple(reqs), Patch(sp.deltas, label=batch_label("MEMIT", reqs)), seconds, diagnostics)
-
-
-def range_layers(lm, layers: Sequence[int]) -> list[int]:
-    """The layer range ``R`` from a ``layers`` hyper-parameter (checked, sorted; ``()``: :func:`auto_layers`)."""
-    return sorted({lm.adapter.check_layer(int(x)) for x in layers}) if layers else auto_layers(lm)
-
-
-def residual_left(target: torch.Tensor, final: torch.Tensor, init: torch.Tensor) -> float:
-    """``||target - final|| / ||target - init||``: the share of the wanted change the update did not reach."""
-    return float((target - final).norm() / (target - init).norm().clamp_min(1e-12))
+        # z_residual_left: how much of z* - z_init the finished update leaves undone at the last layer.
+        return self.finish(lm, reqs, layers, templates, results, sp, t0=t0, stats_seconds=st.seconds,
+                           identity=st.identity, left=residual_left(z_target, sp.top_final, z_init),
+                           warnings=st.warnings(lm, hp, "MEMIT"))
 
 
 METHOD = Memit()
