@@ -8,10 +8,13 @@ from ..errors import InputError
 
 # name -> module that defines ``METHOD``. Add a line here when a method lands.
 _MODULES: dict[str, str] = {
+    "alphaedit": "editcore.methods.alphaedit",
+    "emmet": "editcore.methods.emmet",
     "ft": "editcore.methods.ft",
     "ft_l": "editcore.methods.ft_l",
     "kn": "editcore.methods.kn",
     "memit": "editcore.methods.memit",
+    "pmet": "editcore.methods.pmet",
     "rome": "editcore.methods.rome",
 }
 
