@@ -37,9 +37,8 @@ from ..types import Request
 from . import layer_stats
 from .base import Edit, MethodInfo, hparam
 from .batch_update import RangeMethod, residual_left, spread_over_layers
-from .common import context_templates
 from .speed import Speed
-from .values import ValueHparams, optimise_values
+from .values import ValueHparams, optimise_values, value_templates
 
 _BOOL = (True, False)
 MEMORY = "alphaedit"  # the key of AlphaEdit's records in Patch.memory
@@ -138,7 +137,7 @@ class AlphaEdit(RangeMethod):
 
     def _compute(self, lm, reqs: list[Request], layers: list[int], hp: AlphaEditHparams, progress, t0: float,
                  speed: Speed) -> Edit:
-        templates = context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)
+        templates = value_templates(lm, hp)
         ts = time.perf_counter()
         bases = null_space(lm, layers, hp.stats_samples, hp.stats_corpus, hp.nullspace_threshold, progress)
         stats_seconds = time.perf_counter() - ts
@@ -167,7 +166,7 @@ class AlphaEdit(RangeMethod):
                  "previous_keys": max(n_prev.values())}
         # Each layer's keys, for the next AlphaEdit edit in this scope (the paper's K_p).
         memory = {MEMORY: ({names[layer]: k.float() for layer, k in sp.keys.items()},)}
-        return self.finish(lm, reqs, layers, templates, results, sp, t0=t0, stats_seconds=stats_seconds,
+        return self.finish(lm, hp, reqs, layers, templates, results, sp, t0=t0, stats_seconds=stats_seconds,
                            identity=False, left=residual_left(z_target, sp.top_final, z_init), warnings=warnings,
                            extra=extra, memory=memory)
 

@@ -48,6 +48,17 @@ log = logging.getLogger(__name__)
 Residual = Callable[[int, int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]]
 # ``solve(layer, r [d_model, n], keys [d_mlp, n]) -> dW [d_model, d_mlp]`` (float64).
 Solve = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+KEY_AVERAGING = ("contexts", "per_type")
+
+
+def average_keys(k_rows: torch.Tensor, n_requests: int, n_ctx: int, how: str) -> torch.Tensor:
+    """``[d_mlp, n]`` keys from ``[n * n_ctx, d_mlp]`` rows (context 0 of each request is the plain prompt):
+    the mean over contexts, or MEMIT's mean over context *types* (plain; prefixed), which weighs the plain
+    prompt as much as all prefixed ones together."""
+    rows = k_rows.view(n_requests, n_ctx, -1)
+    if how == "per_type" and n_ctx > 1:
+        return ((rows[:, 0] + rows[:, 1:].mean(1)) / 2).T
+    return rows.mean(1).T
 
 
 @dataclass
@@ -271,15 +282,17 @@ class Spread:
     per_layer: list[dict]
     top_final: torch.Tensor  # [d, n] the top read at the plain prompts with every update in place (float64)
     walked: bool  # the layer walk was used (not fresh forwards)
+    through_norm: bool  # the post-norm mapping ran (an EditScope adaptation)
 
 
 def spread_over_layers(lm, reqs: Sequence[Request], templates: Sequence[str], layers: list[int],
                        residual: Residual, solve: Solve, speed: Speed, *, top_slot: str = "block",
-                       through_norm: bool = True) -> Spread:
+                       through_norm: bool = True, key_averaging: str = "contexts") -> Spread:
     """MEMIT's layer loop (see the module docstring) with the method's ``residual`` and ``solve``.
 
     ``through_norm``: the residual is a change of the residual stream, mapped through a post-MLP norm where the
-    block has one (:func:`through_post_norm`); ``False``: it is already a change of the projection's output."""
+    block has one (:func:`through_post_norm`); ``False``: it is already a change of the projection's output.
+    ``key_averaging``: how a request's keys over its contexts become one (:func:`average_keys`)."""
     plain = [subject_last_index(lm.tokenizer, r.prompt, r.subject) for r in reqs]
     seqs, idxs = context_rows(lm, reqs, templates)
     n_ctx = len(templates)
@@ -300,6 +313,7 @@ def spread_over_layers(lm, reqs: Sequence[Request], templates: Sequence[str], la
     deltas: dict[str, torch.Tensor] = {}
     keys_at: dict[int, torch.Tensor] = {}
     per_layer = []
+    mapped = False
     with lm.scope() as scope:  # updates of lower layers must be in place when later keys are read
         for i, layer in enumerate(layers):
             got = None
@@ -314,11 +328,12 @@ def spread_over_layers(lm, reqs: Sequence[Request], templates: Sequence[str], la
                 if got is None:
                     walk = None
             k_rows, m, top = got if got is not None else fresh(layer)
-            keys = k_rows.view(len(reqs), n_ctx, -1).mean(1).T  # [d_mlp, n], averaged over contexts
+            keys = average_keys(k_rows, len(reqs), n_ctx, key_averaging)  # [d_mlp, n]
             resid, gap = residual(i, layer, top.T, keys)
             norm = lm.adapter.post_mlp_norm(layer)
             if norm is not None and through_norm:  # Gemma 2/3: ask the projection for what the norm turns into resid
                 resid = through_post_norm(norm, m, resid.T).T
+                mapped = True
             delta = solve(layer, resid, keys)
             weight = lm.adapter.mlp_out_weight(layer)
             name = lm.adapter.mlp_out_param_name(layer)
@@ -329,7 +344,7 @@ def spread_over_layers(lm, reqs: Sequence[Request], templates: Sequence[str], la
             per_layer.append({"layer": layer, "update_norm": float(delta.norm()), "residual_norm": gap})
         top_final = module_io_at(lm, top_slot, z_layer, [p[0] for p in plain], [p[1] for p in plain],
                                  "out").double().T
-    return Spread(deltas, keys_at, per_layer, top_final, walk is not None)
+    return Spread(deltas, keys_at, per_layer, top_final, walk is not None, mapped)
 
 
 def range_layers(lm, layers: Sequence[int]) -> list[int]:
@@ -361,9 +376,11 @@ class RangeMethod:
     def compute(self, lm, requests: Sequence[Request], hp, progress=None, *, speed: Speed | None = None):
         from .base import validate_hparams
         from .common import validate_requests
+        from .values import check_statistics_corpus
 
         t0 = time.perf_counter()
         validate_hparams(hp)
+        check_statistics_corpus(hp)
         self.check(hp)
         reqs = validate_requests(lm, requests)
         layers = self.layers(lm, hp)
@@ -374,14 +391,15 @@ class RangeMethod:
         """Compute and cache the layer statistics and their factors, so the first edit's time is its own."""
         LayerCovariances.load(lm, self.layers(lm, hp), hp, progress)
 
-    def finish(self, lm, reqs: Sequence[Request], layers: list[int], templates: Sequence[str], results, sp: Spread,
-               *, t0: float, stats_seconds: float, identity: bool, left: float, warnings: list[str],
+    def finish(self, lm, hp, reqs: Sequence[Request], layers: list[int], templates: Sequence[str], results,
+               sp: Spread, *, t0: float, stats_seconds: float, identity: bool, left: float, warnings: list[str],
                extra: dict | None = None, memory: dict | None = None):
         """The :class:`~editcore.methods.base.Edit`: the spread's deltas as a patch and the diagnostics every
         method of the family reports (``left``: the share of the wanted change at the top the update did not
-        reach), plus ``extra``."""
+        reach), plus ``extra``. ``adaptation`` is the method's only where the post-norm mapping ran: on
+        pre-norm models the method runs as published."""
         from .base import Edit
-        from .values import already_answer_warnings
+        from .values import already_answer_warnings, statistics_warnings
 
         title = self.info.title
         seconds = time.perf_counter() - t0
@@ -396,7 +414,9 @@ class RangeMethod:
             "n_contexts": len(templates),
             "layer_walk": sp.walked,
             **(extra or {}),
-            "warnings": warnings + already_answer_warnings(reqs, results),
+            "preset": hp.preset,
+            "adaptation": self.info.adaptation if sp.through_norm else "",
+            "warnings": warnings + already_answer_warnings(reqs, results) + statistics_warnings(lm, layers, hp),
         }
         for w in warnings:
             log.warning("%s: %s", title, w)

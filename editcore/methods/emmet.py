@@ -34,9 +34,8 @@ from ..types import Request
 from .base import Edit, MethodInfo, hparam
 from .batch_update import (LayerCovariances, RangeMethod, projection_of, range_layers, residual_left,
                            spread_over_layers)
-from .common import context_templates
 from .speed import Speed
-from .values import ValueHparams, optimise_values
+from .values import ValueHparams, optimise_values, value_templates
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ class Emmet(RangeMethod):
 
     def _compute(self, lm, reqs: list[Request], layers: list[int], hp: EmmetHparams, progress, t0: float,
                  speed: Speed) -> Edit:
-        templates = context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)
+        templates = value_templates(lm, hp)
         st = LayerCovariances.load(lm, layers, hp, progress)
         one = len(layers) == 1
         # One layer: ROME's v* at the projection's output; several: MEMIT's z* at the last block's output.
@@ -111,7 +110,7 @@ class Emmet(RangeMethod):
         init = torch.stack([r.v_init for r in results], 1).double().to(target.device)
         # z_residual_left: share of v* - v_init (z* - z_init) the update leaves undone at the plain prompts.
         # vectors (tensors for tests and plots, on CPU; Edit.summary skips them): the last layer's keys and targets.
-        return self.finish(lm, reqs, layers, templates, results, sp, t0=t0, stats_seconds=st.seconds,
+        return self.finish(lm, hp, reqs, layers, templates, results, sp, t0=t0, stats_seconds=st.seconds,
                            identity=st.identity, left=residual_left(target, sp.top_final, init),
                            warnings=st.warnings(lm, hp, "EMMET"),
                            extra={"vectors": {"keys": sp.keys[layers[-1]].cpu(), "targets": target.cpu()}})

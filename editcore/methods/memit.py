@@ -25,6 +25,11 @@ Post-norm MLPs (Gemma 2/3): each layer's residual is mapped through the norm fir
 (:func:`~editcore.methods.batch_update.through_post_norm`, an EditScope adaptation; the MEMIT paper covers
 pre-norm GPT models only). The layer loop, the walk that reads each layer and the solvers are shared with
 EMMET, PMET and AlphaEdit (:mod:`editcore.methods.batch_update`).
+
+``preset="reference"`` (``editcore/hparams/memit/reference.json``) runs MEMIT's procedure: its contexts
+(five prefixes of 10 tokens), keys averaged per context type, loss-only stopping and statistics from the
+whole corpus given (warned when fewer tokens than MEMIT's). The post-norm mapping stays in both presets:
+without it MEMIT does not edit Gemma at all; results say so (``diagnostics["adaptation"]``).
 """
 
 from __future__ import annotations
@@ -35,10 +40,10 @@ import torch
 
 from ..types import Request
 from .base import Edit, MethodInfo, hparam
-from .batch_update import LayerCovariances, RangeMethod, memit_update, residual_left, spread_over_layers
-from .common import context_templates
+from .batch_update import (KEY_AVERAGING, LayerCovariances, RangeMethod, average_keys, memit_update,  # noqa: F401
+                           residual_left, spread_over_layers)
 from .speed import Speed
-from .values import ValueHparams, optimise_values
+from .values import ValueHparams, optimise_values, value_templates
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,9 @@ class MemitHparams(ValueHparams):
     clamp_norm_factor: float = hparam(0.75, lo=0.0, hi=1e3, help="||delta|| <= factor * ||z_init||")
     layers: tuple[int, ...] = hparam((), lo=0, hi=1023, help="layers R whose MLPs are edited; () = auto")
     mom2_update_weight: float = hparam(15000.0, lo=0.0, hi=1e9, help="lambda, the weight of C")
+    key_averaging: str = hparam("contexts", choices=KEY_AVERAGING,
+                                help="contexts: a fact's key is the mean over every context; per_type: the mean "
+                                     "of the plain prompt's key and the prefixed prompts' mean (MEMIT's compute_ks)")
 
 
 def auto_layers(lm) -> list[int]:
@@ -73,7 +81,7 @@ class Memit(RangeMethod):
 
     def _compute(self, lm, reqs: list[Request], layers: list[int], hp: MemitHparams, progress, t0: float,
                  speed: Speed) -> Edit:
-        templates = context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)
+        templates = value_templates(lm, hp)
         st = LayerCovariances.load(lm, layers, hp, progress)
         # All requests' z* in one batch (each its own delta; see optimise_values).
         results = optimise_values(lm, reqs, layers[-1], templates, hp.value_settings(), slot="block",
@@ -86,10 +94,10 @@ class Memit(RangeMethod):
         def solve(layer, resid, keys):
             return memit_update(resid, keys, st.covs[layer], hp.mom2_update_weight, st.chols[layer])
 
-        sp = spread_over_layers(lm, reqs, templates, layers, residual, solve, speed)
+        sp = spread_over_layers(lm, reqs, templates, layers, residual, solve, speed, key_averaging=hp.key_averaging)
         z_init = torch.stack([r.v_init for r in results], 1).double().to(z_target.device)
         # z_residual_left: how much of z* - z_init the finished update leaves undone at the last layer.
-        return self.finish(lm, reqs, layers, templates, results, sp, t0=t0, stats_seconds=st.seconds,
+        return self.finish(lm, hp, reqs, layers, templates, results, sp, t0=t0, stats_seconds=st.seconds,
                            identity=st.identity, left=residual_left(z_target, sp.top_final, z_init),
                            warnings=st.warnings(lm, hp, "MEMIT"))
 

@@ -31,9 +31,8 @@ import torch
 from ..types import Request
 from .base import Edit, MethodInfo, hparam
 from .batch_update import LayerCovariances, RangeMethod, memit_update, residual_left, spread_over_layers
-from .common import context_templates
 from .speed import Speed
-from .values import ValueHparams, optimise_values
+from .values import ValueHparams, optimise_values, value_templates
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ class Pmet(RangeMethod):
 
     def _compute(self, lm, reqs: list[Request], layers: list[int], hp: PmetHparams, progress, t0: float,
                  speed: Speed) -> Edit:
-        templates = context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)
+        templates = value_templates(lm, hp)
         st = LayerCovariances.load(lm, layers, hp, progress)
         top = layers[-1]
         results = optimise_values(lm, reqs, top, templates, hp.value_settings(), slot="mlp_out", also_at="attn_out",
@@ -90,7 +89,7 @@ class Pmet(RangeMethod):
         init = _normed(norm, torch.stack([r.v_init for r in results], 1).double().to(goal.device))
         # z_residual_left: share of the top MLP contribution's wanted change the update leaves undone. The
         # attention share was optimised with the MLP's but is written nowhere (PMET's design).
-        return self.finish(lm, reqs, layers, templates, results, sp, t0=t0, stats_seconds=st.seconds,
+        return self.finish(lm, hp, reqs, layers, templates, results, sp, t0=t0, stats_seconds=st.seconds,
                            identity=st.identity, left=residual_left(goal, _normed(norm, sp.top_final), init),
                            warnings=st.warnings(lm, hp, "PMET"),
                            extra={"attn_delta_norms": [float(r.also_delta.norm()) for r in results],
