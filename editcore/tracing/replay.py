@@ -165,7 +165,7 @@ def replay_scores(lm, prep: Prepared, kinds, window: int, progress=None) -> dict
     """``kind -> [T, L]`` P(answer) after restoring each (token, layer), averaged over the noise samples.
     Tokens before the subject are left at the corrupted probability: nothing differs there between the clean
     and the corrupted run, so restoring them changes nothing."""
-    L, S, T = lm.adapter.n_layers, prep.settings.samples, prep.T
+    L, T = lm.adapter.n_layers, prep.T
     scores = {k: torch.full((T, L), prep.low, dtype=torch.float64) for k in kinds}
     todo = list(range(prep.s0, T))
     # Checked on the first token, and on the first token replayed with a cache when the first had none.

@@ -86,7 +86,8 @@ def advice_lines(adv: dict) -> list[str]:
     if adv.get("shipped_layer") is not None:
         out.append(f"- Shipped hyper-parameters: layer {adv['shipped_layer']}.")
     if adv.get("sweep"):
-        swept = ", ".join(f"{r['layer']}: {r['success']:.0%} success / NS {r['neighbourhood']:.2f}" for r in adv["sweep"])
+        swept = ", ".join(f"{r['layer']}: {r['success']:.0%} success / NS {r['neighbourhood']:.2f}"
+                          for r in adv["sweep"])
         out.append(f"- Committed layer sweep (`editcore/hparams/rome/sweep_*.md`): best {adv['sweep_best_layer']} "
                    f"({swept}).")
     if adv.get("localisation_best_layer") is not None:
