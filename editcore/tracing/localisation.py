@@ -95,6 +95,7 @@ def run(lm, n_facts: int = 10, layers: Sequence[int] | None = None, settings: Tr
         overrides: dict | None = None, progress=None) -> dict:
     """Trace and edit ``n_facts`` known catalog facts at each of ``layers`` (default: every layer)."""
     from ..methods import get_method
+    from ..methods import layer_stats
     from ..methods.base import load_hparams
     from ..methods.speed import Speed
     from ..perfbench import known_facts, run_method
@@ -125,6 +126,9 @@ def run(lm, n_facts: int = 10, layers: Sequence[int] | None = None, settings: Tr
         if progress:
             progress(f"traced {f.id}", done / steps)
     rome = get_method("rome")
+    hp0 = load_hparams("rome", rome.Hparams, lm.name, {**(overrides or {}), "layer": layers[0]})
+    # Every layer's key statistics in one pass over the corpus, not one pass per layer inside ROME.
+    layer_stats.cholesky_factors(lm, layers, hp0.stats_samples, hp0.stats_corpus)
     rows = []
     for layer in layers:
         hp = load_hparams("rome", rome.Hparams, lm.name, {**(overrides or {}), "layer": layer})
