@@ -28,7 +28,9 @@ def page(model: str, folder: Path) -> str:
     avg = json.loads((folder / f"trace_{model}.json").read_text())
     loc_path = folder / f"trace_localisation_{model}.json"
     figs = [charts.trace_average(avg["summary"], kind) for kind in ("hidden", "mlp", "attn")]
+    title = "Causal tracing averaged over known facts"
     if loc_path.is_file():
+        title += " and localisation vs editing"
         loc = json.loads(loc_path.read_text())
         figs += [charts.localisation_layers(loc["per_layer"]), charts.localisation_scatter(loc["rows"], "rewrite"),
                  charts.localisation_scatter(loc["rows"], "neighbourhood")]
@@ -37,7 +39,7 @@ def page(model: str, folder: Path) -> str:
         fig.update_layout(width=1100)
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Causal tracing: {model}</title></head>"
-            f"<body style='font-family: sans-serif'><h2>Causal tracing and localisation vs editing: {model}</h2>"
+            f"<body style='font-family: sans-serif'><h2>{title}: {model}</h2>"
             + "".join(parts) + "</body></html>")
 
 
