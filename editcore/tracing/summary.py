@@ -66,13 +66,16 @@ _ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*([\d.]+)%\s*\|\s*([\d.]+)%\s*\|\s*([\d.]+
 
 
 def sweep_rows(model_name: str) -> list[dict]:
-    """The rows of ROME's committed layer sweep for a model (``editcore/hparams/rome/sweep_<model>.md``):
+    """The rows of ROME's committed layer sweep for a model (``editcore/hparams/rome/sweep_[rome_]<model>.md``):
     ``[{"layer", "success", "efficacy", "neighbourhood"}]``, empty when there is none."""
     from ..methods.base import HPARAMS_DIR
 
-    path = HPARAMS_DIR / "rome" / f"sweep_{model_name}.md"
-    if not path.is_file():
+    # `bench --sweep` names its files sweep_rome_<model>.md; older ones are sweep_<model>.md.
+    found = [p for p in (HPARAMS_DIR / "rome" / f"sweep_rome_{model_name}.md",
+                         HPARAMS_DIR / "rome" / f"sweep_{model_name}.md") if p.is_file()]
+    if not found:
         return []
+    path = found[0]
     rows = []
     for line in path.read_text().splitlines():
         m = _ROW.match(line)
