@@ -141,8 +141,8 @@ def run(lm, n_facts: int = 10, layers: Sequence[int] | None = None, settings: Tr
             p_pre = tr["p_new_before"]
             rows.append({"fact": f.id, "layer": layer, **effects(tr, layer),
                          "rewrite": (judged["p_new"] - p_pre) / (1 - p_pre) if p_pre < 1 else 0.0,
-                         "success": float(judged["success"]), "efficacy": float(judged["efficacy"]),
-                         "neighbourhood": judged["neighbourhood"], "p_new": judged["p_new"]})
+                         "success": judged["token_top1"], "efficacy": judged["es_product"],
+                         "neighbourhood": judged["ns_product"], "p_new": judged["p_new"]})
             done += 1
             if progress:
                 progress(f"ROME at layer {layer}: {f.id}", done / steps)
