@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from .errors import EditScopeError, InputError
+from .tracing.bench import bench_section as trace_bench_section
 from .types import Request
 
 log = logging.getLogger(__name__)
@@ -310,6 +311,7 @@ def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None,
 # dicts keyed by the columns; None: nothing to measure on this model). A feature adds its function here and
 # the report renders it; the functions live with the feature they measure.
 SECTIONS: list[Callable] = []
+SECTIONS.append(trace_bench_section)
 
 
 def _resolve_layers(lm, layers) -> list[int]:
