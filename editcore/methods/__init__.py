@@ -13,6 +13,7 @@ _MODULES: dict[str, str] = {
     "kn": "editcore.methods.kn",
     "memit": "editcore.methods.memit",
     "rome": "editcore.methods.rome",
+    "t_patcher": "editcore.methods.t_patcher",
 }
 
 
