@@ -8,6 +8,7 @@ from ..errors import InputError
 
 # name -> module that defines ``METHOD``. Add a line here when a method lands.
 _MODULES: dict[str, str] = {
+    "calinet": "editcore.methods.calinet",
     "ft": "editcore.methods.ft",
     "ft_l": "editcore.methods.ft_l",
     "kn": "editcore.methods.kn",
