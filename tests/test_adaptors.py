@@ -1,14 +1,18 @@
-"""What the adaptor methods share (editcore.methods.adaptor)."""
+"""What the adaptor methods share (editcore.methods.adaptor), and the metrics reading a hook patch: a metric's
+value differs from the unedited model's exactly on the prompts where the adaptor acts."""
 
 import pytest
 import torch
 
 import tiny
 from editcore import hooks
-from editcore.methods import adaptor
+from editcore.methods import adaptor, get_method
+from editcore.methods.base import load_hparams
+from editcore.metrics import evaluate
 from editcore.scope import Hook, Patch
 from editcore.text import prompt_ids, target_ids
 from editcore.types import Request
+from test_metrics_evaluate import CASE
 
 REQ = Request("{} is located in the city of", "The Louvre", "London", "Paris")
 pytestmark = pytest.mark.usefixtures("tmp_home")
@@ -72,3 +76,32 @@ def test_negatives_are_read_once_per_model_state():
         b = adaptor.negatives_at(lm, mlp, 3, 6)
         assert b is not a and not torch.equal(a, b)  # a hook below it does
 
+
+def test_metrics_read_the_adaptor_exactly_where_it_acts():
+    """MELO with a tiny radius acts only at positions whose keys it filed (the edit prompt's): the
+    CounterFact reads of the edit prompt change, those of the paraphrase and the neighbours are the
+    unedited model's to the last bit."""
+    lm = tiny.lm("llama")
+    m = get_method("melo")
+    hp = load_hparams("melo", m.Hparams, None, {"init_radius": 1e-3, "steps": 20})
+    edit = m.compute(lm, [CASE.request()], hp)
+    key_hook = edit.patch.hooks[0]
+    index = key_hook.fn.index
+
+    def acts(prompt: str, target: str) -> bool:
+        ids = torch.tensor([prompt_ids(lm.tokenizer, prompt) + target_ids(lm.tokenizer, target)])
+        with hooks.capture(lm.model.get_submodule(key_hook.module), "out") as got, torch.no_grad():
+            lm.model(ids)
+        return bool((index.lookup(got["x"][0].float()) >= 0).any())
+
+    rep = evaluate(lm, CASE, edit, families=("counterfact",), suggest=0).to_dict()
+    post, pre = rep["families"]["counterfact"], rep["counterfact_pre"]
+    checked = 0
+    for kind in ("edit", "paraphrase", "neighbourhood"):
+        for a, b in zip(post[kind], pre[kind]):
+            acting = acts(a["prompt"], a["expected"]) or acts(a["prompt"], a["other"])
+            same = (a["p_expected"], a["p_other"]) == (b["p_expected"], b["p_other"])
+            assert same != acting, (kind, a["prompt"])
+            checked += 1
+    assert checked == 1 + len(CASE.paraphrases) + len(CASE.neighbourhood)
+    assert acts(CASE.edit_prompt, CASE.target_new)

@@ -12,6 +12,7 @@ _MODULES: dict[str, str] = {
     "ft": "editcore.methods.ft",
     "ft_l": "editcore.methods.ft_l",
     "kn": "editcore.methods.kn",
+    "melo": "editcore.methods.melo",
     "memit": "editcore.methods.memit",
     "rome": "editcore.methods.rome",
     "t_patcher": "editcore.methods.t_patcher",
