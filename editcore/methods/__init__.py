@@ -16,6 +16,7 @@ _MODULES: dict[str, str] = {
     "memit": "editcore.methods.memit",
     "rome": "editcore.methods.rome",
     "t_patcher": "editcore.methods.t_patcher",
+    "wise": "editcore.methods.wise",
 }
 
 
