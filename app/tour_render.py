@@ -88,7 +88,7 @@ def bigben(res: dict, sid: str) -> None:
         _headline(c[1], "Mean change of log P (related words)", ui.fmt(ex["mean_dlogp"], 3))
         b = ex.get("bleed") or {}
         _headline(c[2], "Bleed into unrelated prompts", ui.fmt(b.get("rate"), 2),
-                  f"share of {b.get('n', 0)} prompts where the new target became top-1")
+                  f"new top-1 on a share of {b.get('n', 0)} prompts")
         if ex["related"]:
             st.plotly_chart(charts.related_words(ex["related"]), key=f"tour_{sid}_related_{i}")
         groups = [g for g in ex.get("groups") or [] if g["kind"] == "unrelated"]

@@ -18,6 +18,7 @@ from editcore.errors import InputError
 from editcore.methods import available, get_method
 from editcore.methods.base import Edit, load_hparams
 from editcore.scope import Patch, param_digest
+from editcore.text import next_token_logprobs
 from editcore.types import Request
 
 FAMILIES = ("gpt2", "llama", "gemma3")
@@ -87,9 +88,13 @@ def test_method_contract(name, family, models, corpus):
     changes = any(float(d.abs().max()) > 0 for d in edit.patch.deltas.values()) or edit.patch.hooks
     assert changes, f"{name} produced an empty edit on {family}"
 
+    before = next_token_logprobs(lm, [REQ.text])
     with lm.scope(edit.patch) as scope:
         edited = param_digest(scope.model)
-        assert edited != d0
+        if edit.patch.deltas:
+            assert edited != d0
+        else:  # hooks beside the weights (an adaptor): the weights stay, what the model computes changes
+            assert edited == d0 and not torch.equal(next_token_logprobs(lm, [REQ.text]), before)
         # Sequential editing: a second compute inside the scope sees the edit and leaves it in place.
         method.compute(lm, [Request("The capital of {} is", "Japan", "Seoul", "Tokyo")], hp)
         assert param_digest(scope.model) == edited

@@ -54,7 +54,7 @@ def test_shipped_hparam_files_load(name):
         load_hparams(name, method.Hparams, f.stem)
 
 
-@pytest.mark.parametrize("name", ["rome", "memit"])
+@pytest.mark.parametrize("name", ["rome", "memit", "emmet", "pmet", "alphaedit"])
 @pytest.mark.parametrize("family", ["gpt2", "qwen2"])
 def test_contract_on_tiny_models(name, family, tmp_path, monkeypatch):
     monkeypatch.setenv("EDITSCOPE_HOME", str(tmp_path / "home"))

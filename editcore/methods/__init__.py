@@ -8,13 +8,20 @@ from ..errors import InputError
 
 # name -> module that defines ``METHOD``. Add a line here when a method lands.
 _MODULES: dict[str, str] = {
+    "alphaedit": "editcore.methods.alphaedit",
+    "calinet": "editcore.methods.calinet",
+    "emmet": "editcore.methods.emmet",
     "ft": "editcore.methods.ft",
     "ft_l": "editcore.methods.ft_l",
     "ft_l_easyedit": "editcore.methods.ft_l_easyedit",
     "kn": "editcore.methods.kn",
     "kn_easyedit": "editcore.methods.kn_easyedit",
+    "melo": "editcore.methods.melo",
     "memit": "editcore.methods.memit",
+    "pmet": "editcore.methods.pmet",
     "rome": "editcore.methods.rome",
+    "t_patcher": "editcore.methods.t_patcher",
+    "wise": "editcore.methods.wise",
 }
 
 

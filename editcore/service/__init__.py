@@ -1,7 +1,7 @@
 """Everything the dashboard calls: models and generation (:mod:`.models`), what the pickers offer
 (:mod:`.choices`), one edit and method comparisons (:mod:`.edit`), views on a result (:mod:`.views`),
-sequential runs (:mod:`.sequential`), pitfall benchmarks (:mod:`.pitfalls`) and the guided tour (:mod:`.tour`),
-with on-disk result caching.
+sequential runs (:mod:`.sequential`), pitfall benchmarks (:mod:`.pitfalls`), causal traces (:mod:`.trace`) and the
+guided tour (:mod:`.tour`), with on-disk result caching.
 
 Pages never import torch or transformers; they pass plain data (names, dicts, numbers) in and get plain,
 JSON-serialisable dicts back. Every failure a user can cause raises :class:`~editcore.errors.EditScopeError`.
@@ -22,6 +22,7 @@ from .pitfalls import PITFALL_SOURCES, PUBLISHED_GPTJ, pitfall_run
 from .progress import WAITING_MESSAGE, Progress
 from .sequential import SEQ_MAX_EDITS, sequential_cached, sequential_config, sequential_run
 from .tour import tour_cached, tour_step, tour_steps
+from .trace import trace_fact, trace_settings_info, trace_summary
 from .views import SCORECARD_FAMILY, nkl_rows, not_computed, result_csv_rows, scorecard, shift_views, word_diff
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "sequential_cached", "sequential_config", "sequential_run", "shift_views", "tour_cached", "tour_step",
     "tour_steps", "unregister_model",
     "with_new_target", "word_diff",
+    "trace_fact", "trace_settings_info", "trace_summary",
 ]

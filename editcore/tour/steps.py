@@ -80,12 +80,12 @@ STEPS: tuple[Step, ...] = (
     Step("deterioration", 7, "Deterioration of general abilities",
          "Keep editing: many edits one after another, each on the already-edited model, while perplexity on "
          "held-out text and accuracy on small downstream probes are measured. A method that leaves the weights "
-         "alone (GRACE, SERAC) runs beside it as the contrast.",
+         "alone (GRACE, SERAC or WISE) runs beside it as the contrast.",
          "Every weight edit spends some of the model's capacity on something it was never trained for; "
          "the perturbations add up. Methods that keep the original parameters and route edited inputs to a "
          "memory avoid that drift — at the price of their own failure modes (routing and generalisation).",
          "Gupta et al. 2024, Model Editing at Scale leads to Gradual and Catastrophic Forgetting; Hartvigsen et "
-         "al. 2023 (GRACE); Mitchell et al. 2022 (SERAC); survey Figure 4.", "sequential", "perplexity"),
+         "al. 2023 (GRACE); Mitchell et al. 2022 (SERAC); Wang et al. 2024 (WISE); survey Figure 4.", "sequential", "perplexity"),
     Step("location", 8, "Where the fact lives",
          "Causal tracing corrupts the subject and restores one hidden state at a time: the states that bring the "
          "answer back are where the model reads the fact. Compare that with the layer the edit wrote to.",
