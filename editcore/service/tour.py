@@ -54,7 +54,8 @@ def preserving_methods() -> list[str]:
 
 def _needs(step_id: str) -> str | None:
     if step_id == "deterioration" and not preserving_methods():
-        return "a parameter-preserving method (GRACE, SERAC or WISE) for the contrast; the weight-editing run alone is shown"
+        return ("a parameter-preserving method (GRACE, SERAC or WISE) for the contrast; the weight-editing run "
+                "alone is shown")
     if step_id == "location" and not tracing_available():
         return "causal tracing (editcore.tracing), which is not installed in this version"
     return None

@@ -85,7 +85,8 @@ STEPS: tuple[Step, ...] = (
          "the perturbations add up. Methods that keep the original parameters and route edited inputs to a "
          "memory avoid that drift — at the price of their own failure modes (routing and generalisation).",
          "Gupta et al. 2024, Model Editing at Scale leads to Gradual and Catastrophic Forgetting; Hartvigsen et "
-         "al. 2023 (GRACE); Mitchell et al. 2022 (SERAC); Wang et al. 2024 (WISE); survey Figure 4.", "sequential", "perplexity"),
+         "al. 2023 (GRACE); Mitchell et al. 2022 (SERAC); Wang et al. 2024 (WISE); survey Figure 4.",
+         "sequential", "perplexity"),
     Step("location", 8, "Where the fact lives",
          "Causal tracing corrupts the subject and restores one hidden state at a time: the states that bring the "
          "answer back are where the model reads the fact. Compare that with the layer the edit wrote to.",
