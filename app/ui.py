@@ -36,6 +36,7 @@ PAGES = {
     "sequential": ("sequential.py", "Sequential edits", ":material/stacked_line_chart:"),
     "pitfalls": ("pitfalls.py", "Pitfall benchmarks", ":material/warning:"),
     "trace": ("trace.py", "Where is the fact?", ":material/location_searching:"),
+    "tour": ("tour.py", "Guided tour", ":material/school:"),
     METHODS_PAGE: ("methods.py", "Methods & metrics", ":material/menu_book:"),
     "generate": ("generate.py", "Generate", ":material/chat:"),
 }

@@ -11,7 +11,9 @@ Steps: (1) open the dashboard; (2) Edit page: search the catalog for "louvre", l
 London, fall back to the Free-form tab if the catalog does not offer it, run ROME, read P(London)
 before/after, the scorecard and the probability-shift views; then the catalog Louvre fact with its first
 offered target, for the related-words ("Big Ben") view; (3) Compare page: the same fact with ROME, MEMIT
-and FT-L; (4) Sequential page: MEMIT, 20 edits, evaluated every 5.
+and FT-L; (4) Sequential page: MEMIT, 20 edits, evaluated every 5; (5) Guided tour: every step run once
+with a screenshot, then the whole tour again from the cache (``--skip edit compare sequential`` walks the
+tour alone).
 
 By default the server gets a fresh ``EDITSCOPE_HOME`` whose models, GGUF files and layer statistics are
 links into ``~/.cache/editscope`` (so nothing is converted again and the statistics a first ROME edit
@@ -411,7 +413,8 @@ async def walk(cdp_port: int, app: str, args, log: Log) -> None:
         await p.send("Page.enable")
         await p.send("Runtime.enable")
         await p.viewport(HEIGHT)
-        for name, fn in (("edit", step_edit), ("compare", step_compare), ("sequential", step_sequential)):
+        for name, fn in (("edit", step_edit), ("compare", step_compare), ("sequential", step_sequential),
+                         ("tour", step_tour)):
             if name in args.skip:
                 continue
             t0 = time.time()
@@ -429,6 +432,50 @@ async def walk(cdp_port: int, app: str, args, log: Log) -> None:
         if js_errors:
             log.problem("browser",
                         f"{len(js_errors)} uncaught JavaScript exception(s), e.g. “{js_errors[0][:200]}”")
+
+
+
+TOUR_STEPS = 8
+
+
+async def step_tour(p: Page, app: str, args, log: Log) -> None:
+    """Guided tour: every step run once (a real search with real edits), a screenshot of each; then the
+    whole tour again, which must come from the cache."""
+    lines = log.section(f"Step 5: Guided tour, {args.tour_budget} facts per step, {args.tour_edits} edits in step 7")
+    t = await open_page(p, f"{app}/tour", BUTTON.format("Run the whole tour"), args.load_timeout)
+    log.step("open Tour page", t)
+    await p.type_into("Facts to try per step", str(args.tour_budget))
+    await p.settle()
+    await p.type_into("Edits in step 7", str(args.tour_edits))
+    await p.settle()
+    first = await p.shot("20_tour_start")
+    await check_page(p, log, "tour (start)", first)
+    lines.append(f"The page opens on step 1 (`{first}`).")
+    for n in range(1, TOUR_STEPS + 1):
+        await p.click_button(f"Run step {n}")
+        run = await watch_run(p, f"Step {n}:", args.edit_timeout, None, log)
+        log.step(f"tour step {n} → status box ends ({run['outcome']})", run["seconds"], run["outcome"] == "done")
+        await p.settle(1.5, 60)
+        await asyncio.sleep(1.5)
+        text = await p.main_text()
+        save_text(args.out, f"2{n}_tour_step{n}", text)
+        shot = await p.shot(f"2{n}_tour_step{n}", full=True)
+        await check_page(p, log, f"tour step {n}", shot)
+        verdict = next((ln for ln in text.splitlines() if ln.startswith(("Found on", "Not shown on", "This step needs"))),
+                       "(no verdict line)")
+        lines.append(f"- step {n}: {run['seconds']:.1f} s, “{md_escape(verdict[:300])}” (`{shot}`)")
+        if run["outcome"] != "done":
+            log.problem(f"tour step {n}", f"the run did not finish cleanly: status “{run['label']}”", shot)
+        await p.click_button("Next step →")
+        await p.settle()
+    t0 = time.time()
+    await p.click_button("Run the whole tour")
+    run = await watch_run(p, f"Step {TOUR_STEPS}:", args.edit_timeout, None, log)
+    await p.settle(1.5, 60)
+    again = time.time() - t0
+    log.step("tour: the whole tour again (from the cache)", again, run["outcome"] == "done")
+    lines.append(f"Pressed **Run the whole tour** afterwards: all {TOUR_STEPS} steps back in **{again:.1f} s** "
+                 "(every step from the results cache).")
 
 
 async def open_page(p: Page, url: str, ready_js: str, timeout: float) -> float:
@@ -953,7 +1000,9 @@ def main() -> int:
     ap.add_argument("--compare-fact", choices=("free", "catalog"), default="free",
                     help="when the catalog does not offer London: compare on the free-form example or on the "
                          "catalog Louvre fact's first target")
-    ap.add_argument("--skip", nargs="*", default=[], choices=("edit", "compare", "sequential"))
+    ap.add_argument("--tour-budget", type=int, default=3, help="facts tried per tour step")
+    ap.add_argument("--tour-edits", type=int, default=6, help="sequential edits in the tour's step 7")
+    ap.add_argument("--skip", nargs="*", default=[], choices=("edit", "compare", "sequential", "tour"))
     args = ap.parse_args()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)

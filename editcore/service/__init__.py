@@ -1,7 +1,7 @@
 """Everything the dashboard calls: models and generation (:mod:`.models`), what the pickers offer
 (:mod:`.choices`), one edit and method comparisons (:mod:`.edit`), views on a result (:mod:`.views`),
-sequential runs (:mod:`.sequential`), pitfall benchmarks (:mod:`.pitfalls`) and causal traces (:mod:`.trace`),
-with on-disk result caching.
+sequential runs (:mod:`.sequential`), pitfall benchmarks (:mod:`.pitfalls`), causal traces (:mod:`.trace`) and the
+guided tour (:mod:`.tour`), with on-disk result caching.
 
 Pages never import torch or transformers; they pass plain data (names, dicts, numbers) in and get plain,
 JSON-serialisable dicts back. Every failure a user can cause raises :class:`~editcore.errors.EditScopeError`.
@@ -21,6 +21,7 @@ from .models import default_model, generate, load_model, model_choices, register
 from .pitfalls import PITFALL_SOURCES, PUBLISHED_GPTJ, pitfall_run
 from .progress import WAITING_MESSAGE, Progress
 from .sequential import SEQ_MAX_EDITS, sequential_cached, sequential_config, sequential_run
+from .tour import tour_cached, tour_step, tour_steps
 from .trace import trace_fact, trace_settings_info, trace_summary
 from .views import SCORECARD_FAMILY, nkl_rows, not_computed, result_csv_rows, scorecard, shift_views, word_diff
 
@@ -30,7 +31,8 @@ __all__ = [
     "compare_methods", "default_model", "edit_key", "evaluation_families", "generate", "is_case_target",
     "known_case_ids", "list_methods", "load_model", "method_hparams", "model_choices", "nkl_rows", "not_computed",
     "pitfall_run", "register_model", "resolve_case", "result_csv_rows", "run_edit", "scorecard",
-    "sequential_cached", "sequential_config", "sequential_run", "shift_views", "unregister_model",
+    "sequential_cached", "sequential_config", "sequential_run", "shift_views", "tour_cached", "tour_step",
+    "tour_steps", "unregister_model",
     "with_new_target", "word_diff",
     "trace_fact", "trace_settings_info", "trace_summary",
 ]
