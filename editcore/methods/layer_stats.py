@@ -80,7 +80,7 @@ def resolve_corpus(corpus: str | None) -> str:
 def corpus_label(corpus_id: str) -> str:
     """A short readable name of a corpus id (for progress messages)."""
     if corpus_id.startswith("bundled:"):
-        return "the bundled WikiText-2 excerpt"
+        return "bundled WikiText-2 excerpt"
     if corpus_id.startswith("file:"):
         return Path(corpus_id[len("file:"):].rsplit(":", 1)[0]).name
     return "text sampled from the model" if corpus_id == "model" else corpus_id
@@ -314,8 +314,8 @@ def _accumulate(lm, layers: list[int], corpus_id: str, n_tokens: int,
                 pass
         seen += int(keep.sum())
         if progress:
-            progress(f"layer statistics of layer {', '.join(map(str, layers))} from {corpus_label(corpus_id)} "
-                     f"({seen}/{total} tokens)", seen / max(total, 1))
+            progress(f"layer {', '.join(map(str, layers))} statistics: {seen}/{total} tokens "
+                     f"({corpus_label(corpus_id)})", seen / max(total, 1))
     return acc, seen
 
 
