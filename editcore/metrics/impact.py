@@ -115,38 +115,67 @@ def _groups(seqs: Sequence[list[int]]) -> tuple[list[tuple[int, list[int]]], lis
     return groups, alone
 
 
+def _pieces(seqs: Sequence[list[int]], groups, rows: int) -> list[tuple[int, list[int]]]:
+    """Groups cut into pieces of at most ``rows // 2`` members of similar length (a group as large as the
+    pool's "<bos> The" would otherwise be one batch padded to its longest member)."""
+    out = []
+    for n, members in groups:
+        members = sorted(members, key=lambda i: len(seqs[i]))
+        size = max(2, rows // 2)
+        for start in range(0, len(members), size):
+            piece = members[start:start + size]
+            if len(piece) > 1:
+                out.append((n, piece))
+            else:
+                out.append((0, piece))  # a piece of one runs alone
+    return out
+
+
+def _batches_of_pieces(seqs, pieces, rows: int):
+    """Pieces for one shared-prefix forward each: sorted by their members' remaining length, a batch takes
+    the next piece while the padded rest stays near its real tokens and the rows stay within ``rows``."""
+    def rest(piece):
+        n, members = piece
+        return [len(seqs[i]) - n for i in members]
+
+    batch, real, width = [], 0, 0
+    for piece in sorted(pieces, key=lambda g: max(rest(g))):
+        r = rest(piece)
+        w = max(width, max(r))
+        count = sum(len(m) for _, m in batch) + len(r)
+        if batch and (count > rows or count * w > 1.25 * (real + sum(r)) + 32):
+            yield batch
+            batch, real, w = [], 0, max(r)
+        batch.append(piece)
+        real, width = real + sum(r), w
+    if batch:
+        yield batch
+
+
 @torch.no_grad()
 def last_hidden(lm, seqs: Sequence[list[int]], batch_rows: int = 64) -> torch.Tensor:
     """Final-normed hidden states ``[n, d]`` at the last token of each sequence, from batched forwards in
-    which groups of sequences sharing a prefix run it once (:func:`editcore.text.hidden_at_shared`; a family
-    whose cache cannot repeat rows runs plain right-padded batches, which give the same states)."""
+    which sequences sharing a prefix run it once (:func:`editcore.text.hidden_at_shared`; a family whose
+    cache cannot repeat rows runs plain right-padded batches, which give the same states)."""
     out: list[torch.Tensor | None] = [None] * len(seqs)
     groups, alone = _groups(seqs)
-    chunk: list[tuple[int, list[int]]] = []
-
-    def flush():
-        if not chunk:
-            return
+    shared = []
+    for n, members in _pieces(seqs, groups, batch_rows):
+        if n:
+            shared.append((n, members))
+        else:
+            alone.extend(members)
+    for batch in _batches_of_pieces(seqs, shared, batch_rows):
         try:
-            got = text.hidden_at_shared(lm, [(seqs[m[0]][:n], [seqs[i] for i in m]) for n, m in chunk],
-                                        [[[len(seqs[i]) - 1] for i in m] for _, m in chunk])
+            got = text.hidden_at_shared(lm, [(seqs[m[0]][:n], [seqs[i] for i in m]) for n, m in batch],
+                                        [[[len(seqs[i]) - 1] for i in m] for _, m in batch])
         except Exception as exc:  # noqa: BLE001 - plain passes give the same numbers
             log.info("shared-prefix forward unavailable for %s (%s)", lm.adapter.family, exc)
-            alone.extend(i for _, m in chunk for i in m)
-        else:
-            for (_, m), hs in zip(chunk, got):
-                for i, h in zip(m, hs):
-                    out[i] = h[0]
-        chunk.clear()
-
-    rows = 0
-    for g in groups:
-        if rows + len(g[1]) > batch_rows and chunk:
-            flush()
-            rows = 0
-        chunk.append(g)
-        rows += len(g[1])
-    flush()
+            alone.extend(i for _, m in batch for i in m)
+            continue
+        for (_, m), hs in zip(batch, got):
+            for i, h in zip(m, hs):
+                out[i] = h[0]
     alone.sort(key=lambda i: len(seqs[i]))
     for idx in text.batches(len(alone), batch_rows):
         members = [alone[j] for j in idx]
@@ -186,7 +215,7 @@ def unedited_hidden(lm, part: PoolPart, progress: Progress | None = None) -> tor
     hs = []
     with lm.scope():
         ids = _encode(lm, part.prompts)
-        step = 512
+        step = 256
         for start in range(0, len(ids), step):
             if progress:
                 progress(f"reading the unedited model on the {part.name} prompts ({start}/{len(ids)})",
