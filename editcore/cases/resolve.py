@@ -145,7 +145,10 @@ def free_form(spec: dict, lm=None) -> tuple[Case, FreeForm]:
         raise InputError("the unedited model writes no word after this prompt: type the current answer")
     case = case_with(info.old_answer)
     rel = nb.relation_templates().get(info.relation, {})
-    case = replace(case, relation_id=info.relation, relation=rel.get("name", ""),
+    # Related words of both targets from the catalog facts that list them (Big Ben for London, the Eiffel
+    # Tower for Paris): the "Big Ben" view then has words a person would pick, not only the model's guesses.
+    related = tuple((t, w) for t in (case.target_new, case.target_true) if t and (w := catalog_related_words(t)))
+    case = replace(case, relation_id=info.relation, relation=rel.get("name", ""), related=related,
                    neighbourhood=tuple(Probe(n.prompt, n.answer) for n in info.neighbours if n.answer))
     return case, info
 
