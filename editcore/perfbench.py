@@ -250,6 +250,15 @@ def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None,
 SECTIONS: list[Callable] = []
 
 
+def _whatif(lm, facts, common):
+    from .service.impact import bench_section
+
+    return bench_section(lm, facts, common)
+
+
+SECTIONS.append(_whatif)
+
+
 def _resolve_layers(lm, layers) -> list[int]:
     from .methods.memit import auto_layers
     from .methods.rome import auto_layer
