@@ -31,6 +31,9 @@ from .catalog import load_catalog
 MAX_NEIGHBOURS = 8
 MIN_SAME_ANSWER = 3
 MATCH_THRESHOLD = 0.55  # similarity (template_similarity) a template needs to name a relation
+# ... or this much when the relation's facts include the old answer: "{} hangs in a museum in the city of" →
+# Paris scores 0.53 against "{} stands in the city of", and Paris being a location answer settles it.
+ANSWER_THRESHOLD = 0.5
 
 SOURCE_SAME_ANSWER = "catalog: same relation, same answer"
 SOURCE_SAME_RELATION = "catalog: same relation, its own answer"
@@ -107,7 +110,8 @@ def relation_choices() -> list[tuple[str, str]]:
 def recognise_relation(template: str, old_answer: str | None = None) -> list[dict]:
     """Catalog relations ranked by how well ``template`` (a prompt with ``{}`` for the subject) matches one
     of their templates: ``[{"relation", "name", "score", "template", "has_answer"}]``, best first, only those
-    scoring at least :data:`MATCH_THRESHOLD`. ``score`` is :func:`template_similarity` (1.0: the same
+    scoring at least :data:`MATCH_THRESHOLD` (:data:`ANSWER_THRESHOLD` for one whose facts include
+    ``old_answer``). ``score`` is :func:`template_similarity` (1.0: the same
     words); a relation that lists ``old_answer`` among its facts' answers is ranked first
     among near-equal scores (within 0.1)."""
     if not _content(_words(template)):
@@ -119,8 +123,9 @@ def recognise_relation(template: str, old_answer: str | None = None) -> list[dic
             score = template_similarity(template, t)
             if score > best:
                 best, best_t = score, t
-        if best >= MATCH_THRESHOLD:
-            has = bool(old_answer) and any(answers_equal(c.target_true, old_answer) for c in rel["facts"])
+        has = bool(old_answer) and best >= ANSWER_THRESHOLD and \
+            any(answers_equal(c.target_true, old_answer) for c in rel["facts"])
+        if best >= MATCH_THRESHOLD or has:
             ranked.append({"relation": rid, "name": rel["name"], "score": round(best, 3), "template": best_t,
                            "has_answer": has})
     # Similarity decides; the old answer settles near-ties ("located in" fits city and country alike).

@@ -149,3 +149,17 @@ def test_a_cached_request_is_found_without_computing(lm, edited):
     result, cache = edited
     assert service.cached_edit(lm, LOUVRE, "ft_l", quick=True, cache=cache)["key"] == result["key"]
     assert service.cached_edit(lm, {**LOUVRE, "target_new": "Rome"}, "ft_l", quick=True, cache=cache) is None
+
+
+def test_a_template_near_the_threshold_is_recognised_when_the_relation_has_its_answer():
+    """The README's example: "hangs in a museum in the city of" is a weak match for the location relation's
+    templates on words alone; the old answer (Paris, a location answer in the catalog) settles it, and
+    without an answer nothing is claimed."""
+    from editcore import neighbours as nb
+
+    template = "{} hangs in a museum in the city of"
+    assert nb.recognise_relation(template) == []
+    ranked = nb.recognise_relation(template, "Paris")
+    assert ranked[0]["relation"] == "P276" and ranked[0]["has_answer"]
+    assert nb.MATCH_THRESHOLD > ranked[0]["score"] >= nb.ANSWER_THRESHOLD
+    assert nb.recognise_relation("My favourite food is {}", "pizza") == []
