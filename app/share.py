@@ -1,7 +1,7 @@
 """Shareable runs: the Edit page's form in the URL's query parameters, and back.
 
 Every run of the page writes the form (model, fact or typed-in fields, target, method, changed
-hyper-parameters, quick evaluation, impact scan) to the query string, so the address bar is always a link
+hyper-parameters, quick evaluation, impact scan and its pool) to the query string, so the address bar is always a link
 to what is on the form; :func:`restore` seeds the widgets from such a link once per browser session. The
 parameters are plain text (JSON for lists), never evaluated.
 """
@@ -72,10 +72,13 @@ def restore(prefix: str = "edit") -> bool:
         st.session_state[k("quick")] = q["quick"] == "1"
     if q.get("scan") in ("0", "1"):
         st.session_state[k("scan")] = q["scan"] == "1"
+    if q.get("cat") in ("0", "1"):
+        st.session_state[k("scan_catalog")] = q["cat"] == "1"
     return named
 
 
-def state(model: str, spec: dict | None, method: str, overrides: dict | None, quick: bool, scan: bool) -> dict:
+def state(model: str, spec: dict | None, method: str, overrides: dict | None, quick: bool, scan: bool,
+          catalog: bool = True) -> dict:
     """The query parameters of this form (only what is set)."""
     out: dict[str, str] = {"model": model}
     spec = spec or {}
@@ -97,6 +100,8 @@ def state(model: str, spec: dict | None, method: str, overrides: dict | None, qu
         out["hp"] = json.dumps(overrides, sort_keys=True)
     out["quick"] = "1" if quick else "0"
     out["scan"] = "1" if scan else "0"
+    if not catalog:
+        out["cat"] = "0"  # the scan's pool without the catalog's prompts
     return {key: v for key, v in out.items() if v != ""}
 
 

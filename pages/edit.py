@@ -31,7 +31,7 @@ c1, c2, c3, c4 = st.columns([1, 1, 3, 1])
 run = c1.button("Run edit", key="edit_run", type="primary") or bool(prefill)
 c2.button("Stop", key="edit_stop", help="Interrupts the running edit; the model is restored.")
 quick = widgets.quick_toggle("edit", c3)
-params = share.state(lm.name, spec, method, overrides, quick, scan_on)
+params = share.state(lm.name, spec, method, overrides, quick, scan_on, scan_catalog)
 share.write(params)
 with c4.popover("🔗 Copy link", help="A link to this form (and, once computed, its result)"):
     st.caption("Opening this link fills in the same form and shows the result when it is cached. The icon at the "

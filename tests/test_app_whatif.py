@@ -149,9 +149,11 @@ def test_the_url_holds_the_form_and_a_shared_link_restores_it_and_its_cached_res
 
 def test_a_link_to_an_edit_never_computed_fills_the_form_and_waits():
     at = edit_page({"src": "free", "prompt": "Big Ben stands in", "subject": "Big Ben", "old": "London",
-                    "new": "Berlin", "method": "ft_l", "quick": "1", "scan": "0"})
+                    "new": "Berlin", "method": "ft_l", "quick": "1", "scan": "0", "cat": "0"})
     assert at.text_input(key="edit_subject").value == "Big Ben"
     assert at.toggle(key="edit_scan").value is False
+    assert at.checkbox(key="edit_scan_catalog").value is False
+    assert at.query_params["cat"] in ("0", ["0"])  # and the page's own link keeps it
     assert "edit_result" not in at.session_state or at.session_state["edit_result"] is None
     assert any("press **Run edit**" in i.value for i in at.info)
 
