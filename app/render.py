@@ -21,12 +21,14 @@ from editcore import service
 def _chart(fig, name: str, key: str) -> None:
     st.plotly_chart(fig, key=f"chart_{key}")
     ok, _why = export.status()
-    c = st.columns([1, 1, 4])
-    c[0].download_button(f"⬇ {name} (HTML)", charts.to_html(fig), file_name=f"{key}.html", mime="text/html",
-                         key=f"dl_{key}", on_click="ignore")
+    # Short labels (the chart is right above; its name is in the tooltip): "⬇ neighbour KL chart (HTML)"
+    # was cut to "⬇ neighbour …" in a column at 1280 px.
+    c = st.columns([1, 1, 3])
+    c[0].download_button("⬇ chart (HTML)", charts.to_html(fig), file_name=f"{key}.html", mime="text/html",
+                         key=f"dl_{key}", on_click="ignore", help=f"Download the {name} as an interactive HTML file")
     if ok:
-        c[1].download_button(f"⬇ {name} (PNG)", export.png_maker(fig), file_name=f"{key}.png", mime="image/png",
-                             key=f"png_{key}", on_click="ignore")
+        c[1].download_button("⬇ chart (PNG)", export.png_maker(fig), file_name=f"{key}.png", mime="image/png",
+                             key=f"png_{key}", on_click="ignore", help=f"Download the {name} as a PNG image")
 
 
 def header(result: dict) -> None:
@@ -117,7 +119,7 @@ def neighbour_table(result: dict) -> None:
                "prompt and new target in front of it (“… London. The Eiffel Tower is located in”), built by the "
                "NKL metric.")
     st.dataframe(pd.DataFrame(table), hide_index=True, key="neighbour_table",
-                 column_config={"NKL": st.column_config.NumberColumn(format="%.4f")})
+                 column_config={"NKL": st.column_config.NumberColumn(format="%.3e")})  # KLs of 1e-5 are common
 
 
 def nkl(result: dict) -> None:
@@ -204,7 +206,7 @@ def impact(view: dict, scan: dict | None = None, final: bool = True) -> None:
                  if r["prompt"] in top else {})}
              for r in ranked[:max(len(top), 12)]]
     st.dataframe(pd.DataFrame(table), hide_index=True, key="impact_table" if final else None,
-                 column_config={"KL": st.column_config.NumberColumn(format="%.4f")})
+                 column_config={"KL": st.column_config.NumberColumn(format="%.3e")})
     if final and scan:
         csv = pd.DataFrame([{k: v for k, v in r.items() if k not in ("p_top_pre", "p_top_post")}
                             | {"p_top_pre_before": r["p_top_pre"][0], "p_top_pre_after": r["p_top_pre"][1]}
