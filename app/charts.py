@@ -140,6 +140,50 @@ def related_words(rows: Sequence[dict]) -> go.Figure:
     return _layout(fig, "Related words of the new and old target, before vs after", barmode="group")
 
 
+def impact_histogram(kls: Sequence[float], neighbour_mean: float | None = None) -> go.Figure:
+    """How far every scanned prompt moved: a histogram of KL on a log axis (KL = 0 cannot sit on it and is
+    counted in the title), with the fact's own mean neighbour KL marked for reference."""
+    import math
+
+    pos = [k for k in kls if k and k > 0]
+    zero = len(kls) - len(pos)
+    fig = go.Figure(go.Histogram(x=[math.log10(k) for k in pos], nbinsx=40, marker_color=PALETTE[0],
+                                 hovertemplate="log10 KL %{x}<br>%{y} prompts<extra></extra>"))
+    if neighbour_mean and neighbour_mean > 0:
+        x = math.log10(neighbour_mean)
+        fig.add_vline(x=x, line_dash="dash", line_color=PALETTE[1])
+        fig.add_annotation(x=x, y=1, yref="paper", text="mean NKL of this fact's neighbours", showarrow=False,
+                           xanchor="left", yanchor="bottom", font=dict(color=PALETTE[1]))
+    ticks = list(range(-8, 3))
+    fig.update_xaxes(title="KL(post ‖ pre), nats (log scale)", tickvals=ticks, ticktext=[f"1e{t}" for t in ticks])
+    fig.update_yaxes(title="prompts")
+    title = f"KL over {len(kls)} scanned prompts" + (f" ({zero} with KL = 0 not shown)" if zero else "")
+    return _layout(fig, title, height=340)
+
+
+def impact_bars(rows: Sequence[dict], k: int = 20) -> go.Figure:
+    """The ``k`` most affected prompts: KL bars, red where the top-1 next token changed; hover shows where
+    the prompt comes from and the top-1 token before → after."""
+    rows = list(rows)[:k]
+    labels, seen = [], {}
+    for r in rows:
+        label = _short(r["prompt"], 56)
+        seen[label] = seen.get(label, 0) + 1
+        labels.append(label if seen[label] == 1 else f"{label} ·{seen[label]}")
+    fig = go.Figure(go.Bar(
+        orientation="h", y=labels, x=[r["kl"] for r in rows],
+        marker_color=[PALETTE[1] if r.get("flipped") else PALETTE[0] for r in rows],
+        customdata=[[html.escape(r["prompt"]), html.escape(r.get("source", "")),
+                     html.escape(token_label(r.get("top_pre", ""))), html.escape(token_label(r.get("top_post", "")))]
+                    for r in rows],
+        hovertemplate="%{customdata[0]}<br>%{customdata[1]}<br>KL = %{x:.4g}<br>top-1: %{customdata[2]} → "
+                      "%{customdata[3]}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title="KL(post ‖ pre), nats")
+    return _layout(fig, f"The {len(rows)} most affected prompts (red: the top-1 next token changed)",
+                   height=max(HEIGHT, 22 * len(rows) + 120))
+
+
 def fmt_sig(v: float | None, digits: int = 3) -> str:
     """A number with ``digits`` significant digits, "—" when missing (the Compare table and heatmap cells)."""
     return "—" if v is None else f"{v:.{digits}g}"

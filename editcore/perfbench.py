@@ -314,6 +314,15 @@ SECTIONS: list[Callable] = []
 SECTIONS.append(trace_bench_section)
 
 
+def _whatif(lm, facts, common):
+    from .service.impact import bench_section
+
+    return bench_section(lm, facts, common)
+
+
+SECTIONS.append(_whatif)
+
+
 def _resolve_layers(lm, layers) -> list[int]:
     from .methods.memit import auto_layers
     from .methods.rome import auto_layer

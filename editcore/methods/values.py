@@ -70,7 +70,7 @@ class ValueHparams:
     context_seed: int = hparam(0, lo=0, hi=2**31 - 1, help="seed for sampling the prefixes")
     mom2_adjustment: bool = hparam(True, choices=_BOOL, help="use C = E[kk^T] (False: identity)")
     stats_samples: int = hparam(DEFAULT_TOKENS, lo=0, hi=10**9, help="tokens for C; 0 = identity")
-    stats_corpus: str = hparam("auto", help="'auto', 'model', 'hf:<dataset>' or a local text file")
+    stats_corpus: str = hparam("auto", help="'auto' (the bundled WikiText-2 excerpt), 'bundled', 'model', 'hf:<dataset>' or a local text file")
 
     def value_settings(self) -> "ValueSettings":
         return ValueSettings(steps=self.v_num_grad_steps, lr=self.v_lr, weight_decay=self.v_weight_decay,
