@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..metrics.numeric import bootstrap_ci
 from . import survey
+from .figures import PALETTE, Grid, html_page
 
 # (column, experiment, row key)
 TABLE3 = (("Subject-Replace", "subject_replace", "subject_replace"),
@@ -156,6 +157,8 @@ def _table(result: dict, name: str, columns) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in result["config"]["methods"]:
         cells = [_fmt(_cell(result, e, m, k)) for _c, e, k in columns]
+        if len(set(cells)) == 1 and cells[0].startswith("n/a"):  # one reason for the whole row: say it once
+            cells = cells[:1] + ["n/a — as left"] * (len(cells) - 1)
         pub = [f"{c} {v:.2f}" for c, _e, _k in columns if (v := survey.published(name, c, m.upper())) is not None]
         lines.append("| " + " | ".join([m.upper(), *cells, "; ".join(pub) or "not transcribed ¹"]) + " |")
     return lines
@@ -182,37 +185,27 @@ def csv_text(result: dict) -> str:
     return buf.getvalue()
 
 
-def figure4_figure(result: dict):
-    """Figure 4 as a plotly figure: one panel per task, one line per method, the unedited score as a
-    dotted reference line; the y axis is the metric's whole 0-1 range, so noise is not drawn as a cliff."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=1, cols=len(FIGURE4), subplot_titles=[f"{t} ({w})" for t, _k, w in FIGURE4],
-                        shared_yaxes=True)
-    palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+def figure4_spec(result: dict) -> dict:
+    """Figure 4 as plotly JSON: one panel per task, one line per method (95% CI bars), the unedited score
+    dotted; every panel spans the metric's whole 0-1 range."""
+    g = Grid(1, len(FIGURE4), [f"{t} ({w})" for t, _k, w in FIGURE4],
+             f"Figure 4 reproduced on {result['model']} (dotted: unedited score)", 1400, 440)
     for mi, m in enumerate(result["config"]["methods"]):
         s = figure4_series(result, m)
         if "na" in s:
             continue
+        color = PALETTE[mi % len(PALETTE)]
         for ci, (_t, k, _w) in enumerate(FIGURE4):
             pts = s[k]
             if not pts:
                 continue
-            err = [(p[3] - p[1]) if p[3] is not None else 0 for p in pts]
-            errm = [(p[1] - p[2]) if p[2] is not None else 0 for p in pts]
-            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
-                                     name=m.upper(), legendgroup=m, showlegend=ci == 0,
-                                     line={"color": palette[mi % len(palette)]},
-                                     error_y={"type": "data", "array": err, "arrayminus": errm, "thickness": 1}),
-                          row=1, col=ci + 1)
-            fig.add_hline(y=pts[0][1], line_dash="dot", line_color=palette[mi % len(palette)], opacity=0.4,
-                          row=1, col=ci + 1)
-    fig.update_yaxes(range=[-0.02, 1.02])
-    fig.update_xaxes(title_text="edits")
-    fig.update_layout(title=f"Figure 4 reproduced on {result['model']} (dotted: unedited score)", height=420,
-                      width=1400, template="plotly_white")
-    return fig
+            up = [(p[3] - p[1]) if p[3] is not None else 0 for p in pts]
+            down = [(p[1] - p[2]) if p[2] is not None else 0 for p in pts]
+            g.line(ci, m.upper(), color, [p[0] for p in pts], [p[1] for p in pts], legend=ci == 0, err=(up, down))
+            g.reference(ci, pts[0][1], color)
+    for ci in range(len(FIGURE4)):
+        g.y_range(ci, -0.02, 1.02)
+    return g.spec()
 
 
 def markdown(result: dict, title_note: str = "") -> str:
@@ -262,18 +255,12 @@ def markdown(result: dict, title_note: str = "") -> str:
 
 
 def write_report(result: dict, out_dir: str | Path, stem: str | None = None, title_note: str = "") -> dict:
-    """Write ``<stem>.md``, ``.csv``, ``-figure4.html`` (and ``-figure4.png`` where kaleido can); returns paths."""
+    """Write ``<stem>.md``, ``.csv`` and ``-figure4.html``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = stem or f"reproduce-{result['model']}"
     paths = {"md": out / f"{stem}.md", "csv": out / f"{stem}.csv", "html": out / f"{stem}-figure4.html"}
     paths["md"].write_text(markdown(result, title_note), encoding="utf-8")
     paths["csv"].write_text(csv_text(result), encoding="utf-8")
-    fig = figure4_figure(result)
-    fig.write_html(str(paths["html"]), include_plotlyjs="cdn")
-    try:
-        fig.write_image(str(out / f"{stem}-figure4.png"))
-        paths["png"] = out / f"{stem}-figure4.png"
-    except Exception as exc:  # noqa: BLE001 - kaleido/chromium are optional
-        paths["png_skipped"] = f"{type(exc).__name__}: {str(exc)[:120]}"
+    paths["html"].write_text(html_page(figure4_spec(result), f"Figure 4 on {result['model']}"), encoding="utf-8")
     return paths

@@ -63,8 +63,11 @@ def method_status(name: str) -> str | None:
 
 def build_units(cfg: ReproConfig) -> tuple[list[dict], dict, dict]:
     """``(units, sources, n_a)``: every unit to run, where each experiment's cases came from, and the
-    reason of every (experiment, method) that cannot run."""
-    units: list[dict] = []
+    reason of every (experiment, method) that cannot run.
+
+    Units are ordered case by case across experiments and methods (first case of everything, then the
+    second, ...), so a run cut off early has still reached every cell of the tables."""
+    per_case: list[list[dict]] = []
     sources: dict[str, str] = {}
     n_a: dict[tuple[str, str], str] = {}
     for exp in cfg.experiments:
@@ -84,10 +87,14 @@ def build_units(cfg: ReproConfig) -> tuple[list[dict], dict, dict]:
                 continue
             ov = cfg.overrides.get(method) or {}
             if exp == "figure4":
-                units.append(sequence_unit(method, ov, cases, list(cfg.figure4_steps), cfg.figure4_sizes))
+                todo = [sequence_unit(method, ov, cases, list(cfg.figure4_steps), cfg.figure4_sizes)]
             else:
-                units.extend(case_unit(exp, method, ov, c) for c in cases)
-    return units, sources, n_a
+                todo = [case_unit(exp, method, ov, c) for c in cases]
+            for i, u in enumerate(todo):
+                if i == len(per_case):
+                    per_case.append([])
+                per_case[i].append(u)
+    return [u for group in per_case for u in group], sources, n_a
 
 
 def _keys(units: list[dict], model_name: str, fingerprint: str) -> list[str]:

@@ -1,11 +1,11 @@
-"""The report of long sequential runs: one table per method and one plotly page of curves.
-
-Axes are chosen to be read correctly: shares (retention, NS, probe accuracy) always span 0-1, perplexity
-starts at 0 with the unedited value as a dotted line, so a ±0.1 wiggle is not drawn as a cliff."""
+"""The report of long sequential runs: one table per method and one page of curves (shares span 0-1;
+perplexity starts at 0 with its unedited value dotted, so a small wiggle is not drawn as a cliff)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from .figures import PALETTE, Grid, html_page
 
 PANELS = (("retention", "retention of earlier edits", (0, 1)), ("neighbourhood_score", "neighbourhood score", (0, 1)),
           ("nkl", "NKL (nats)", None), ("perplexity", "perplexity (held-out)", None),
@@ -36,35 +36,24 @@ def sequential_markdown(model: str, source: str, runs: dict) -> str:
     return "\n".join(L)
 
 
-def sequential_figure(model: str, runs: dict):
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=2, cols=3, subplot_titles=[t for _k, t, _r in PANELS])
-    palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
+def sequential_spec(model: str, runs: dict) -> dict:
+    """The curves of every run as plotly JSON (see :mod:`.figures`)."""
+    g = Grid(2, 3, [t for _k, t, _r in PANELS], f"Sequential editing on {model} (dotted: unedited value)", 1300, 720)
+    tops = [0.0] * len(PANELS)
     for mi, (name, run) in enumerate(runs.items()):
-        color = palette[mi % len(palette)]
-        for pi, (key, _t, rng) in enumerate(PANELS):
+        color = PALETTE[mi % len(PALETTE)]
+        for pi, (key, _t, _r) in enumerate(PANELS):
             pts = [(p["n_edits"], p[key]) for p in run["points"] if p.get(key) is not None]
             if not pts:
                 continue
-            r, c = pi // 3 + 1, pi % 3 + 1
-            fig.add_trace(go.Scatter(x=[x for x, _ in pts], y=[y for _, y in pts], mode="lines+markers",
-                                     name=name.upper(), legendgroup=name, showlegend=pi == 0, line={"color": color}),
-                          row=r, col=c)
+            g.line(pi, name.upper(), color, [x for x, _ in pts], [y for _, y in pts], legend=pi == 0)
             if key in ("perplexity", "probe_accuracy", "neighbourhood_score"):
-                fig.add_hline(y=pts[0][1], line_dash="dot", line_color=color, opacity=0.5, row=r, col=c)
-            if rng:
-                fig.update_yaxes(range=[rng[0] - 0.02, rng[1] + 0.02], row=r, col=c)
-            else:
-                top = max(y for _, y in pts)
-                if key == "perplexity":
-                    top = max(top, 2 * pts[0][1])
-                fig.update_yaxes(range=[0, top * 1.05 or 1], row=r, col=c)
-    fig.update_xaxes(title_text="edits")
-    fig.update_layout(title=f"Sequential editing on {model} (dotted: unedited value)", height=700, width=1300,
-                      template="plotly_white")
-    return fig
+                g.reference(pi, pts[0][1], color)
+            top = max(y for _, y in pts)
+            tops[pi] = max(tops[pi], 2 * pts[0][1] if key == "perplexity" else 0, top)
+    for pi, (_k, _t, rng) in enumerate(PANELS):
+        g.y_range(pi, *((rng[0] - 0.02, rng[1] + 0.02) if rng else (0, tops[pi] * 1.05 or 1)))
+    return g.spec()
 
 
 def write_sequential(model: str, source: str, runs: dict, out: Path, stem: str | None = None) -> dict:
@@ -72,5 +61,6 @@ def write_sequential(model: str, source: str, runs: dict, out: Path, stem: str |
     stem = stem or f"sequential-{model}-" + "-".join(runs) + f"-{max(r['config']['n_edits'] for r in runs.values())}"
     paths = {"md": out / f"{stem}.md", "html": out / f"{stem}.html"}
     paths["md"].write_text(sequential_markdown(model, source, runs), encoding="utf-8")
-    sequential_figure(model, runs).write_html(str(paths["html"]), include_plotlyjs="cdn")
+    paths["html"].write_text(html_page(sequential_spec(model, runs), f"Sequential editing on {model}"),
+                             encoding="utf-8")
     return paths

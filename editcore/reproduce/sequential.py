@@ -80,6 +80,13 @@ class SeqConfig:
         return {**asdict(self), "steps": list(self.steps)}
 
 
+def hparams_of(m, lm, cfg: SeqConfig) -> dict:
+    """The method's hyper-parameters for this model and run, as the plain dict its cache key holds."""
+    from ..methods.base import hparams_to_dict, load_hparams
+
+    return hparams_to_dict(load_hparams(m.name, m.Hparams, lm.name, cfg.overrides or {}))
+
+
 def run_key(lm, cfg: SeqConfig, m, hp_dict: dict, cases: list[Case]) -> str:
     return make_key(kind="sequential-scale", fingerprint=lm.fingerprint, method=m.name, method_version=str(m.version),
                     hparams=hp_dict, case=[c.id for c in cases[:cfg.n_edits]],
@@ -203,7 +210,7 @@ def sequential_run(lm, cases: list[Case], cfg: SeqConfig, *, progress: Progress 
     import torch
 
     from ..methods import get_method
-    from ..methods.base import hparams_to_dict, load_hparams
+    from ..methods.base import load_hparams
     from ..scope import Patch
 
     if len(cases) < cfg.n_edits:
@@ -211,7 +218,7 @@ def sequential_run(lm, cases: list[Case], cfg: SeqConfig, *, progress: Progress 
     cases = list(cases[:cfg.n_edits])
     m = get_method(cfg.method)
     hp = load_hparams(m.name, m.Hparams, lm.name, cfg.overrides or {})
-    hp_dict = hparams_to_dict(hp)
+    hp_dict = hparams_of(m, lm, cfg)
     batch = cfg.batch if getattr(m, "batched", False) else 1
     cache = default_cache()
     key = run_key(lm, cfg, m, hp_dict, cases)
