@@ -284,3 +284,20 @@ def _close(a, b):
         assert b == pytest.approx(a, rel=1e-5, abs=1e-7)
     else:
         assert a == b
+
+
+def test_a_method_whose_training_is_missing_becomes_an_explained_na(lm, monkeypatch):
+    import editcore.methods as registry
+    from editcore.reproduce.engine import run_unit_safe
+
+    class Untrained:
+        name = "mend"
+        needs_training = True
+        info = get_method("ft").info
+
+        def trained(self, lm_):
+            return None
+
+    monkeypatch.setattr(registry, "get_method", lambda name: Untrained())
+    row = run_unit_safe(lm, {"experiment": "one_hop", "method": "mend", "kind": "case", "case": {}})
+    assert row == {"na": f"mend needs training first (python -m editcore train mend {lm.name})"}
