@@ -55,7 +55,8 @@ def test_zero_patch_changes_nothing(lm):
     assert f["nkl"]["distracted_nkl"]["mean"] == pytest.approx(0.0, abs=1e-6)
     assert f["locality"]["other_attribution"]["agreement"]["mean"] == 1.0
     for key in ("es", "ps", "ns", "em", "pm", "nm"):
-        assert f["counterfact"][key]["mean"] == pytest.approx(r["counterfact_pre"][key]["mean"])
+        # Pre and post score in different batches, so padding leaves float noise.
+        assert f["counterfact"][key]["mean"] == pytest.approx(r["counterfact_pre"][key]["mean"], abs=1e-6)
     assert f["general"]["perplexity_pre"] == pytest.approx(f["general"]["perplexity_post"])
     assert f["shifts"]["bleed"]["rate"]["mean"] == 0.0
     json.dumps(r, allow_nan=False)

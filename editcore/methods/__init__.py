@@ -10,7 +10,9 @@ from ..errors import InputError
 _MODULES: dict[str, str] = {
     "ft": "editcore.methods.ft",
     "ft_l": "editcore.methods.ft_l",
+    "ft_l_easyedit": "editcore.methods.ft_l_easyedit",
     "kn": "editcore.methods.kn",
+    "kn_easyedit": "editcore.methods.kn_easyedit",
     "memit": "editcore.methods.memit",
     "rome": "editcore.methods.rome",
 }
