@@ -219,7 +219,10 @@ def test_every_cell_is_a_number_or_an_explicit_na_with_its_reason(lm, tmp_path):
     ike = _table_cells(md, "## Table 3")[1]
     assert ike[1].startswith("n/a — ike is not registered")
     ft3 = _table_cells(md, "## Table 3")[0]
-    assert all(number.match(c) for c in ft3[1:-1])  # every Table 3 column has data for FT
+    # Every Table 3 column has data for FT, except multi-hop: MQuAKE's few-shot prompt does not fit the tiny
+    # model's 128-token context, and the cell must say so.
+    assert all(number.match(c) for i, c in enumerate(ft3[1:-1]) if i != 3)
+    assert number.match(ft3[4]) or ("n/a — error" in ft3[4] and "context" in ft3[4])
     assert "## Findings" in md and "IKE best on single-edit portability — cannot be tested here" in md
     series = rep.figure4_series(result, "ft")
     assert [p[0] for p in series["qa"]] == [0, 1, 2]
