@@ -233,7 +233,8 @@ def test_every_cell_is_a_number_or_an_explicit_na_with_its_reason(lm, tmp_path):
     assert "Plotly.newPlot" in page and "NQ (exact match)" in page
     # resumable: the same command again reads every unit from the cache
     again = reproduce(InProcessEngine(lm), _repro())
-    assert again["cached_units"] == len(again["units"])
+    # (a unit that failed is not cached: the next run tries it again)
+    assert again["cached_units"] == sum("na" not in u["row"] for u in result["units"]) > 0
     assert rep.markdown({**again, "seconds": result["seconds"], "cached_units": 0}) == md
 
 
