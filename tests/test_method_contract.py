@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import tiny
+from editcore import hooks
 from editcore.errors import InputError
 from editcore.methods import available, get_method
 from editcore.methods.base import Edit, load_hparams
@@ -64,15 +65,25 @@ def test_registry_lists_the_baselines():
     assert {"ft", "ft_l", "kn"} <= set(available())
 
 
+def _read(lm) -> torch.Tensor:
+    """The next-token distribution after the edit prompt, as the model gives it now."""
+    from editcore.text import next_token_logprobs
+
+    with torch.no_grad():
+        return next_token_logprobs(lm, [REQ.text])
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("name", available())
 def test_method_contract(name, family, models, corpus):
     lm = models[family]
     method, hp = _tiny_hparams(name, corpus)
+    tiny.train_if_needed(lm, method)  # MEND: a tiny hypernetwork, trained in seconds in this test's home
     assert isinstance(method.name, str) and method.name == name
     assert isinstance(method.version, str) and method.version
     assert isinstance(method.batched, bool)
     d0 = lm.digest()
+    read0 = _read(lm)
 
     edit = method.compute(lm, [REQ], hp)
 
@@ -89,10 +100,14 @@ def test_method_contract(name, family, models, corpus):
 
     with lm.scope(edit.patch) as scope:
         edited = param_digest(scope.model)
-        assert edited != d0
+        if edit.patch.deltas:
+            assert edited != d0
+        else:  # hooks or an input rewrite: the weights stay, what the model says on the edit prompt changes
+            assert edited == d0 and not torch.equal(_read(lm), read0)
+        n_hooks = hooks.count(scope.model)
         # Sequential editing: a second compute inside the scope sees the edit and leaves it in place.
         method.compute(lm, [Request("The capital of {} is", "Japan", "Seoul", "Tokyo")], hp)
-        assert param_digest(scope.model) == edited
+        assert param_digest(scope.model) == edited and hooks.count(scope.model) == n_hooks
     assert lm.digest() == d0
 
     with pytest.raises(_Boom):

@@ -10,7 +10,9 @@ from ..errors import InputError
 _MODULES: dict[str, str] = {
     "ft": "editcore.methods.ft",
     "ft_l": "editcore.methods.ft_l",
+    "grace": "editcore.methods.grace",
     "kn": "editcore.methods.kn",
+    "mend": "editcore.methods.mend",
     "memit": "editcore.methods.memit",
     "rome": "editcore.methods.rome",
 }
