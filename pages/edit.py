@@ -31,6 +31,7 @@ if not methods:
 if st.session_state.get("edit_method") not in methods:
     st.session_state["edit_method"] = "rome" if "rome" in methods else methods[0]
 method = st.selectbox("Method", methods, key="edit_method")
+ready = bool(widgets.trained_only(lm, [method]))
 overrides = widgets.hparam_editor("edit", method, lm.name)
 c1, c2, c3 = st.columns([1, 1, 4])
 run = c1.button("Run edit", key="edit_run", type="primary") or bool(prefill)
@@ -41,7 +42,7 @@ if st.session_state.get("edit_stop") and not run:
     st.warning("Stopped. The model was restored; nothing was kept.")
 # What the form asks for now; the result on show remembers the form it came from.
 form = {"model": lm.name, "spec": spec, "method": method, "overrides": overrides, "quick": quick}
-if run and spec is not None and overrides is not None:
+if run and ready and spec is not None and overrides is not None:
     with ui.status_box(f"Editing with {method}") as progress:
         result = ui.call(service.run_edit, lm, spec, method, overrides, progress, quick=quick)
     st.session_state["edit_result"] = result  # a failed run must not leave the previous result on show

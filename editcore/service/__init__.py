@@ -14,7 +14,7 @@ to wait for the lock is told so through its progress callback (:mod:`.progress`)
 
 from ..cases.resolve import catalog_related_words, is_case_target, resolve_case, with_new_target
 from .choices import (benchmark_entries, benchmark_names, catalog_entries, known_case_ids, list_methods,
-                      method_hparams)
+                      method_hparams, training_status)
 from .edit import QUICK_SKIPPED, compare_methods, edit_key, evaluation_families, run_edit
 from .models import default_model, generate, load_model, model_choices, register_model, unregister_model
 from .pitfalls import PITFALL_SOURCES, PUBLISHED_GPTJ, pitfall_run
@@ -28,6 +28,6 @@ __all__ = [
     "compare_methods", "default_model", "edit_key", "evaluation_families", "generate", "is_case_target",
     "known_case_ids", "list_methods", "load_model", "method_hparams", "model_choices", "nkl_rows", "not_computed",
     "pitfall_run", "register_model", "resolve_case", "result_csv_rows", "run_edit", "scorecard",
-    "sequential_cached", "sequential_config", "sequential_run", "shift_views", "unregister_model",
+    "sequential_cached", "sequential_config", "sequential_run", "shift_views", "training_status", "unregister_model",
     "with_new_target", "word_diff",
 ]
