@@ -244,10 +244,20 @@ def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None,
     return out
 
 
+def _section(module: str) -> Callable:
+    """The ``bench_section`` of ``module``, imported when the bench runs."""
+    def run(lm, facts, common):
+        import importlib
+
+        return importlib.import_module(module).bench_section(lm, facts, common)
+    run.__name__ = module
+    return run
+
+
 # Further measurements, each ``fn(lm, facts, common) -> {"title", "columns", "rows", "note"} | None`` (rows are
 # dicts keyed by the columns; None: nothing to measure on this model). A feature adds its function here and
 # the report renders it; the functions live with the feature they measure.
-SECTIONS: list[Callable] = []
+SECTIONS: list[Callable] = [_section("editcore.methods.grace"), _section("editcore.methods.mend.report")]
 
 
 def _resolve_layers(lm, layers) -> list[int]:
