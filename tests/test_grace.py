@@ -145,3 +145,14 @@ def test_twenty_sequential_edits_then_rolling_back_ten_leaves_the_first_ten(lm):
     assert torch.equal(after_ten[10:20], base[10:20])  # ... and are gone: those prompts read the base model
     assert torch.equal(again[-len(OTHER):], base[-len(OTHER):])
     assert lm.digest() == d0 and hooks.count(lm.model) == 0
+
+
+def test_a_cold_start_is_reproducible_and_leaves_the_global_rng_alone(lm):
+    m = get_method("grace")
+    hp = _hp(value_init="cold", steps=1, stop_at_top1=False, stop_loss=0.0)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = m.compute(lm, [REQ], hp).patch.hooks[0].fn.codebook.entries[0].value
+    assert torch.equal(torch.get_rng_state(), state)
+    b = m.compute(lm, [REQ], hp).patch.hooks[0].fn.codebook.entries[0].value
+    assert torch.equal(a, b)

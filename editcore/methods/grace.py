@@ -239,8 +239,10 @@ class Grace:
                 replay = BlockReplay.of(lm, [prompt + target], layer)
             kp = len(prompt) - 1
             key = got["x"][0, kp].detach().float().clone()
-            value0 = (got["y"][0, kp].detach().clone() if hp.value_init == "warm" else
-                      torch.rand(got["y"].shape[-1], device=key.device, dtype=got["y"].dtype))
+            out = got["y"][0, kp].detach()
+            # "cold": uniform in [0, 1) as in the authors' code, from a fixed seed (an edit is reproducible).
+            value0 = out.clone() if hp.value_init == "warm" else torch.rand(
+                out.shape, generator=torch.Generator().manual_seed(0)).to(device=out.device, dtype=out.dtype)
             placed = place_key(book, key, value0, req.target_new, hp)
             value, fit = self._fit(lm, replay, module, placed, target, kp, hp, progress)
         entries = list(placed.codebook.entries)
