@@ -145,10 +145,15 @@ def fmt_sig(v: float | None, digits: int = 3) -> str:
     return "—" if v is None else f"{v:.{digits}g}"
 
 
+def method_label(row: dict) -> str:
+    """A method's name in charts, with † when its result carries an EditScope adaptation of the paper."""
+    return f"{row['method']} †" if row.get("adaptation") else row["method"]
+
+
 def compare_heatmap(rows: Sequence[dict], metrics: Sequence[tuple[str, str, bool]]) -> go.Figure:
     """Methods × metrics. Colour is the value scaled per metric so that 1 = best among the methods (for
     'lower is better' metrics the scale is flipped); the cell text is the raw value."""
-    methods = [r["method"] for r in rows]
+    methods = [method_label(r) for r in rows]
     z, text = [], []
     for key, _label, higher in metrics:
         vals = [r.get(key) for r in rows]
@@ -179,7 +184,7 @@ def compare_radar(rows: Sequence[dict], metrics: Sequence[tuple[str, str, bool]]
     labels = [label.replace(" ", "<br>") for _k, label, _h in metrics]  # two-line labels fit at half width
     for i, r in enumerate(rows):
         vals = [r.get(k) for k, _l, _h in metrics]
-        fig.add_trace(go.Scatterpolar(r=vals + vals[:1], theta=labels + labels[:1], name=r["method"],
+        fig.add_trace(go.Scatterpolar(r=vals + vals[:1], theta=labels + labels[:1], name=method_label(r),
                                       line_color=PALETTE[i % len(PALETTE)], connectgaps=False))
     # Margins keep the angular labels ("Neighbourhood score") inside the chart at half of 1280 px.
     fig.update_layout(polar=dict(radialaxis=dict(range=[0, 1]), domain=dict(x=[0.2, 0.8], y=[0, 0.9])))

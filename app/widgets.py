@@ -101,16 +101,32 @@ def fact_picker(prefix: str, lm) -> dict | None:
 
 
 def hparam_editor(prefix: str, method: str, model: str) -> dict | None:
-    """Hyper-parameters in an expander, defaults from the method's file for this model; returns the
-    overrides (only values that differ from the defaults), or None if they cannot be read."""
+    """Hyper-parameters in an expander, defaults from the method's file for this model (or, with the
+    reference toggle on, that file under the method's reference preset); returns the overrides (values that
+    differ from those defaults, plus the preset), or None if they cannot be read."""
     rows = ui.call(service.method_hparams, method, model)
     if rows is None:
         return None
     overrides: dict = {}
     with st.expander(f"Hyper-parameters of {method} (defaults for {model})"):
+        if any(r["name"] == "preset" for r in rows):
+            reference = st.toggle(
+                "Reference preset", key=f"{prefix}_hp_{method}_preset_toggle",
+                help="Run the method as its paper's released code does (e.g. ROME: no early stop, ROME's 20 "
+                     "context prefixes, statistics from the whole corpus; slower, and the statistics take minutes "
+                     "the first time), and measure fluency as ROME does. Off: EditScope's faster defaults. "
+                     "Every result records the preset.")
+            if reference:
+                rows = ui.call(service.method_hparams, method, model, {"preset": "reference"})
+                if rows is None:
+                    return None
+                overrides["preset"] = "reference"
+            rows = [r for r in rows if r["name"] != "preset"]
+        tag = "ref_" if overrides.get("preset") == "reference" else ""
         cols = st.columns(3)
         for i, row in enumerate(rows):
-            key = f"{prefix}_hp_{method}_{row['name']}"
+            # The preset is part of the key: the two presets' defaults differ, so their widgets must too.
+            key = f"{prefix}_hp_{method}_{tag}{row['name']}"
             col = cols[i % 3]
             v, help_ = row["value"], row["help"] or None
             if row["choices"] is not None and row["kind"] != "bool":
@@ -134,8 +150,9 @@ def hparam_editor(prefix: str, method: str, model: str) -> dict | None:
                 value = col.text_input(row["name"], value=str(v), key=key, help=help_)
             if value != v:
                 overrides[row["name"]] = value
-        if overrides:
-            st.caption("changed: " + ", ".join(f"{k} = {ui.escape_md(json.dumps(v))}" for k, v in overrides.items()))
+        changed = {k: v for k, v in overrides.items() if k != "preset"}
+        if changed:
+            st.caption("changed: " + ", ".join(f"{k} = {ui.escape_md(json.dumps(v))}" for k, v in changed.items()))
     return overrides
 
 

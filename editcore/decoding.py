@@ -59,7 +59,8 @@ def _fits_window(lm, n_columns: int) -> bool:
     return not isinstance(window, int) or window <= 0 or n_columns <= window
 
 
-def _eos_ids(lm) -> set[int]:
+def eos_ids(lm) -> set[int]:
+    """The token ids that end a generation (the generation config's, else the tokenizer's)."""
     eos = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
     if eos is None:
         eos = lm.tokenizer.eos_token_id
@@ -96,7 +97,7 @@ def greedy_loop(lm, prompts: Sequence[Sequence[int]], n: int, lengths: Sequence[
     where = [(r, width - len(d) - 1 + t) for r, d in enumerate(drafts) for t in range(len(d) + 1)]
     h = out.last_hidden_state[[r for r, _ in where], [c for _, c in where]]
     best = lm.adapter.logits(h).argmax(-1).tolist()
-    eos = _eos_ids(lm)
+    eos = eos_ids(lm)
     gen = torch.full((rows, n), pad, dtype=torch.long, device=dev)
     count = [0] * rows
     finished = [False] * rows

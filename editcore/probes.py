@@ -1,12 +1,14 @@
-"""Downstream probe sets for the general-abilities block: the small sets shipped in ``data/probes/``
-(written for EditScope, not copied from any dataset) or the real benchmark files from a path.
+"""Downstream probe sets for the general-abilities block: the real task files (a path, the copies under
+``../shared/data/downstream``, or the hub when it is reachable) or, offline, the freely licensed sets shipped
+in ``data/probes/`` (``data/probes/README.md`` gives each file's source and licence).
 
 Every loader returns plain dicts in one schema per task:
 
 * ``sentiment``     {"text", "label"}  (1 = positive, 0 = negative; SST-2 style)
 * ``piqa``          {"goal", "sol1", "sol2", "label"}  (label = index of the right solution)
 * ``qa``            {"question", "answers": [..]}  (closed-book, NQ-open style)
-* ``arithmetic``    {"question", "answer"}  (the final number as a string; GSM8K style)
+* ``arithmetic``    {"question", "answer", "solution"}  (the final number as a string; GSM8K's worked
+  solution, ending in ``#### n``)
 * ``summarisation`` {"dialogue", "summary"}  (SAMSum style)
 
 A ``path`` may point to the real files (``../shared/data/downstream/...``): SST-2 TSV
@@ -16,7 +18,9 @@ A ``path`` may point to the real files (``../shared/data/downstream/...``): SST-
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 from pathlib import Path
 
@@ -62,7 +66,8 @@ def _from_path(task: str, path: Path) -> list[dict]:
         return [{"question": r["question"], "answers": list(r["answer"] if isinstance(r["answer"], list) else [r["answer"]])}
                 for r in _jsonl(path)]
     if task == "arithmetic":
-        return [{"question": r["question"], "answer": _gsm_number(str(r["answer"]))} for r in _jsonl(path)]
+        return [{"question": r["question"], "answer": _gsm_number(str(r["answer"])), "solution": str(r["answer"])}
+                for r in _jsonl(path)]
     if task == "summarisation":
         data = json.loads(path.read_text(encoding="utf-8"))
         return [{"dialogue": r["dialogue"].replace("\r\n", "\n"), "summary": r["summary"]} for r in data]
@@ -81,6 +86,72 @@ def load_probe(task: str, path: str | Path | None = None, limit: int | None = No
     else:
         items = _jsonl(PROBE_DIR / f"{task}.jsonl")
     return items[:limit] if limit is not None else items
+
+
+# The real task files (../shared/data/downstream) and the benchmark names that read them or the hub.
+REAL_FILES = {"sentiment": ("sst2", "downstream/sst2/test-SentimentAnalysis.first200.tsv"),
+              "piqa": ("piqa", "downstream/piqa/piqa_valid.first200.jsonl"),
+              "qa": ("nq_open", "downstream/nq_open/test-OpenDomainQA.first200.jsonl"),
+              "arithmetic": ("gsm8k", "downstream/gsm8k/test-reasoning.first200.jsonl"),
+              "summarisation": ("samsum", "downstream/samsum/test-summarization.first200.json")}
+BUNDLED = {"sentiment": "EditScope-written sentences", "piqa": "EditScope-written PIQA-style items",
+           "qa": "NQ-open test, first 200 (CC BY-SA 3.0)", "arithmetic": "GSM8K test, first 200 (MIT)",
+           "summarisation": "EditScope-written dialogues"}
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_ok() -> bool:
+    if any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes")
+           for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return False
+    from .models.registry import _hub_reachable
+
+    return _hub_reachable(timeout=2.0)
+
+
+def _from_items(task: str, items: list) -> list[dict]:
+    """Records of :mod:`editcore.benchmarks.downstream` in this module's schema."""
+    if task == "sentiment":
+        return [{"text": it.context, "label": it.label} for it in items]
+    if task == "piqa":
+        return [{"goal": it.context, "sol1": it.choices[0], "sol2": it.choices[1], "label": it.label} for it in items]
+    if task == "qa":
+        return [{"question": it.question, "answers": list(it.answers)} for it in items]
+    if task == "arithmetic":
+        return [{"question": it.question, "answer": it.answers[0], "solution": it.solution} for it in items]
+    return [{"dialogue": it.dialogue.replace("\r\n", "\n"), "summary": it.summary} for it in items]
+
+
+@functools.lru_cache(maxsize=32)
+def _real_items(task: str, limit: int | None) -> tuple[tuple[dict, ...], str] | None:
+    from .paths import shared_data
+
+    name, rel = REAL_FILES[task]
+    local = shared_data() / rel
+    if local.is_file():
+        return tuple(_from_path(task, local)[:limit] if limit is not None else _from_path(task, local)), str(local)
+    if _hub_ok():
+        from .benchmarks import load_benchmark
+        from .errors import EditScopeError
+
+        try:
+            return tuple(_from_items(task, load_benchmark(name, limit=limit))), f"hub: {name}"
+        except EditScopeError:
+            return None
+    return None
+
+
+def probe_items(task: str, path: str | Path | None = None, limit: int | None = None) -> tuple[list[dict], str]:
+    """``(items, source)`` for ``task``: the file at ``path``; else the real task file or the hub; else the
+    bundled set. ``source`` names where they came from (results carry it)."""
+    if path is not None:
+        return load_probe(task, path, limit), str(path)
+    if task not in TASKS:
+        raise InputError(f"unknown probe task {task!r}; known: {', '.join(TASKS)}")
+    real = _real_items(task, limit)
+    if real is not None:
+        return [dict(x) for x in real[0]], real[1]
+    return load_probe(task, None, limit), f"bundled: {BUNDLED[task]}"
 
 
 def heldout_text(path: str | Path | None = None, max_chars: int | None = None) -> str:

@@ -42,10 +42,13 @@ ui.stale_caption(st.session_state.get("cmp_result_form"), form, "Compare")
 metrics = list(labels.SCORECARD)
 # Three significant digits, as in the heatmap; a missing value is "—" (st.dataframe shows a missing number as
 # "None", also through a Styler's na_rep), never a zero.
-table = pd.DataFrame([{"method": r["method"], **{label: charts.fmt_sig(r.get(key)) for key, label, _h in metrics}}
-                      for r in result["rows"]])
+table = pd.DataFrame([{"method": charts.method_label(r), "preset": r.get("preset") or "—",
+                       **{label: charts.fmt_sig(r.get(key)) for key, label, _h in metrics}} for r in result["rows"]])
 st.dataframe(table, hide_index=True, key="cmp_table")
 st.caption(ui.definitions_caption(key for key, _label, _h in metrics) + " · — : no value for this fact")
+for r in result["rows"]:
+    if r.get("adaptation"):
+        st.caption(f"† {ui.escape_md(r['method'])}: EditScope adaptation — {ui.escape_md(r['adaptation'])}")
 cached = [name for name, r in result["results"].items() if r.get("cached")]
 if cached:
     st.caption(f"From the results cache, not recomputed: {', '.join(cached)} (Seconds are those of the run "

@@ -61,7 +61,8 @@ draws = [0]  # live redraws replace the charts in place; each redraw needs fresh
 
 def draw(result: dict) -> None:
     draws[0] += 1
-    runs = {name: r["points"] for name, r in result["runs"].items()}
+    # † marks a method whose run carries an EditScope adaptation of its paper (MEMIT on Gemma).
+    runs = {f"{name} †" if r.get("adaptation") else name: r["points"] for name, r in result["runs"].items()}
     # Shielded: a click while a live chart is drawn must stop the run between edits, not abort it here.
     with ui.shield():
         for key, (label, log_y) in labels.SEQ_CURVES.items():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from editcore.benchmarks import BENCHMARKS, ChoiceItem, QAItem, SummaryItem, load_benchmark
-from editcore.cases import Case, ConflictCase, MultiHopCase, RoundTripCase
+from editcore.cases import Case, ConflictCase, MultiHopCase, Probe, RoundTripCase
 from editcore.errors import EditScopeError, InputError
 
 SHARED = Path(os.environ.get("EDITSCOPE_SHARED_DATA")
@@ -72,7 +72,9 @@ def test_mquake_hard():
     assert m.edits[0].target_true == "The Beatles"
     assert (m.answer, m.new_answer) == ("English", "Arabic")
     assert len(m.questions) == 3 and "English language" in m.answer_aliases
-    assert m.single_hops[0] == m.single_hops[0].__class__("Hey Jude was performed by", "The Beatles")
+    hop = m.single_hops[0]
+    assert (hop.prompt, hop.answer, hop.question) == ("Hey Jude was performed by", "The Beatles", "Who performed Hey Jude?")
+    assert "Fab Four" in hop.aliases  # answer_alias counts (MQuAKE)
     assert m.new_single_hops[0].answer == "Madonna"
 
 
@@ -119,15 +121,62 @@ def test_yao_one_hop_counterfact_and_zsre():
 def test_yao_subject_replace_and_inverse():
     c = load_benchmark("portability_subject_replace",
                        shared(f"{YAO}/portability/subject_replace/counterfact_subject_replace.json"), limit=1)[0]
-    assert c.aliases == ("Mary Eliza Wright",)
-    z = load_benchmark("portability_subject_replace",
-                       shared(f"{YAO}/portability/subject_replace/zsre_subject_replace.json"), limit=1)[0]
-    assert z.aliases == ("UGC 6870",) and z.one_hop[0].prompt == "What is the constellation of UGC 6870?"
-    assert z.one_hop[0].answer == "Triangulum"
+    assert c.aliases == ("Mary Eliza Wright",) and c.one_hop == () and c.subject_replace == ()
     inv = load_benchmark("portability_inverse_relation",
                          shared(f"{YAO}/portability/inverse_relation/zsre_inverse_relation.json"), limit=1)[0]
     assert inv.reverse.prompt == "Who is Marian Clairmont's sister?"
     assert inv.reverse.answer == "Claire Clairmont" and inv.reverse.target == "Marian Clairmont"
+    assert inv.one_hop == () and inv.aliases == () and inv.subject_replace == ()
+
+
+def test_yao_zsre_subject_replace_file():
+    """zsRE's Subject-Replace file (not in every copy of the data): ``alter_subject_question`` is the
+    Subject-Replace probe, answered with the new target, and nothing lands in One-Hop."""
+    from editcore.metrics.portability import portability_probes
+
+    recs = json.loads(shared(f"{YAO}/portability/subject_replace/zsre_subject_replace.json").read_text())
+    cases = load_benchmark("portability_subject_replace",
+                           shared(f"{YAO}/portability/subject_replace/zsre_subject_replace.json"), limit=5)
+    for rec, case in zip(recs, cases):
+        probes = portability_probes(case, case.target_new)
+        assert probes["subject_replace"] == [(rec["alter_subject_question"], rec["alt"])]
+        assert probes["one_hop"] == [] and case.one_hop == ()
+
+
+def test_yao_fields_land_in_their_families():
+    """Real records of every Yao et al. file: each field feeds its own family (portability_probes, locality)."""
+    from editcore.metrics.portability import portability_probes
+
+    one = load_benchmark("portability_one_hop",
+                         shared(f"{YAO}/portability/one_hop/counterfact_portability_gpt4.json"), limit=3)
+    raw = json.loads(shared(f"{YAO}/portability/one_hop/counterfact_portability_gpt4.json").read_text())[:3]
+    for case, rec in zip(one, raw):
+        p = portability_probes(case, case.target_new)
+        assert p["one_hop"] == [(rec["portability"]["New Question"], rec["portability"]["New Answer"])]
+        assert p["subject_replace"] == [] and p["reverse_relation"] == []
+    sr = load_benchmark("portability_subject_replace",
+                        shared(f"{YAO}/portability/subject_replace/counterfact_subject_replace.json"), limit=3)
+    raw = json.loads(shared(f"{YAO}/portability/subject_replace/counterfact_subject_replace.json").read_text())[:3]
+    for case, rec in zip(sr, raw):
+        p = portability_probes(case, case.target_new)
+        rw = rec["requested_rewrite"]
+        assert p["subject_replace"] == [(rw["prompt"].format(rec["alternative_subject"]), rw["target_new"]["str"])]
+        assert p["one_hop"] == [] and p["reverse_relation"] == []
+    z = load_benchmark("portability_one_hop",
+                       shared(f"{YAO}/portability/one_hop/zsre_mend_eval_portability_gpt4.json"), limit=2)
+    assert all(len(c.one_hop) == 1 and not c.subject_replace and c.reverse is None for c in z)
+    inv = load_benchmark("portability_inverse_relation",
+                         shared(f"{YAO}/portability/inverse_relation/zsre_inverse_relation.json"), limit=3)
+    for case in inv:
+        p = portability_probes(case, case.target_new)
+        assert p["reverse_relation"] == [(case.reverse.prompt, case.subject)] and p["one_hop"] == []
+    loc = load_benchmark("locality_distracting", shared(f"{YAO}/locality/counterfact_distracting_neighbor.json"),
+                         limit=2)
+    raw = json.loads(shared(f"{YAO}/locality/counterfact_distracting_neighbor.json").read_text())[:2]
+    for case, rec in zip(loc, raw):
+        assert case.attributes[-1] == Probe(rec["unrelated_relation"]["question"], rec["unrelated_relation"]["object"])
+        assert list(case.distracting_neighbourhood) == rec["distracting_neighborhood_prompts"]
+        assert case.one_hop[-1].answer == rec["portability"]["New Answer"]
 
 
 def test_yao_distracting_and_other_attribution():

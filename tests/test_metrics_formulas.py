@@ -135,13 +135,16 @@ def test_matching_and_numbers():
 
 
 def test_multihop_ew_iw_mh():
-    texts = {"Hey Jude was performed by": " Madonna and", "Q: Who sang Hey Jude?\nA:": " Madonna",
-             "Q: Where was Madonna born?\nA:": " Bay City",
-             "Q: What language does the singer of Hey Jude speak?\nA:": " French",
-             "Q: Which tongue does the Hey Jude performer use?\nA:": " english, mostly"}
+    from editcore.metrics.multihop import SINGLE_HOP_DEMOS, Hop, qa_prompt
+
+    texts = {"Hey Jude was performed by": " Madonna and",
+             qa_prompt("Where was Madonna born?", SINGLE_HOP_DEMOS): " Bay City\nQ:",
+             qa_prompt("What language does the singer of Hey Jude speak?"): " French\n",
+             qa_prompt("Which tongue does the Hey Jude performer use?"): " english\nQ: next"}
     sc = FakeScorer(texts=texts)
-    o = multihop_outcome(sc, "m", [("Hey Jude was performed by", "Madonna")],
-                         [("Who sang Hey Jude?", ["Madonna"]), ("Where was Madonna born?", ["Detroit"])],
+    hops = [Hop("Hey Jude was performed by", "Who sang Hey Jude?", ("Madonna",), True),
+            Hop("Madonna was born in", "Where was Madonna born?", ("Detroit",), False)]
+    o = multihop_outcome(sc, "m", [("Hey Jude was performed by", ("Madonna",))], hops,
                          ["What language does the singer of Hey Jude speak?",
                           "Which tongue does the Hey Jude performer use?"], ["English", "en"])
     assert o.ew == 1.0

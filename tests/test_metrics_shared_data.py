@@ -14,7 +14,6 @@ from editcore.cases import Case, Probe
 from editcore.metrics import conflicts as C
 from editcore.metrics import evaluate
 from editcore.metrics.general import general_abilities, perplexity_parts
-from editcore.metrics.multihop import multihop_outcome
 from editcore.metrics.nkl import distracted_prompts
 from editcore.metrics.portability import score_probes
 from editcore.metrics.scoring import Scorer
@@ -99,15 +98,23 @@ def test_round_edit_records(lm):
     assert all(o.n_objects >= 2 for o in outs)
 
 
-def test_mquake_records(lm):
-    rec = _load("mquake/MQuAKE-hard.json")[0]
-    rw = rec["requested_rewrite"]
-    with lm.scope(_noise(lm)):
-        o = multihop_outcome(Scorer(lm), str(rec["case_id"]),
-                             [(r["prompt"].format(r["subject"]), r["target_new"]["str"]) for r in rw],
-                             [(h["question"], [h["answer"], *h.get("answer_alias", [])]) for h in rec["new_single_hops"]],
-                             rec["questions"], [rec["new_answer"], *rec.get("new_answer_alias", [])], max_new_tokens=4)
-    assert len(o.edit_wise) == len(rw) and len(o.questions) == 3
+def test_mquake_records():
+    from editcore.benchmarks import load_benchmark
+
+    lm = tiny.lm("llama", max_position_embeddings=2048)  # MQuAKE's demonstrations run to ~800 tokens
+    from editcore.metrics.multihop import MultiHopSummary, case_hops, multihop_case_outcome
+
+    _load("mquake/MQuAKE-hard.json")
+    cases = load_benchmark("mquake", DATA / "mquake/MQuAKE-hard.json", limit=2)
+    outcomes = []
+    for case in cases:
+        assert all(h.edited for h in case_hops(case))  # MQuAKE-hard: every hop of the chain is edited
+        with lm.scope(_noise(lm)):
+            for prompting in ("few-shot", "cot"):
+                outcomes.append(multihop_case_outcome(Scorer(lm), case, prompting))
+    assert len(outcomes[0].edit_wise) == len(cases[0].edits) and len(outcomes[0].questions) == 3
+    s = MultiHopSummary(outcomes)
+    assert s.ew.n == sum(len(o.edit_wise) for o in outcomes)  # pooled over edits
 
 
 def test_yao2023_portability_records(lm):

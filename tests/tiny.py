@@ -51,7 +51,8 @@ def config(family: str, vocab_size: int, n_layers: int = 3, **extra):
         return T.GPTNeoXConfig(num_hidden_layers=n_layers, hidden_size=32, num_attention_heads=2,
                                intermediate_size=64, max_position_embeddings=128, **common)
     llama_like = dict(num_hidden_layers=n_layers, hidden_size=32, num_attention_heads=2, num_key_value_heads=1,
-                      intermediate_size=48, max_position_embeddings=128, **common, **extra)
+                      intermediate_size=48, max_position_embeddings=128, **common)
+    llama_like.update(extra)  # extra may override a default, e.g. a longer context
     if family == "llama":
         return T.LlamaConfig(**llama_like)
     if family == "mistral":

@@ -57,8 +57,8 @@ def read_records(path: Path, fmt: str) -> Iterator[Any]:
             try:
                 yield json.loads(line)
             except json.JSONDecodeError:
-                if lineno == 1:
-                    raise EditScopeError(f"{path} is not valid JSON lines; expected {fmt}") from None
+                # Judged with the rest of the file: a bad first line is skipped like any other, and a file
+                # none of whose lines parse is refused by map_records (no record has the source's keys).
                 yield BadLine(lineno)
 
 
@@ -73,7 +73,7 @@ def map_records(records: Iterable[Any], mapper: Callable[[dict, int], Any], *, p
     for index, record in enumerate(records):
         if limit is not None and len(out) >= limit:
             break
-        if isinstance(record, dict) and all(k in record for k in signature):
+        if has_signature(record, signature):
             seen_signature = True
         elif index >= 20 and not seen_signature:
             break
@@ -89,6 +89,19 @@ def map_records(records: Iterable[Any], mapper: Callable[[dict, int], Any], *, p
         raise EditScopeError(
             f"{path} does not look like {fmt}: no record has the fields {', '.join(signature)}")
     return out
+
+
+def has_signature(record: Any, signature: tuple[str, ...]) -> bool:
+    return isinstance(record, dict) and all(k in record for k in signature)
+
+
+def pick_format(records: list, signatures: dict[str, tuple[str, ...]], default: str) -> str:
+    """The schema of a file judged on its records as a whole: the name in ``signatures`` whose keys the most
+    records carry (ties go to the first listed), ``default`` when no record carries any. One malformed
+    record (the first, say) therefore cannot decide the format of the file."""
+    counts = {name: sum(has_signature(r, sig) for r in records) for name, sig in signatures.items()}
+    best = max(counts, key=lambda name: counts[name])  # max keeps the first of equal counts
+    return best if counts[best] else default
 
 
 def warn_skipped(path: Path, index: int, reason: object) -> None:

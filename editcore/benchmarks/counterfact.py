@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cases import Case, Probe
-from ._io import Skip, map_records, need_text, read_records, subject_template, unique_texts
+from ._io import Skip, map_records, need_text, pick_format, read_records, subject_template, unique_texts
 
 CF_SIGNATURE = ("case_id", "requested_rewrite")
 CF_FORMAT = "CounterFact (ROME schema: case_id, requested_rewrite{prompt, subject, target_new, target_true})"
@@ -67,7 +67,10 @@ def _easyedit_case(r: dict, index: int, source: str = "counterfact") -> Case:
 
 
 def with_yao(case: Case, r: dict) -> Case:
-    """Add Yao et al. 2023 portability/locality fields of a CounterFact or zsRE record to its case."""
+    """Add Yao et al. 2023 portability/locality fields of a CounterFact or zsRE record to its case, each to
+    its own family: ``portability`` (New Question/Answer) -> One-Hop; ``alternative_subject`` (with
+    ``alter_subject_question`` when the file states it) -> Subject-Replace; ``inverse question`` ->
+    Reverse-Relation; ``unrelated_relation`` -> Other-Attribution (locality)."""
     changes: dict[str, Any] = {}
     port = r.get("portability")
     if isinstance(port, dict) and port.get("New Question") and port.get("New Answer"):
@@ -75,11 +78,14 @@ def with_yao(case: Case, r: dict) -> Case:
                                                    target=case.target_new),)
     alt = r.get("alternative_subject")
     if isinstance(alt, str) and alt.strip():
-        changes["aliases"] = case.aliases + (alt,)
         question = r.get("alter_subject_question")
         if isinstance(question, str) and question.strip():
-            changes["one_hop"] = changes.get("one_hop", case.one_hop) + (
+            # zsRE's Subject-Replace file states the probe in full: the question about the alias, answered
+            # with the new target (EasyEdit's ``subject replacement`` portability input).
+            changes["subject_replace"] = case.subject_replace + (
                 Probe(question, case.target_new, target=case.target_new),)
+        else:  # CounterFact's: the edit template with the alias as subject (built by the metric)
+            changes["aliases"] = case.aliases + (alt,)
     other = r.get("unrelated_relation")
     if isinstance(other, dict) and other.get("question") and other.get("object"):
         changes["attributes"] = case.attributes + (Probe(other["question"], str(other["object"])),)
@@ -96,10 +102,9 @@ def counterfact_with_yao(records, path: Path, limit: int | None) -> list[Case]:
 
 
 def load_counterfact(path: Path, limit: int | None = None) -> list[Case]:
-    """CounterFact in the ROME schema, or EasyEdit's one-paraphrase edit split (detected per file)."""
+    """CounterFact in the ROME schema, or EasyEdit's one-paraphrase edit split (told apart on the whole file)."""
     records = list(read_records(path, CF_FORMAT))
-    first = next((r for r in records if isinstance(r, dict)), {})
-    if "requested_rewrite" not in first and all(k in first for k in EASY_SIGNATURE):
+    if pick_format(records, {"rome": CF_SIGNATURE, "easyedit": EASY_SIGNATURE}, "rome") == "easyedit":
         return map_records(records, _easyedit_case, path=path, limit=limit, signature=EASY_SIGNATURE,
                            fmt="EasyEdit CounterFact (prompt, subject, target_new, ground_truth)")
     return counterfact_with_yao(records, path, limit)

@@ -12,7 +12,12 @@ MQUAKE_SIGNATURE = ("case_id", "requested_rewrite", "questions", "new_answer")
 
 
 def _hops(items: Any) -> tuple[Probe, ...]:
-    return tuple(Probe(need_text(h["cloze"], "cloze"), need_text(h["answer"], "answer")) for h in items or ())
+    """Each hop as its cloze statement, with the answer's aliases and the hop's question (MQuAKE asks
+    unedited hops as few-shot questions, edited ones as the cloze the edit was written with)."""
+    return tuple(Probe(need_text(h["cloze"], "cloze"), need_text(h["answer"], "answer"),
+                       aliases=unique_texts(h.get("answer_alias") or ()),
+                       question=h.get("question") if isinstance(h.get("question"), str) else None)
+                 for h in items or ())
 
 
 def _mquake_case(r: dict, index: int) -> MultiHopCase:

@@ -52,16 +52,28 @@ class Probe:
     prompt: str
     answer: str
     target: str | None = None
+    aliases: tuple[str, ...] = ()  # other accepted spellings of the answer (MQuAKE's answer_alias)
+    question: str | None = None  # the same fact asked as a question (MQuAKE asks unedited hops that way)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"prompt": self.prompt, "answer": self.answer}
         if self.target is not None:
             d["target"] = self.target
+        if self.aliases:
+            d["aliases"] = list(self.aliases)
+        if self.question is not None:
+            d["question"] = self.question
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Probe":
-        return cls(prompt=str(d["prompt"]), answer=str(d["answer"]), target=d.get("target"))
+        return cls(prompt=str(d["prompt"]), answer=str(d["answer"]), target=d.get("target"),
+                   aliases=_strs(d.get("aliases")), question=d.get("question"))
+
+    @property
+    def answers(self) -> tuple[str, ...]:
+        """The answer and its aliases."""
+        return (self.answer, *self.aliases)
 
 
 def _probes(values: Any) -> tuple[Probe, ...]:
@@ -98,6 +110,9 @@ class Case(_Fact):
     one_hop: tuple[Probe, ...] = ()
     generation_prompts: tuple[str, ...] = ()
     provenance: str = ""
+    # Subject-Replace probes a source states in full (Yao et al.'s zsRE ``alter_subject_question``); the
+    # catalog and CounterFact build them from ``aliases`` and the prompt template instead.
+    subject_replace: tuple[Probe, ...] = ()
 
     def __post_init__(self) -> None:
         if "{}" not in self.prompt:
@@ -152,7 +167,10 @@ class Case(_Fact):
 
     # -- JSON ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+        d = _to_dict(self)
+        if not self.subject_replace:  # absent rather than empty: earlier cases keep their JSON (and cache keys)
+            del d["subject_replace"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Case":

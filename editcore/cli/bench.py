@@ -1,6 +1,7 @@
 """``python -m editcore bench --out reports``: speed and quality of every registered method on the bundled
-models (see :mod:`editcore.perfbench`); ``--sweep rome|memit --model NAME`` runs a layer sweep instead
-(``--vary KEY=V1,V2`` sweeps another hyper-parameter)."""
+models, on 30 known facts of the catalog's report part (see :mod:`editcore.perfbench`); ``--full`` takes
+every known report fact and adds the speed-up tables. ``--sweep METHOD --model NAME`` runs a sweep on the tune
+part instead (layers for rome/memit; ``--vary KEY=V1,V2`` sweeps any hyper-parameter of any method)."""
 
 from __future__ import annotations
 
@@ -21,14 +22,21 @@ def register(sub) -> None:
     p.add_argument("--out", default="reports", help="output folder (default: reports)")
     p.add_argument("--models", nargs="+", default=None, help="models to bench (default: the bundled ones)")
     p.add_argument("--methods", nargs="+", default=None, help="methods (default: every registered one)")
-    p.add_argument("--facts", type=int, default=10, help="known catalog facts per model (default 10)")
+    p.add_argument("--facts", type=int, default=None,
+                   help="known catalog facts per model (bench: of the report part, default 30; sweeps: of the "
+                        "tune part, default 10; 0 = all)")
+    p.add_argument("--part", choices=("tune", "report", "all"), default=None,
+                   help="catalog part the facts come from (default: report for the bench, tune for sweeps)")
+    p.add_argument("--full", action="store_true",
+                   help="every known report fact and the extra tables (about an hour on 2 CPU cores)")
+    p.add_argument("--extras", action="store_true", help="add the speed-up and statistics-count tables")
     p.add_argument("--stats-samples", type=int, default=None, help="tokens for the layer statistics")
     p.add_argument("--corpus", default=None,
                    help="statistics corpus: a local text file, 'hf:<dataset>', 'model' or 'auto' (default: "
                         "../shared/data/wikitext/wiki.test.raw when present, else auto)")
-    p.add_argument("--no-extras", action="store_true", help="skip the speed-up and statistics-count tables")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--sweep", choices=("rome", "memit"), default=None, help="run a layer sweep instead")
+    p.add_argument("--sweep", default=None, metavar="METHOD",
+                   help="run a sweep of METHOD instead (layers for rome/memit; any method with --vary)")
     p.add_argument("--model", default="gemma-3-270m", help="model for --sweep")
     p.add_argument("--layers", default=None,
                    help="--sweep candidates: '2,4,6' (ROME) or '2-6,4-8' (MEMIT ranges); default: every 2nd layer")
@@ -78,13 +86,17 @@ def run(args) -> int:
     if args.sweep:
         from ..models import load_model
 
-        lm = load_model(args.model)
-        overrides = {"stats_corpus": corpus or "auto", **parse_overrides(args.hparam)}
-        if args.stats_samples is not None:
-            overrides["stats_samples"] = args.stats_samples
+        from ..methods import get_method
         from ..methods import layer_stats as stats
 
-        facts = known_facts(lm, max(args.facts, 1))
+        lm = load_model(args.model)
+        uses_stats = "stats_corpus" in get_method(args.sweep).Hparams.__dataclass_fields__
+        overrides = {**({"stats_corpus": corpus or "auto"} if uses_stats else {}), **parse_overrides(args.hparam)}
+        if args.stats_samples is not None and uses_stats:
+            overrides["stats_samples"] = args.stats_samples
+
+        part = None if args.part == "all" else (args.part or "tune")
+        facts = known_facts(lm, 10 if args.facts is None else args.facts, part=part)
         if args.vary:
             key, _, spec = args.vary.partition("=")
             try:
@@ -95,6 +107,8 @@ def run(args) -> int:
                 raise InputError("--vary needs KEY=V1,V2,...")
             suffix = f"_{key}"
         else:
+            if args.sweep not in ("rome", "memit"):
+                raise InputError(f"--sweep {args.sweep} needs --vary KEY=V1,V2 (layer sweeps are for rome and memit)")
             key = "layers" if args.sweep == "memit" else "layer"
             values = _parse_layers(args.layers, args.sweep, lm.adapter.n_layers)
             suffix = ""
@@ -102,7 +116,7 @@ def run(args) -> int:
         layer_sets = values if key == layer_key else [overrides.get(layer_key)]
         flat = sorted({x for s in layer_sets if s not in (None, -1) for x in (s if isinstance(s, list) else [s])})
         # All candidate layers' statistics in one pass (cheaper than one pass per layer).
-        if flat:
+        if flat and uses_stats:
             stats.second_moments(lm, flat, overrides.get("stats_samples", stats.DEFAULT_TOKENS),
                                  overrides["stats_corpus"], Bar())
         rows = sweep(lm, args.sweep, key, values, facts, overrides, Bar(), batch=args.batch)
@@ -110,15 +124,18 @@ def run(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         command = "python -m editcore bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         md = sweep_markdown(lm.name, args.sweep, key, rows, facts, overrides, environment(lm), command,
-                            batch=args.batch)
+                            batch=args.batch, part=part)
         suffix += "_batch" if args.batch else ""
-        (out / f"sweep_{lm.name}{suffix}.md").write_text(md)
-        (out / f"sweep_{lm.name}{suffix}.json").write_text(json.dumps(rows, indent=1))
+        (out / f"sweep_{args.sweep}_{lm.name}{suffix}.md").write_text(md)
+        (out / f"sweep_{args.sweep}_{lm.name}{suffix}.json").write_text(json.dumps(rows, indent=1))
         print(md)
         return 0
     from ..models.registry import BUILTIN
 
-    report = run_bench(args.out, args.models or list(BUILTIN), args.facts, args.stats_samples, corpus,
-                       args.methods, not args.no_extras, Bar())
+    if args.part not in (None, "report"):
+        raise InputError("the bench reports on the report part; sweeps (--sweep) use the tune part")
+    facts_n = 0 if args.full else (30 if args.facts is None else args.facts)
+    report = run_bench(args.out, args.models or list(BUILTIN), facts_n, args.stats_samples, corpus,
+                       args.methods, args.full or args.extras, Bar())
     print((Path(args.out) / "bench.md").read_text())
     return 0 if report["models"] else 1

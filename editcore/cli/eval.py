@@ -1,6 +1,7 @@
 """``eval`` sub-command: compute one edit and print every side-effect metric of it.
 
     python -m editcore eval gemma-3-270m --method rome --fact louvre --target London [--json]
+    python -m editcore eval gemma-3-270m --method rome --fact louvre --preset reference   # as ROME's code runs it
 """
 
 from __future__ import annotations
@@ -26,14 +27,21 @@ def register(sub) -> None:
     p.add_argument("--old", help="free-form old answer (default: the model's own greedy answer)")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyper-parameter (JSON value), repeatable")
-    p.add_argument("--convention", default="product", choices=("product", "rome_mean_nll"),
-                   help="P(target) as a product of token probabilities or ROME's exp(-mean NLL)")
+    p.add_argument("--preset", choices=("fast", "reference"), default=None,
+                   help="hyper-parameter preset: 'reference' runs the method as its paper's code does (and ROME's "
+                        "sampled fluency); default: the method's file ('fast')")
+    p.add_argument("--convention", default="rome_mean_nll", choices=("rome_mean_nll", "product"),
+                   help="CounterFact's P(target): ROME's exp(-mean token NLL) (default, as its code) or the "
+                        "product of token probabilities; the report shows the other one too")
+    p.add_argument("--fluency", choices=("quick", "reference"), default=None,
+                   help="generation fluency: 'reference' samples ROME's 100 tokens over every generation prompt; "
+                        "default: 'reference' under the reference preset, else 'quick'")
     p.add_argument("--families", default="", help="comma-separated subset of metric families")
     p.add_argument("--related", default="", help="comma-separated words related to the new target")
     p.add_argument("--nkl-tokens", type=int, default=0, help="also average NKL over this many generated tokens")
     p.add_argument("--heldout", help="text file for perplexity (default: data/probes/heldout.txt)")
     p.add_argument("--probe-size", type=int, default=0,
-                   help="items per general-ability probe (default: the small dashboard sizes)")
+                   help="items per general-ability probe (default: editcore.metrics.general.DEFAULT_SIZES)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_eval)
 
@@ -93,7 +101,10 @@ def _eval(args) -> int:
     method = get_method(args.method)
     case, target = resolve(args)
     lm = load_model(args.model, progress=Bar())
-    hp = load_hparams(method.name, method.Hparams, lm.name, parse_overrides(args.hparam))
+    overrides = parse_overrides(args.hparam)
+    if args.preset:
+        overrides.setdefault("preset", args.preset)
+    hp = load_hparams(method.name, method.Hparams, lm.name, overrides)
     request = case.request(0)
     if not request.target_true:
         request = dataclasses.replace(request, target_true=None)
@@ -102,13 +113,18 @@ def _eval(args) -> int:
         edit = method.compute(lm, [request], hp, Bar())
     report = evaluate(lm, case, edit, families=families, target_new=target, convention=args.convention,
                       related_new=[w.strip() for w in args.related.split(",") if w.strip()],
-                      nkl_generated_tokens=args.nkl_tokens, heldout=args.heldout, general_sizes=sizes)
+                      nkl_generated_tokens=args.nkl_tokens, heldout=args.heldout, general_sizes=sizes,
+                      fluency=args.fluency)
     data = report.to_dict()
     data["edit"] = {"method": method.name, "version": str(getattr(method, "version", "")),
-                    "seconds": float(edit.seconds), "update_norms": edit.patch.norms()}
+                    "preset": data["method"].get("preset"), "adaptation": data["method"].get("adaptation", ""),
+                    "seconds": float(edit.seconds), "update_norms": edit.patch.norms(),
+                    "warnings": edit.warnings}
     if args.json:
         print(json.dumps(data, indent=1, allow_nan=False))
     else:
         print(f"{method.name}: edit computed in {edit.seconds:.1f} s")
+        for w in edit.warnings:
+            print(f"warning: {w}")
         print(render(data))
     return 0

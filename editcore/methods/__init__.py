@@ -10,8 +10,10 @@ from ..errors import InputError
 _MODULES: dict[str, str] = {
     "ft": "editcore.methods.ft",
     "ft_l": "editcore.methods.ft_l",
+    "ft_l_easyedit": "editcore.methods.ft_l_easyedit",
     "grace": "editcore.methods.grace",
     "kn": "editcore.methods.kn",
+    "kn_easyedit": "editcore.methods.kn_easyedit",
     "mend": "editcore.methods.mend",
     "memit": "editcore.methods.memit",
     "rome": "editcore.methods.rome",

@@ -117,6 +117,30 @@ def hparam(default, *, lo=None, hi=None, choices=None, help: str = ""):
     return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices, "help": help})
 
 
+# Presets: "fast" is EditScope's defaults (early stops, few contexts, a small statistics sample);
+# "reference" runs the method as its paper's released code does. A method offers the switch by having a
+# ``preset`` hyper-parameter (:func:`preset_hparam`) and ``hparams/<method>/reference.json``, which
+# :func:`load_hparams` lays over the model's file. The value is itself a hyper-parameter, so it is part of
+# every cache key and of every result's hyper-parameters.
+PRESETS = ("fast", "reference")
+REFERENCE_FILE = "reference.json"
+
+
+def preset_hparam():
+    return hparam("fast", choices=PRESETS,
+                  help="fast: EditScope's quicker defaults; reference: as the paper's released code runs it "
+                       "(hparams/<method>/reference.json; slower)")
+
+
+def preset_of(hp) -> str | None:
+    """The preset that produced ``hp`` (None for a method without the switch)."""
+    return getattr(hp, "preset", None)
+
+
+def _json_values(path: Path) -> dict[str, Any]:
+    return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+
+
 def validate_hparams(hp) -> None:
     for f in dataclasses.fields(hp):
         value = getattr(hp, f.name)
@@ -136,8 +160,9 @@ def validate_hparams(hp) -> None:
 
 def load_hparams(method: str, cls: type, model_name: str | None = None, overrides: dict | None = None,
                  prefix: str = ""):
-    """Defaults of ``cls``, then ``hparams/<method>/<prefix><model>.json`` (else ``<prefix>default.json``), then
-    ``overrides``. ``prefix="train_"`` reads a trainable method's training settings.
+    """Defaults of ``cls``, then ``hparams/<method>/<prefix><model>.json`` (else ``<prefix>default.json``), then,
+    when the preset asked for (in ``overrides``, else in that file) is ``"reference"``, ``reference.json``,
+    then ``overrides``. ``prefix="train_"`` reads a trainable method's training settings.
 
     Unknown keys and out-of-range values raise :class:`InputError` naming the key.
     """
@@ -146,9 +171,18 @@ def load_hparams(method: str, cls: type, model_name: str | None = None, override
     for candidate in ([model_name] if model_name else []) + ["default"]:
         path = folder / f"{prefix}{candidate}.json"
         if path.is_file():
-            values.update({k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")})
+            values.update(_json_values(path))
             break
-    values.update(overrides or {})
+    overrides = dict(overrides or {})
+    if not prefix and overrides.get("preset", values.get("preset")) == "reference":
+        ref = folder / REFERENCE_FILE
+        if not ref.is_file():
+            raise InputError(f"{method} has no reference preset (no {REFERENCE_FILE} in its hparams folder)")
+        # The model's own choices that the reference code also leaves to the user (layer, clamp, lambda)
+        # stay; the file sets the procedure (stopping, contexts, statistics).
+        values.update(_json_values(ref))
+        values["preset"] = "reference"
+    values.update(overrides)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:

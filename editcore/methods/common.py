@@ -119,6 +119,71 @@ def context_templates(lm, n: int, length: int, seed: int = 0) -> list[str]:
     return ["{}"] + [f"{p}. {{}}" for p in prefixes]
 
 
+# How the reference code samples its prefixes: (starts, [(max_len, count), ...]). ``max_len`` counts every token
+# of the sequence, the start included, as ``generate_fast``'s ``max_out_len`` does. ROME
+# (``context_template_length_params``): from the start-of-text token, 10 of length 5 and 10 of length 10.
+# MEMIT (``get_context_templates``): one of length 10 from each of five seed words.
+_REFERENCE_CONTEXTS = {"rome": (None, [(5, 10), (10, 10)]), "memit": (_PREFIX_SEEDS, [(10, 5)])}
+
+
+def reference_context_templates(lm, style: str, seed: int = 0) -> list[str]:
+    """``["{}", "<prefix>. {}", ...]`` as ROME's or MEMIT's code builds them (top-k 5 sampling; see
+    :data:`_REFERENCE_CONTEXTS`). The reference samples anew in every process; here they are sampled once per
+    (model, style, seed) and kept on disk, like :func:`context_templates`."""
+    if style not in _REFERENCE_CONTEXTS:
+        raise InputError(f"unknown context style {style!r}; use one of {', '.join(_REFERENCE_CONTEXTS)}")
+    key = {"fingerprint": lm.fingerprint, "style": style, "seed": seed, "v": 1}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    path = paths.sub("context") / f"{digest}.json"
+    if path.is_file():
+        try:
+            return ["{}"] + [f"{p}. {{}}" for p in json.loads(path.read_text())["prefixes"]]
+        except (ValueError, KeyError):
+            log.warning("ignoring unreadable context cache %s", path)
+    starts, lengths = _REFERENCE_CONTEXTS[style]
+    tok = lm.tokenizer
+    prefixes: list[str] = []
+    for i, (max_len, count) in enumerate(lengths):
+        for j in range(count):
+            if starts is None:  # the start-of-text token alone (GPT-2's <|endoftext|>)
+                start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+                ids, text = [start], ""
+            else:
+                text = starts[j % len(starts)]
+                ids = prompt_ids(tok, text)
+            n_special = sum(1 for t in ids if t in tok.all_special_ids)
+            new = max(1, max_len - (len(ids) - n_special))
+            # Distinct prefixes: a repeat (likely only from tiny random models) is drawn again; the value
+            # engine's shared-prefix replay expects one row per distinct context.
+            for attempt in range(8):
+                got = _sample(lm, ids, new, seed * 1000 + i * 100 + j + 7919 * attempt) or text or "The"
+                if got not in prefixes:
+                    break
+            else:
+                got = f"{got} {len(prefixes)}"
+            prefixes.append(got)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "prefixes": prefixes}))
+    tmp.replace(path)
+    return ["{}"] + [f"{p}. {{}}" for p in prefixes]
+
+
+@torch.no_grad()
+def _sample(lm, ids: list[int], new_tokens: int, seed: int) -> str:
+    """``ids`` continued by ``new_tokens`` top-k 5 samples, decoded without special tokens, on one line and
+    without braces (they would read as the subject slot)."""
+    tok = lm.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    devices = [lm.device] if lm.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        x = torch.tensor([ids], device=lm.device)
+        gen = lm.model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=True, top_k=5,
+                                max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=pad)
+    text = tok.decode(gen[0], skip_special_tokens=True)
+    return " ".join(text.replace("{", " ").replace("}", " ").split())
+
+
 @torch.no_grad()
 def _sample_prefixes(lm, n: int, length: int, seed: int) -> list[str]:
     tok = lm.tokenizer

@@ -1,24 +1,35 @@
-"""FT and FT-L: fine-tuning one layer's MLP on the edit prompt (the ROME paper's baselines).
+"""FT and FT-L: fine-tuning one layer's MLP on the edit prompt (the ROME paper's baselines, and EasyEdit's).
 
 Meng et al. 2022 ("Locating and Editing Factual Associations in GPT", §4 and appendix) compare ROME with
 
 * **FT** — unconstrained fine-tuning of one MLP layer so that ``target_new`` follows the prompt;
 * **FT-L** — the same with an L∞ constraint on the weight change (after Zhu et al. 2020): after every
   optimiser step each entry of ``W - W0`` is clamped to ``[-eps, eps]`` (ROME's ``norm_constraint``,
-  5e-4 for GPT-2 XL).
+  5e-4 for GPT-2 XL). This is ``ft_l``.
+
+The name means something else elsewhere: EasyEdit (and the papers that ran it: Yao et al. 2023, Gu et al.
+2024, Zhang et al. 2024, and the survey's experiments) call "FT-L" fine-tuning one layer with the loss at the
+prompt's *last token* and, in its GPT-J and LLaMA configurations, *no* norm constraint; its teacher-forced
+variant is "FT-M". That FT-L is ``ft_l_easyedit`` (:mod:`editcore.methods.ft_l_easyedit`).
 
 What is trained: the weight of the MLP *output projection* of ``layer`` (``down_proj`` / ``c_proj`` /
 ``fc_out``), optionally also the input projection(s) (``train_mlp_in``; gate and up for gated MLPs). The
 default is the output projection only: it is the matrix ROME edits, so FT/FT-L and ROME change the same
 parameters and their side effects can be compared like for like. Biases are not trained.
 
-Objective: mean over requests of the mean token negative log-likelihood of ``target_new`` after the prompt,
-teacher-forced over all target tokens. Targets are tokenised by :func:`editcore.text.target_ids` (leading
-space, *no* special tokens): training on a ``<bos>`` inside the target is what makes EasyEdit's FT fail on
-Gemma. (ROME's own FT scores every target token at the last prompt position instead; teacher forcing is the
-standard multi-token likelihood and is what the metrics measure.) Adam, ``lr`` and ``steps`` from the
-hyper-parameters; training stops once every target token is the top-1 prediction (``stop_at_top1``) or the
-loss falls below ``stop_loss`` (ROME's rule, 1e-2).
+Objective (``objective``): mean over requests of the mean token negative log-likelihood of ``target_new``,
+
+* ``"teacher_forced"`` (EditScope's default for ``ft``/``ft_l``, EasyEdit's FT-M): each target token after
+  the prompt and the target tokens before it — the standard multi-token likelihood the metrics measure;
+* ``"prompt_last"`` (ROME's ``baselines/ft`` and EasyEdit's FT-L): every target token scored at the prompt's
+  last position.
+
+Targets are tokenised by :func:`editcore.text.target_ids` (leading space, *no* special tokens): training on
+a ``<bos>`` inside the target is what makes EasyEdit's FT fail on Gemma. Adam, ``lr`` and ``steps`` from the
+hyper-parameters; training stops once every target token is the top-1 prediction (``stop_at_top1``, an
+EditScope early stop) or the loss falls below ``stop_loss`` (ROME's and EasyEdit's rule, 1e-2).
+``preset="reference"`` (``editcore/hparams/ft*/reference.json``) trains as ROME's baseline does: the
+prompt-last objective and the loss rule only.
 
 Speed: blocks below ``layer`` do not change during fine-tuning, so they run once;
 :class:`editcore.methods.replay.BlockReplay` (shared with ROME/MEMIT) records the input of block ``layer`` and
@@ -44,14 +55,21 @@ from ..types import Request
 from .common import validate_requests
 from .replay import BlockReplay
 from .speed import Speed
-from .base import Edit, MethodInfo, Progress, hparam
+from .base import Edit, MethodInfo, Progress, hparam, preset_hparam
 
 log = logging.getLogger(__name__)
 
 
+OBJECTIVES = ("teacher_forced", "prompt_last")
+
+
 @dataclass(frozen=True)
 class FTHparams:
+    preset: str = preset_hparam()
     layer: int = hparam(0, lo=0, hi=4096, help="layer whose MLP is fine-tuned")
+    objective: str = hparam("teacher_forced", choices=OBJECTIVES,
+                            help="teacher_forced: each target token after the ones before it; prompt_last: every "
+                                 "target token at the prompt's last position (ROME's FT, EasyEdit's FT-L)")
     train_mlp_in: bool = hparam(False, choices=(False, True),
                                 help="also train the MLP input projection(s), not only the output projection")
     lr: float = hparam(5e-4, lo=1e-7, hi=1.0, help="Adam learning rate")
@@ -81,16 +99,20 @@ class TrainBatch:
     n_requests: int
 
 
-def build_batch(lm, requests: Sequence[Request]) -> TrainBatch:
-    """Teacher-forcing batch: ``prompt_ids(prompt) + target_ids(target_new)`` per request."""
+def build_batch(lm, requests: Sequence[Request], objective: str = "teacher_forced") -> TrainBatch:
+    """Training batch: ``prompt_ids(prompt) + target_ids(target_new)`` per request, each target token scored
+    at the position before it (teacher forcing), or the prompt alone with every target token scored at its
+    last position (``"prompt_last"``)."""
+    if objective not in OBJECTIVES:
+        raise InputError(f"unknown fine-tuning objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
     seqs, rows, positions, labels, owner = [], [], [], [], []
     for r, req in enumerate(requests):
         p = prompt_ids(lm.tokenizer, req.text)
         t = target_ids(lm.tokenizer, req.target_new)
-        seqs.append(p + t)
+        seqs.append(p + t if objective == "teacher_forced" else p)
         for j, tok in enumerate(t):
             rows.append(r)
-            positions.append(len(p) - 1 + j)
+            positions.append(len(p) - 1 + (j if objective == "teacher_forced" else 0))
             labels.append(tok)
             owner.append(r)
     ids, mask = padded(lm, seqs)
@@ -129,7 +151,7 @@ def finetune(lm, requests: Sequence[Request], hp: FTHparams, eps: float | None,
     """Fine-tune the chosen weights on ``requests`` and return ``(deltas, diagnostics)``; the model's
     parameters and their ``requires_grad`` flags are restored before returning."""
     layer = lm.adapter.check_layer(hp.layer)
-    batch = build_batch(lm, requests)
+    batch = build_batch(lm, requests, hp.objective)
     names = trained_param_names(lm, layer, hp.train_mlp_in)
     params = dict(lm.model.named_parameters())
     train = {n: params[n] for n in names}
@@ -187,6 +209,8 @@ def finetune(lm, requests: Sequence[Request], hp: FTHparams, eps: float | None,
         log.warning("the new target is already the model's top-1 continuation before fine-tuning")
     diag = {
         "layer": layer,
+        "preset": hp.preset,
+        "objective": hp.objective,
         "trained": names,
         "steps": steps_done,
         "stop_reason": stop_reason,
@@ -202,16 +226,19 @@ def finetune(lm, requests: Sequence[Request], hp: FTHparams, eps: float | None,
 
 
 class FT:
-    """FT (``constrained=False``) or FT-L (``constrained=True``); see the module docstring."""
+    """FT (``constrained=False``) or FT-L (``constrained=True``); see the module docstring. ``hparams`` gives a
+    variant its own defaults (EasyEdit's FT-L)."""
 
     batched = True  # several requests are fine-tuned jointly, as in ROME's FT baseline
 
-    def __init__(self, name: str, constrained: bool, info: MethodInfo):
+    def __init__(self, name: str, constrained: bool, info: MethodInfo, hparams: type | None = None,
+                 always_adapted: bool = False):
         self.name = name
         self.version = "1"
+        self.always_adapted = always_adapted
         self.constrained = constrained
         self.info = info
-        self.Hparams = FTLHparams if constrained else FTHparams
+        self.Hparams = hparams or (FTLHparams if constrained else FTHparams)
 
     def compute(self, lm, requests: Sequence[Request], hp, progress: Progress | None = None, *,
                 speed: Speed | None = None) -> Edit:
@@ -224,6 +251,9 @@ class FT:
         lm.adapter.check_layer(hp.layer)
         eps = hp.norm_constraint if self.constrained else None
         deltas, diag = finetune(lm, requests, hp, eps, progress)
+        # ROME's baselines depart from the reference only in the fast preset's objective and early stop.
+        departs = self.always_adapted or hp.objective != "prompt_last" or hp.stop_at_top1
+        diag["adaptation"] = self.info.adaptation if departs else ""
         patch = Patch(deltas, label=f"{self.name}@{hp.layer}")
         seconds = time.perf_counter() - t0
         diag["update_norms"] = patch.norms()
@@ -235,4 +265,7 @@ class FT:
 METHOD = FT("ft", False, MethodInfo(
     title="FT", category="fine-tuning",
     reference="Meng et al. 2022 (ROME's fine-tuning baseline)",
-    summary="Fine-tunes one MLP layer on the edit prompt until the new target is the top-1 continuation."))
+    summary="Fine-tunes one MLP layer on the edit prompt until the new target is the top-1 continuation "
+            "(unconstrained; teacher-forced, EasyEdit's FT-M objective).",
+    adaptation="the fast preset trains teacher-forced and stops once the target is top-1; ROME's baseline scores "
+               "every target token at the prompt's last position and stops on the loss only (preset 'reference')"))

@@ -310,12 +310,12 @@ def bench_section(lm, facts, common) -> dict:
             n = i + 1
             if n in (1, 5) or n == len(facts):
                 judged = judge(lm, facts[:n])
+                ns = [j["ns"] for j in judged if j["ns"] is not None]
                 rows.append({"edits": n, "codebook entries": edit.diagnostics["codebook_size"],
-                             "retention": sum(j["success"] for j in judged) / n,
-                             "neighbourhood": sum(j["neighbourhood"] for j in judged) / n,
-                             "s/edit": seconds / n})
+                             "retention": sum(j["token_top1"] for j in judged) / n,
+                             "neighbourhood": sum(ns) / len(ns) if ns else None, "s/edit": seconds / n})
     return {"title": "GRACE: the bench's facts edited in sequence", "rows": rows,
             "columns": ["edits", "codebook entries", "retention", "neighbourhood", "s/edit"],
             "note": f"Layer {hp.layer if hp.layer >= 0 else auto_layer(lm)}, initial radius {hp.eps}. Retention: "
-                    "edits so far whose new target is still top-1; neighbourhood: CounterFact's NS over their "
-                    "neighbourhood prompts."}
+                    "edits so far whose new target is still top-1 (every token); neighbourhood: CounterFact's NS "
+                    "(ROME's mean-NLL convention) averaged over those facts."}

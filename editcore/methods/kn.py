@@ -92,12 +92,14 @@ class Attribution:
 
 
 def attribute(lm, prompt: str, answer_id: int, layers: Sequence[int], steps: int,
-              batch_rows: int = 256) -> Attribution:
+              batch_rows: int = 256, *, ids: Sequence[int] | None = None,
+              alphas: torch.Tensor | None = None) -> Attribution:
     """Integrated-gradients attribution of every MLP neuron of ``layers`` at the prompt's last token for
-    ``P(answer_id | prompt)``; see the module docstring."""
+    ``P(answer_id | prompt)``; see the module docstring. ``ids`` replaces the tokenised prompt; ``alphas`` are
+    the scaling points (default ``k/steps`` for ``k = 1..steps``); the sum is divided by ``steps`` either way."""
     ad = lm.adapter
     layers = [ad.check_layer(int(l)) for l in layers]
-    ids = prompt_ids(lm.tokenizer, prompt)
+    ids = list(ids) if ids is not None else prompt_ids(lm.tokenizer, prompt)
     check_length(lm, len(ids), "prompt")
     dev = lm.device
     ids_t = torch.tensor([ids], device=dev)
@@ -112,8 +114,10 @@ def attribute(lm, prompt: str, answer_id: int, layers: Sequence[int], steps: int
         ref_p = float(torch.softmax(ad.logits(h[0, -1]).float(), -1)[answer_id])
 
     # Rows: 0 is an unscaled reference; then (layer i, alpha k) for k = 1..m.
-    alphas = torch.arange(1, steps + 1, device=dev, dtype=torch.float32) / steps
-    row_layer = [-1] + [l for l in layers for _ in range(steps)]
+    if alphas is None:
+        alphas = torch.arange(1, steps + 1, device=dev, dtype=torch.float32) / steps
+    alphas = alphas.to(device=dev, dtype=torch.float32)
+    row_layer = [-1] + [l for l in layers for _ in range(len(alphas))]
     row_alpha = torch.cat([torch.ones(1, device=dev), alphas.repeat(len(layers))])
 
     prefix_cache = None
@@ -259,10 +263,13 @@ class KN:
     name = "kn"
     version = "2"  # 2: embeddings scaled to each value vector's norm, as in the authors' code
     info = MethodInfo(
-        title="KN", category="locate-then-edit",
-        reference="Dai et al. 2022, Knowledge Neurons in Pretrained Transformers",
+        title="KN (authors' code)", category="locate-then-edit",
+        reference="Dai et al. 2022, Knowledge Neurons in Pretrained Transformers (Hunter-DDM/knowledge-neurons)",
         summary="Finds MLP neurons whose integrated-gradient attribution to the answer is high and moves their "
-                "output weights from the old answer's embedding towards the new one's.")
+                "output weights from the old answer's embedding towards the new one's, scaled to each neuron's "
+                "value-vector norm as the authors' code does. EasyEdit's KN, which the survey and Gu et al. ran, "
+                "is `kn_easyedit`.",
+        adaptation="no filter of neurons shared by more than 10% of the relation's facts (the authors' code has one)")
     Hparams = KNHparams
     batched = False
 
@@ -315,6 +322,7 @@ class KN:
             "max_attribution": float(max(a.scores.max() for a in attrs)),
             "kv_cached_attribution": all(a.cached for a in attrs),
             "update_norms": patch.norms(),
+            "adaptation": self.info.adaptation,
         }
         log.info("kn: %d neurons in layers %s, %.2fs", len(neurons), diag["layers_edited"], seconds)
         return Edit(self.name, requests, patch, seconds, diag)

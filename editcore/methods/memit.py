@@ -28,6 +28,11 @@ for ``N(m') = N(m) + R_l``. An RMSNorm's outputs all have ``rms(N(m)/g) = 1``, s
 output is found as a trust-region problem and ``m'`` keeps ``rms(m)``; the projection is then asked for
 ``m' - m``. This is an EditScope adaptation (the MEMIT paper covers pre-norm GPT models only); any part of
 ``R_l`` a layer cannot reach is left to the layers above, which see the updated model.
+
+``preset="reference"`` (``editcore/hparams/memit/reference.json``) runs MEMIT's procedure: its contexts
+(five prefixes of 10 tokens), keys averaged per context type, loss-only stopping and statistics from the
+whole corpus given (warned when fewer tokens than MEMIT's). The post-norm mapping stays in both presets:
+without it MEMIT does not edit Gemma at all; results say so (``diagnostics["adaptation"]``).
 """
 
 from __future__ import annotations
@@ -46,10 +51,10 @@ from ..text import padded
 from ..types import Request
 from . import layer_stats
 from .base import Edit, MethodInfo, Progress, hparam, validate_hparams
-from .common import (agrees, context_rows, context_templates, module_io_at, subject_last_index, take_rows,
-                     validate_requests)
+from .common import agrees, context_rows, module_io_at, subject_last_index, take_rows, validate_requests
 from .speed import Speed
-from .values import ValueHparams, already_answer_warnings, optimise_values
+from .values import (ValueHparams, already_answer_warnings, check_statistics_corpus, optimise_values,
+                     statistics_warnings, value_templates)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,19 @@ class MemitHparams(ValueHparams):
     clamp_norm_factor: float = hparam(0.75, lo=0.0, hi=1e3, help="||delta|| <= factor * ||z_init||")
     layers: tuple[int, ...] = hparam((), lo=0, hi=1023, help="layers R whose MLPs are edited; () = auto")
     mom2_update_weight: float = hparam(15000.0, lo=0.0, hi=1e9, help="lambda, the weight of C")
+    key_averaging: str = hparam("contexts", choices=("contexts", "per_type"),
+                                help="contexts: a fact's key is the mean over every context; per_type: the mean "
+                                     "of the plain prompt's key and the prefixed prompts' mean (MEMIT's compute_ks)")
+
+
+def average_keys(k_rows: torch.Tensor, n_requests: int, n_ctx: int, how: str) -> torch.Tensor:
+    """``[d_mlp, n]`` keys from ``[n * n_ctx, d_mlp]`` rows (context 0 of each request is the plain prompt):
+    the mean over contexts, or MEMIT's mean over context *types* (plain; prefixed), which weighs the plain
+    prompt as much as all prefixed ones together."""
+    rows = k_rows.view(n_requests, n_ctx, -1)
+    if how == "per_type" and n_ctx > 1:
+        return ((rows[:, 0] + rows[:, 1:].mean(1)) / 2).T
+    return rows.mean(1).T
 
 
 def auto_layers(lm) -> list[int]:
@@ -244,7 +262,8 @@ class Memit:
 
     def _compute(self, lm, reqs: list[Request], layers: list[int], hp: MemitHparams, progress, t0: float,
                  speed: Speed) -> Edit:
-        templates = context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)
+        check_statistics_corpus(hp)
+        templates = value_templates(lm, hp)
         ts = time.perf_counter()
         covs: dict = dict.fromkeys(layers)
         no_factor: list[int] = []
@@ -282,6 +301,7 @@ class Memit:
 
         deltas: dict[str, torch.Tensor] = {}
         per_layer = []
+        adapted = False
         with lm.scope() as scope:  # updates of lower layers must be in place when later keys are read
             for i, layer in enumerate(layers):
                 got = None
@@ -296,12 +316,13 @@ class Memit:
                     if got is None:
                         walk = None
                 k_rows, m, z_cur = got if got is not None else fresh(layer)
-                keys = k_rows.view(len(reqs), n_ctx, -1).mean(1).T  # [d_mlp, n], averaged over contexts
+                keys = average_keys(k_rows, len(reqs), n_ctx, hp.key_averaging)  # [d_mlp, n]
                 z_cur = z_cur.T
                 resid = (z_target - z_cur) / (len(layers) - i)
                 norm = lm.adapter.post_mlp_norm(layer)
                 if norm is not None:  # Gemma 2/3: ask the projection for what the norm turns into resid
                     resid = through_post_norm(norm, m, resid.T).T
+                    adapted = True
                 delta = memit_update(resid, keys, covs[layer], hp.mom2_update_weight, chols[layer])
                 weight = lm.adapter.mlp_out_weight(layer)
                 name = lm.adapter.mlp_out_param_name(layer)
@@ -335,10 +356,13 @@ class Memit:
             "block_replay": all(r.replayed for r in results),
             "suffix_replay": all(r.suffix for r in results),
             "layer_walk": walk is not None,
+            "preset": hp.preset,
+            # Only where the post-norm mapping ran: on pre-norm models this is MEMIT as published.
+            "adaptation": self.info.adaptation if adapted else "",
             "warnings": ([_IDENTITY_ON_POST_NORM] if identity_on_post_norm else [])
             + ([layer_stats.not_positive_definite_warning(no_factor, hp.stats_samples, lm.adapter.d_mlp)]
                if no_factor else [])
-            + already_answer_warnings(reqs, results),
+            + already_answer_warnings(reqs, results) + statistics_warnings(lm, layers, hp),
         }
         if identity_on_post_norm:
             log.warning("MEMIT: %s", _IDENTITY_ON_POST_NORM)

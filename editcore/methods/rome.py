@@ -25,9 +25,13 @@ Post-norm blocks (Gemma 2/3 normalise the MLP output before it joins the residua
 decides locality, so the clamp factor matters more there; the bundled models' values come from the sweeps in
 ``editcore/hparams/rome/``.
 
-Deviations from the reference code, each a hyper-parameter: 5 context prefixes of 8 tokens sampled once with
-a fixed seed (vs 20 sampled per edit), and an extra early stop once the mean target-token probability reaches
-``v_stop_prob`` (ROME stops only on ``v_stop_loss``).
+Deviations from the reference code in the fast defaults, each a hyper-parameter: 5 context prefixes of 8
+tokens (``contexts="sampled"``; ROME: 10 of 5 and 10 of 10 tokens), an extra early stop once the mean
+target-token probability reaches ``v_stop_prob`` (ROME stops only on ``v_stop_loss``) and statistics from
+16,384 tokens. ``preset="reference"`` (``editcore/hparams/rome/reference.json``) runs ROME's procedure:
+ROME's contexts, loss-only stopping and statistics from the whole corpus given, with a warning when that is
+fewer tokens than ROME's 100,000 Wikipedia articles. Still different: the prefixes are sampled once per
+model and kept (ROME samples them in every process).
 """
 
 from __future__ import annotations
@@ -44,9 +48,10 @@ from ..scope import Patch
 from ..types import Request
 from . import layer_stats
 from .base import Edit, MethodInfo, Progress, hparam, validate_hparams
-from .common import context_templates, validate_requests
+from .common import validate_requests
 from .speed import Speed
-from .values import ValueHparams, already_answer_warnings, optimise_value
+from .values import (ValueHparams, already_answer_warnings, check_statistics_corpus, optimise_value,
+                     statistics_warnings, value_templates)
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +138,9 @@ class Rome:
         validate_hparams(hp)
         req, = validate_requests(lm, requests, one_at_a_time="ROME")
         layer = lm.adapter.check_layer(auto_layer(lm) if hp.layer == -1 else hp.layer)
+        check_statistics_corpus(hp)
         with lm.lock:
-            templates = context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)
+            templates = value_templates(lm, hp)
             st = KeyStats.load(lm, layer, hp, progress)
             # The value's first pass reads the keys of every context at the edited layer (step 1's input).
             vr = optimise_value(lm, req, layer, templates, hp.value_settings(), slot="mlp_out", progress=progress,
@@ -169,9 +175,10 @@ class Rome:
             "block_replay": vr.replayed,
             "suffix_replay": vr.suffix,
             "consistent_keys": hp.consistent_keys,
+            "preset": hp.preset,
             "warnings": already_answer_warnings([req], [vr]) + (
                 [layer_stats.not_positive_definite_warning([layer], hp.stats_samples, lm.adapter.d_mlp)]
-                if st.cov is not None else []),
+                if st.cov is not None else []) + statistics_warnings(lm, [layer], hp),
             # Tensors for tests and plots (kept on CPU); ``Edit.summary`` skips them.
             "vectors": {"k_star": k_star.cpu(), "key": key.cpu(), "c_inv_k": c_inv_k.cpu(),
                         "v_target": vr.v.double().cpu(), "v_current": v_current.cpu()},

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import InputError
 from ..types import Request
-from .base import hparam
+from . import layer_stats
+from .base import hparam, preset_hparam
 from .layer_stats import DEFAULT_TOKENS
 from .speed import Speed
 from .value_rows import ValueEngine, ValueRows
@@ -37,6 +39,10 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
 _BOOL = (True, False)
+CONTEXT_STYLES = ("sampled", "rome", "memit")
+# ROME's and MEMIT's code compute C over 100,000 Wikipedia articles (``mom2_n_samples``), each up to the
+# model's context: tens of millions of tokens. This is a conservative floor for "as many as the reference".
+REFERENCE_STATS_TOKENS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,11 @@ class ValueHparams:
     kl_factor: float = hparam(0.0625, lo=0.0, hi=1e3, help="weight of the KL term on '{subject} is a'")
     v_stop_loss: float = hparam(0.05, lo=0.0, hi=100.0, help="stop when the loss is below this (ROME's rule)")
     v_stop_prob: float = hparam(0.9, lo=0.0, hi=1.0, help="stop when mean P(target token) reaches this; 1 = off")
+    preset: str = preset_hparam()
+    contexts: str = hparam("sampled", choices=CONTEXT_STYLES,
+                           help="sampled: context_prefixes prefixes of context_tokens tokens (EditScope's default); "
+                                "rome: ROME's 10 of 5 and 10 of 10 tokens from the start token; memit: MEMIT's 5 "
+                                "of 10 tokens, one per seed word")
     context_prefixes: int = hparam(5, lo=0, hi=64, help="number of sampled context prefixes (plus the plain prompt)")
     context_tokens: int = hparam(8, lo=1, hi=64, help="tokens per sampled prefix")
     context_seed: int = hparam(0, lo=0, hi=2**31 - 1, help="seed for sampling the prefixes")
@@ -169,3 +180,37 @@ def already_answer_warnings(reqs: Sequence[Request], results: Sequence[ValueResu
     ``diagnostics["warnings"]``; :func:`optimise_values` logs them too)."""
     return [f"the new target {req.target_new!r} was already the model's answer to {req.text!r}"
             for req, res in zip(reqs, results) if res.already_answer]
+
+
+def value_templates(lm, hp: ValueHparams) -> list[str]:
+    """The context templates of ``hp.contexts`` (row 0 is always the plain prompt, ``"{}"``)."""
+    from .common import context_templates, reference_context_templates
+
+    if hp.contexts == "sampled":
+        return context_templates(lm, hp.context_prefixes, hp.context_tokens, hp.context_seed)
+    return reference_context_templates(lm, hp.contexts, hp.context_seed)
+
+
+def check_statistics_corpus(hp: ValueHparams) -> None:
+    """The reference preset needs real text for C: sampling millions of tokens from the model is not what
+    the papers do and would not finish on a CPU."""
+    if hp.preset == "reference" and hp.mom2_adjustment and hp.stats_samples:
+        if layer_stats.resolve_corpus(hp.stats_corpus) == "model":
+            raise InputError("the reference preset computes the layer statistics from a text corpus: set "
+                             "stats_corpus to a local text file (e.g. WikiText) or 'hf:<dataset>'")
+
+
+def statistics_warnings(lm, layers: Sequence[int], hp: ValueHparams) -> list[str]:
+    """Under the reference preset, one sentence when C came from fewer tokens than the reference code's."""
+    if hp.preset != "reference" or not hp.mom2_adjustment or not hp.stats_samples:
+        return []
+    seen = []
+    for layer in layers:
+        info = layer_stats.cached_info(lm, layer, hp.stats_samples, hp.stats_corpus) or {}
+        seen.append(int(info.get("tokens_seen", 0) or 0))
+    used = min(seen) if seen else 0
+    if used >= REFERENCE_STATS_TOKENS:
+        return []
+    return [f"layer statistics from {used:,} tokens of {layer_stats.resolve_corpus(hp.stats_corpus)}; ROME's and "
+            f"MEMIT's code use 100,000 Wikipedia articles (over {REFERENCE_STATS_TOKENS:,} tokens), so C is "
+            "noisier here"]

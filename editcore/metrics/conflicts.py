@@ -4,15 +4,21 @@ zjunlp/PitfallsKnowledgeEditing ``experiments/summarize.py``).
 
 Notation: θ the unedited model, θ' after edit 1, θ'' after edit 1 then edit 2. P(q → o) is the
 probability of object o for query q, averaged over the query's prompts (the edit prompt plus the
-relation's paraphrase templates). The released code measures each prompt as exp(−mean token NLL)
+relation's templates, all of them, as the released code does: a template that repeats the edit prompt counts
+twice). The released code measures each prompt as exp(−mean token NLL)
 (``convention="rome_mean_nll"``, the default here); ``"product"`` uses the product of token probabilities.
 
 ConflictEdit (two edits that contradict each other; q1/o1 = edit 1's query and new object):
 
-* Conflict Score  CS  = mean over cases of 1[P_θ''(q2 → o2) > P_θ''(q1 → o1)] (strict; ties fail), where
-  (q2, o2) is what edit 2 implies for edit 1's query — coverage: edit 2's own query and object;
-  reverse: edit 1's relation asked of edit 2's new object (s2), answered with o1; composite: edit 1's
-  query answered with edit 2's new object;
+* Conflict Score  CS  = mean over cases of 1[P_θ''(q2 → o2) > P_θ''(q1 → o1)] (strict; ties fail), in two
+  variants that differ in (q2, o2):
+  - **explicit** (``cs``, the default, as the released scripts run: ``evaluate_conflictedit.py`` with
+    ``explicit=True``): edit 2's own query and new object;
+  - **implicit** (``cs_implicit``): what edit 2 implies for edit 1's query — reverse: edit 1's relation
+    asked of edit 2's new object, answered with o1; composite: edit 1's query answered with edit 2's new
+    object; coverage: edit 2's own fact (the two variants coincide);
+* Coverage success  Succ (coverage only; the paper's coverage column) = 1[P_θ2(q2 → o2) > P_θ2(q1 → o1)]
+  with θ2 the unedited model after edit 2 *alone* (the baseline CS is compared with);
 * Conflict Magnitude  CM  = mean of max((P_θ'(q1 → o1) − P_θ''(q1 → o1)) / P_θ'(q1 → o1), −1);
 * Tied-Fact Damage  TFD (composite only; "FFD" in the code) = mean of (P_θ(f) − P_θ''(f)) / P_θ(f) for the
   tied fact f (the rule's premise that no edit touches).
@@ -70,8 +76,7 @@ class Query:
 
 
 def query(template: str, subject: str, target: str, extra_templates: Sequence[str] = ()) -> Query:
-    prompts = [template.format(subject)] + [t.format(subject) for t in extra_templates]
-    return Query(tuple(dict.fromkeys(prompts)), target)
+    return Query((template.format(subject), *(t.format(subject) for t in extra_templates)), target)
 
 
 def prob(scorer: Scorer, q: Query, convention: str) -> float:
@@ -89,7 +94,8 @@ class ConflictSpec:
     edit1: Request
     edit2: Request
     q1: Query  # edit 1's query -> o1
-    q2: Query  # what edit 2 implies for that query
+    q2: Query  # explicit: edit 2's own query -> o2
+    q2_implicit: Query  # what edit 2 implies for edit 1's query
     tied: Query | None = None
 
 
@@ -100,31 +106,40 @@ class ConflictOutcome:
     convention: str
     p1_o1: float
     p2_o1: float
-    p2_o2: float
+    p2_o2: float  # explicit q2
     p0_tied: float | None
     p2_tied: float | None
+    p2_o2_implicit: float | None = None
+    alone_o1: float | None = None  # coverage: edit 2 alone, P(q1 -> o1) and P(q2 -> o2)
+    alone_o2: float | None = None
     conflict: bool = field(init=False)
+    conflict_implicit: bool | None = field(init=False)
+    success: bool | None = field(init=False)
     magnitude: float = field(init=False)
     tied_damage: float | None = field(init=False)
 
     def __post_init__(self):
         self.conflict = self.p2_o2 > self.p2_o1
+        self.conflict_implicit = None if self.p2_o2_implicit is None else self.p2_o2_implicit > self.p2_o1
+        self.success = None if self.alone_o2 is None or self.alone_o1 is None else self.alone_o2 > self.alone_o1
         self.magnitude = conflict_magnitude(self.p1_o1, self.p2_o1)
         self.tied_damage = (tied_fact_damage(self.p0_tied, self.p2_tied)
                             if self.p0_tied is not None and self.p2_tied is not None else None)
 
 
 def _conflict_queries(kind: str, r1: Request, r2: Request, t1: Sequence[str], t2: Sequence[str]
-                      ) -> tuple[Query, Query]:
-    """q1 (edit 1's query and new object) and q2 (what edit 2 implies for it, by conflict type; see the
-    module docstring); ``t1``/``t2`` are the extra templates of each edit's relation."""
+                      ) -> tuple[Query, Query, Query]:
+    """q1 (edit 1's query and new object), explicit q2 (edit 2's own) and implicit q2 (what edit 2 implies
+    for q1, by conflict type; see the module docstring); ``t1``/``t2`` are the templates of each edit's
+    relation."""
     q1 = query(r1.prompt, r1.subject, r1.target_new, t1)
+    explicit = query(r2.prompt, r2.subject, r2.target_new, t2)
     if kind == "coverage":
-        return q1, query(r2.prompt, r2.subject, r2.target_new, t2)
+        return q1, explicit, explicit
     if kind == "reverse":
-        return q1, query(r1.prompt, r2.target_new, r1.target_new, t1)
+        return q1, explicit, query(r1.prompt, r2.target_new, r1.target_new, t1)
     if kind == "composite":
-        return q1, query(r1.prompt, r1.subject, r2.target_new, t1)
+        return q1, explicit, query(r1.prompt, r1.subject, r2.target_new, t1)
     raise ValueError(f"unknown conflict type {kind!r}")
 
 
@@ -136,14 +151,14 @@ def conflict_spec_from_record(record: dict, templates: dict[str, Sequence[str]],
     e1, e2 = record["edits"]
     r1, r2 = req(e1), req(e2)
     kind = record["type"]
-    q1, q2 = _conflict_queries(kind, r1, r2, templates.get(e1["relation"]["id"], ()),
-                               templates.get(e2["relation"]["id"], ()))
+    q1, q2, q2i = _conflict_queries(kind, r1, r2, templates.get(e1["relation"]["id"], ()),
+                                    templates.get(e2["relation"]["id"], ()))
     tied = None
     if kind == "composite":
         f = record["triples"][0]
         tied = query(f["relation"]["prompt"], f["subject"]["label"], f["object"]["label"],
                      templates.get(f["relation"]["id"], ()))
-    return ConflictSpec(id or str(record.get("rule", "")), kind, r1, r2, q1, q2, tied)
+    return ConflictSpec(id or str(record.get("rule", "")), kind, r1, r2, q1, q2, q2i, tied)
 
 
 def conflict_spec_from_case(case, templates: dict[str, Sequence[str]] | None = None) -> ConflictSpec:
@@ -154,35 +169,46 @@ def conflict_spec_from_case(case, templates: dict[str, Sequence[str]] | None = N
     def tpl(rel):
         return (templates or {}).get(rel, case.prompts_for(rel))
 
-    q1, q2 = _conflict_queries(case.type, r1, r2, tpl(c1.relation_id), tpl(c2.relation_id))
+    q1, q2, q2i = _conflict_queries(case.type, r1, r2, tpl(c1.relation_id), tpl(c2.relation_id))
     tied = None
     if case.type == "composite" and case.tied:
         t = case.tied[0]
         tied = Query((t.prompt,), t.answer)
-    return ConflictSpec(case.id, case.type, r1, r2, q1, q2, tied)
+    return ConflictSpec(case.id, case.type, r1, r2, q1, q2, q2i, tied)
 
 
 def run_conflict(lm, spec: ConflictSpec, compute_patch: ComputePatch, *, convention: str = "rome_mean_nll"
                  ) -> ConflictOutcome:
     """Edit 1, then edit 2 (each computed on the model as it is at that point), inside one scope that
-    restores the model afterwards; returns the probabilities the formulas need."""
+    restores the model afterwards; for coverage also edit 2 alone on the unedited model (Succ). Returns the
+    probabilities the formulas need."""
+    alone = (None, None)
     with lm.scope() as s:
         p0_tied = prob(Scorer(lm), spec.tied, convention) if spec.tied else None
+        if spec.type == "coverage":
+            with lm.scope() as only:
+                only.apply(compute_patch(lm, spec.edit2))
+                sc = Scorer(lm)
+                alone = (prob(sc, spec.q1, convention), prob(sc, spec.q2, convention))
         s.apply(compute_patch(lm, spec.edit1))
         p1_o1 = prob(Scorer(lm), spec.q1, convention)
         s.apply(compute_patch(lm, spec.edit2))
         post = Scorer(lm)
         p2_o1, p2_o2 = prob(post, spec.q1, convention), prob(post, spec.q2, convention)
+        p2_o2i = p2_o2 if spec.q2_implicit == spec.q2 else prob(post, spec.q2_implicit, convention)
         p2_tied = prob(post, spec.tied, convention) if spec.tied else None
-    return ConflictOutcome(spec.id, spec.type, convention, p1_o1, p2_o1, p2_o2, p0_tied, p2_tied)
+    return ConflictOutcome(spec.id, spec.type, convention, p1_o1, p2_o1, p2_o2, p0_tied, p2_tied, p2_o2i, *alone)
 
 
 @dataclass
 class ConflictSummary(ItemSummary):
     outcomes: list[ConflictOutcome]
-    cs: CI = ci_of(lambda o: float(o.conflict))
+    cs: CI = ci_of(lambda o: float(o.conflict))  # explicit (the default; see the module docstring)
+    cs_implicit: CI = ci_of(lambda o: None if o.conflict_implicit is None else float(o.conflict_implicit))
     cm: CI = ci_of(lambda o: o.magnitude)
     tfd: CI = ci_of(lambda o: o.tied_damage)
+    succ: CI = ci_of(lambda o: None if o.success is None else float(o.success))  # coverage only
+    cs_variant: str = "explicit: edit 2's own fact (the released scripts' default); cs_implicit: what edit 2 implies"
 
     def to_dict(self) -> dict:
         return asdict(self)

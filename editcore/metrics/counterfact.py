@@ -6,13 +6,18 @@ For a prompt p, a new target o* and the true object o^c:
 * ES (efficacy score)       = 1[P(o* | p) > P(o^c | p)] on the edit prompt;   EM = P(o*) − P(o^c)
 * PS (paraphrase score)     = the same on each paraphrase prompt;               PM = its magnitude
 * NS (neighbourhood score)  = 1[P(o^c | n) > P(o* | n)] on neighbourhood prompts n; NM = P(o^c) − P(o*)
-* Score                     = harmonic mean of ES, PS, NS (each a rate over its prompts)
+* Score                     = harmonic mean of ES, PS, NS
 
-Two conventions for "P" (every result records which one it used):
+Over a set of facts (:func:`aggregate`) every rate is first a mean over one fact's prompts, then a mean over
+facts, and Score is the harmonic mean of those dataset-level ES, PS, NS, as ROME's
+``experiments/summarize.py`` computes it (not a mean of per-fact Scores).
 
-* ``"product"`` (the paper's text): P(target) = Π_i P(t_i | p, t_<i), teacher-forced;
-* ``"rome_mean_nll"`` (ROME's released code): compare mean per-token NLLs, magnitudes are
-  exp(−mean NLL); this favours long targets less than the product does.
+Two conventions for "P" (every result records which one it used, and carries the other's rates too):
+
+* ``"rome_mean_nll"`` (ROME's released code, ``eval_utils_counterfact.test_batch_prediction``; the
+  default): compare mean per-token NLLs, magnitudes are exp(−mean NLL);
+* ``"product"`` (the paper's text): P(target) = Π_i P(t_i | p, t_<i), teacher-forced; this favours short
+  targets, so multi-token targets give other ES/PS/NS and very different EM/PM/NM.
 
 Comparisons are strict: a tie counts as failure. Also reported: EasyEdit's token-level accuracy (fraction
 of target tokens that are the teacher-forced argmax), the convention of Yao et al. 2023 / EasyEdit.
@@ -25,7 +30,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from .scoring import CONVENTIONS, PairScore, Scorer
-from .numeric import CI, bootstrap_ci, harmonic_mean
+from .numeric import CI, bootstrap_ci, harmonic_mean, mean
+
+DEFAULT_CONVENTION = "rome_mean_nll"
+RATES = ("es", "ps", "ns")
+MAGNITUDES = ("em", "pm", "nm")
+
+
+def other_convention(convention: str) -> str:
+    return next(c for c in CONVENTIONS if c != convention)
 
 
 def prefers(a: PairScore, b: PairScore, convention: str) -> bool:
@@ -69,6 +82,7 @@ class CounterFactResult:
     edit: list[PromptComparison]
     paraphrase: list[PromptComparison]
     neighbourhood: list[PromptComparison]
+    other: dict | None = None  # the same rates under the other convention (:func:`headline`)
     es: CI = field(init=False)
     em: CI = field(init=False)
     ps: CI = field(init=False)
@@ -108,10 +122,17 @@ class CounterFactResult:
         return d
 
 
+def headline(r: CounterFactResult) -> dict:
+    """The convention, rates, magnitudes and Score of a result as plain numbers (no per-prompt rows)."""
+    return {"convention": r.convention, **{k: getattr(r, k).mean for k in RATES + MAGNITUDES},
+            **{f"n_{k}": getattr(r, k).n for k in RATES}, "score": r.score}
+
+
 def counterfact_from_scores(edit_prompt: str, paraphrases: Sequence[str], neighbours: Sequence[tuple[str, str]],
                             target_new: str, target_true: str, scorer: Scorer,
-                            convention: str = "product") -> CounterFactResult:
-    """CounterFact metrics on the scorer's model state; ``neighbours`` are (prompt, true answer) pairs."""
+                            convention: str = DEFAULT_CONVENTION) -> CounterFactResult:
+    """CounterFact metrics on the scorer's model state; ``neighbours`` are (prompt, true answer) pairs.
+    The result is in ``convention`` and carries the other convention's headline in ``other``."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}")
     subj = [edit_prompt, *paraphrases]
@@ -122,9 +143,13 @@ def counterfact_from_scores(edit_prompt: str, paraphrases: Sequence[str], neighb
     s = scorer.pairs(prompts, targets)
     k, m = len(subj), len(nprompts)
     s_new, s_true, n_true, n_new = s[:k], s[k:2 * k], s[2 * k:2 * k + m], s[2 * k + m:]
-    rows = compare_prompts(subj, [target_new] * k, [target_true] * k, s_new, s_true, convention)
-    nrows = compare_prompts(nprompts, nanswers, [target_new] * m, n_true, n_new, convention)
-    return CounterFactResult(convention, rows[:1], rows[1:], nrows)
+
+    def result(conv: str, other: dict | None = None) -> CounterFactResult:
+        rows = compare_prompts(subj, [target_new] * k, [target_true] * k, s_new, s_true, conv)
+        nrows = compare_prompts(nprompts, nanswers, [target_new] * m, n_true, n_new, conv)
+        return CounterFactResult(conv, rows[:1], rows[1:], nrows, other)
+
+    return result(convention, headline(result(other_convention(convention))))
 
 
 def case_neighbours(case) -> list[tuple[str, str]]:
@@ -133,9 +158,38 @@ def case_neighbours(case) -> list[tuple[str, str]]:
     return [(p.prompt, p.answer or case.target_true) for p in case.neighbourhood]
 
 
-def score_counterfact(lm, case, target_new: str | None = None, *, convention: str = "product",
+def score_counterfact(lm, case, target_new: str | None = None, *, convention: str = DEFAULT_CONVENTION,
                       scorer: Scorer | None = None) -> CounterFactResult:
     """CounterFact metrics of ``case`` on ``lm`` as it is now (edited or not)."""
     target_new = target_new or case.target_new
     return counterfact_from_scores(case.edit_prompt, case.paraphrases, case_neighbours(case), target_new,
                                    case.target_true, scorer or Scorer(lm), convention)
+
+
+def _rate(rows: Sequence[dict]) -> float | None:
+    return mean([float(r["success"]) for r in rows]) if rows else None
+
+
+def _magnitude(rows: Sequence[dict]) -> float | None:
+    return mean([r["p_expected"] - r["p_other"] for r in rows]) if rows else None
+
+
+def aggregate(results: Sequence[CounterFactResult | dict]) -> dict:
+    """Dataset-level CounterFact numbers over several facts' results (one convention), as ROME's
+    ``summarize.py``: each rate and magnitude is a fact's mean over its prompts, averaged over facts (a fact
+    without paraphrases is left out of PS and PM), with 95% bootstrap intervals over facts; ``score`` is the
+    harmonic mean of the dataset-level ES, PS and NS. ``mean_of_fact_scores`` is the other way round (a
+    mean of per-fact harmonic means), kept only so the two can be told apart."""
+    dicts = [r.to_dict() if isinstance(r, CounterFactResult) else r for r in results]
+    conventions = {d["convention"] for d in dicts}
+    if len(conventions) > 1:
+        raise ValueError(f"results mix conventions {sorted(conventions)}")
+    parts = {"es": ("edit", _rate), "ps": ("paraphrase", _rate), "ns": ("neighbourhood", _rate),
+             "em": ("edit", _magnitude), "pm": ("paraphrase", _magnitude), "nm": ("neighbourhood", _magnitude)}
+    out: dict = {"convention": conventions.pop() if conventions else DEFAULT_CONVENTION, "n_facts": len(dicts)}
+    for key, (rows, per_fact) in parts.items():
+        values = [v for v in (per_fact(d[rows]) for d in dicts) if v is not None]
+        out[key] = bootstrap_ci(values).to_dict()
+    out["score"] = harmonic_mean([out[k]["mean"] for k in RATES if out[k]["n"]])
+    out["mean_of_fact_scores"] = mean([d["score"] for d in dicts])
+    return out

@@ -4,21 +4,24 @@
   (each window starts with the model's BOS if it has one, else with the previous window's last token, so
   every text token is scored exactly once, except the very first one of a BOS-less model).
   Token-weighted; the context length and token count are reported.
-* Log-likelihood probes (zero/few-shot; demonstrations are the first ``shots`` items, left out of scoring):
-  - sentiment (SST-2 style): argmax over the choices " positive"/" negative" of log P(choice | prompt);
-  - physical commonsense (PIQA style): argmax over the two solutions of the *mean-normalised*
-    log-likelihood, (1/|s|) Σ log P(s_i | goal, s_<i) (length-normalised, as in lm-eval-harness acc_norm
-    by tokens).
-* Generation probes (greedy):
-  - closed-book QA (NQ-open style): exact match (SQuAD normalisation) of the first line of the answer,
-    cut at the first sentence end, against any gold answer;
-  - arithmetic word problems (GSM8K style): solve rate; the first number in the greedy answer must equal
-    the gold number (no chain of thought: small models are near 0 on real GSM8K, which is the point of
-    comparing before vs after, not the absolute value);
-  - dialogue summarisation (SAMSum style): ROUGE-L F1 (:func:`rouge_l`) of a short greedy summary.
-* Generation fluency: ROME's n-gram entropy (:func:`ngram_entropy`) of greedy continuations of the
-  case's generation prompts. ROME samples 100 tokens with top-k; here it is greedy and short so the
-  dashboard stays fast — read it as a before/after comparison, not against ROME's tables.
+* Downstream probes (the survey's Figure 4 tasks, after Gu et al. 2024, "Model Editing Harms General
+  Abilities of Large Language Models"), each with its mean, 95% bootstrap interval, standard error and the
+  standard error of the paired change (pre vs post on the same items):
+  - sentiment (SST-2): Gu et al.'s zero-shot instruction; the label whose log-likelihood is higher
+    (Gu et al. decode one token and count an answer that is neither label as wrong);
+  - physical commonsense (PIQA): argmax over the two solutions of the *mean-normalised* log-likelihood,
+    (1/|s|) Σ log P(s_i | goal, s_<i) (lm-eval-harness acc_norm, by tokens);
+  - arithmetic (GSM8K): Gu et al.'s prompt — the question, the worked solution, then the final number is
+    asked for (5 greedy tokens); the first number must equal the gold one (Gu et al.: the gold number
+    occurs in the output);
+  - closed-book QA (NQ-open): 2-shot, exact match (SQuAD normalisation) of the first line of the answer, cut
+    at the first sentence end (Gu et al. add a retrieved passage that the public files do not carry);
+  - dialogue summarisation (SAMSum): ``{dialogue}\nTL;DR:``, 25 greedy tokens, the mean of ROUGE-1, -2 and -L
+    F1 (:func:`rouge_mean`), as Gu et al.
+  Items: the real task files (``../shared/data/downstream``, the hub online), else the freely licensed
+  sets bundled in ``data/probes/`` (:func:`editcore.probes.probe_items` says which was used).
+* Generation fluency: ROME's n-gram entropy (:func:`ngram_entropy`) of generated text, in ROME's reference
+  mode (top-k 5 samples of 100 tokens over every generation prompt) or the quick one (:mod:`.fluency`).
 
 Every probe is run before and after the edit ("Other-Task" locality, Yao et al. 2023).
 """
@@ -35,7 +38,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .. import text as textmod
-from ..probes import heldout_text, load_probe
+from ..probes import heldout_text, probe_items
+from .fluency import NOTES as FLUENCY_NOTES
+from .fluency import QUICK_TOKENS, fluency_prompts, fluency_texts
 from .matching import exact_match, first_line
 from .scoring import _TEXT_CACHE, TEXT_CACHE_SIZE, _get, _put
 from .numeric import CI, bootstrap_ci
@@ -74,6 +79,31 @@ def rouge_l(prediction: str, reference: str) -> float:
         return 0.0
     prec, rec = lcs / len(p), lcs / len(r)
     return 2 * prec * rec / (prec + rec)
+
+
+def _rouge_words(s: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(s) if w.isalnum() or "'" in w]
+
+
+def _f1(overlap: int, n_pred: int, n_ref: int) -> float:
+    if overlap == 0:
+        return 0.0
+    p, r = overlap / n_pred, overlap / n_ref
+    return 2 * p * r / (p + r)
+
+
+def rouge_n(prediction: str, reference: str, n: int) -> float:
+    """ROUGE-N F1: clipped overlap of word n-grams (lower-cased), P over the prediction's, R over the reference's."""
+    def grams(ws):
+        return Counter(tuple(ws[i:i + n]) for i in range(len(ws) - n + 1))
+
+    p, r = grams(_rouge_words(prediction)), grams(_rouge_words(reference))
+    return _f1(sum((p & r).values()), sum(p.values()), sum(r.values()))
+
+
+def rouge_mean(prediction: str, reference: str) -> float:
+    """Gu et al.'s summarisation score: the mean of the ROUGE-1, ROUGE-2 and ROUGE-L F1."""
+    return (rouge_n(prediction, reference, 1) + rouge_n(prediction, reference, 2) + rouge_l(prediction, reference)) / 3
 
 
 def ngram_entropy_one(s: str, ns: Sequence[int] = (2, 3), weights: Sequence[float] = (2 / 3, 4 / 3)) -> float:
@@ -153,6 +183,10 @@ class ProbeResult:
     items_post: list[float]
     outputs_post: list[str] = field(default_factory=list)
     skipped: int = 0  # items left out because prompt + answer would not fit the model's context
+    source: str = ""  # where the items came from (a file, "bundled: ...")
+    se_pre: float = 0.0  # standard error of each mean
+    se_post: float = 0.0
+    delta_se: float = 0.0  # standard error of the paired change (post - pre, item by item)
 
     @property
     def delta(self) -> float:
@@ -169,7 +203,8 @@ class GeneralReport:
     fluency_pre: float | None
     fluency_post: float | None
     fluency_texts_post: list[str]
-    fluency_note: str = "ROME n-gram entropy (bits; 2/3·H2, 4/3·H3 averaged) of greedy continuations"
+    fluency_mode: str = "quick"
+    fluency_note: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -178,16 +213,30 @@ class GeneralReport:
         return d
 
 
-# Dashboard defaults: small, because every generated token is a forward pass before *and* after the
-# edit. These are smoke tests of general ability, not benchmark numbers; pass larger sizes (or real
-# files via ``paths``) for those.
-DEFAULT_SIZES = {"sentiment": 6, "piqa": 4, "qa": 3, "arithmetic": 3, "summarisation": 1}
-SHOTS = {"sentiment": 2, "piqa": 0, "qa": 2, "arithmetic": 2, "summarisation": 0}
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean, sqrt(s^2 / n) with the n-1 sample variance (0 for fewer than 2 values)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    m = sum(values) / n
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1) / n)
 
 
+# Sizes: the log-likelihood probes (sentiment, PIQA) are one teacher-forced pass per item and state, so they
+# are large enough that a 5-point change is beyond noise (standard errors are reported with each); the
+# generation probes cost a decoding loop per state and are smaller. Real files hold 200 items per task.
+DEFAULT_SIZES = {"sentiment": 200, "piqa": 200, "qa": 50, "arithmetic": 50, "summarisation": 10}
+SHOTS = {"sentiment": 0, "piqa": 0, "qa": 2, "arithmetic": 0, "summarisation": 0}
+TOKENS = {"qa": 8, "arithmetic": 5, "summarisation": 25}
+
+
+# Prompts: Gu et al. 2024 (JasonForJoy/Model-Editing-Hurt, the survey's downstream tasks) in EditScope's words:
+# a zero-shot instruction for sentiment, the worked solution then the final number for GSM8K, "TL;DR:" for
+# dialogues; PIQA as lm-eval-harness asks it; closed-book few-shot QA (Gu et al. add a passage to each NQ
+# question, which the public files do not carry).
 def _sentiment_prompt(demos, item) -> str:
-    head = "".join(f"Review: {d['text']}\nSentiment: {'positive' if d['label'] else 'negative'}\n\n" for d in demos)
-    return head + f"Review: {item['text']}\nSentiment:"
+    return ("Decide whether the sentiment of the text is positive or negative and reply with exactly one word, "
+            f"'positive' or 'negative'. text: {item['text']} answer:")
 
 
 def _qa_prompt(demos, item) -> str:
@@ -196,8 +245,17 @@ def _qa_prompt(demos, item) -> str:
 
 
 def _arith_prompt(demos, item) -> str:
-    head = "".join(f"Question: {d['question']}\nAnswer: {d['answer']}\n\n" for d in demos)
-    return head + f"Question: {item['question']}\nAnswer:"
+    solution = item.get("solution", "").split("####")[0].strip()
+    return (f"Q: {item['question']} A: Let's work through it step by step. {solution} "
+            "So the final answer, as a number, is:")
+
+
+def _summary_prompt(demos, item) -> str:
+    return f"{item['dialogue']}\nTL;DR:"
+
+
+def _piqa_prompt(demos, item) -> str:
+    return f"Question: {item['goal']}\nAnswer:"
 
 
 def _short_answer(s: str) -> str:
@@ -210,13 +268,10 @@ def _split(task: str, items: list[dict], n: int) -> tuple[list[dict], list[dict]
     return items[:k], items[k:k + n]
 
 
-PROMPT_OF = {
-    "sentiment": lambda demos, it: _sentiment_prompt(demos, it),
-    "piqa": lambda demos, it: f"Question: {it['goal']}\nAnswer: {it['sol1']} {it['sol2']}",
-    "qa": lambda demos, it: _qa_prompt(demos, it),
-    "arithmetic": lambda demos, it: _arith_prompt(demos, it),
-    "summarisation": lambda demos, it: f"Dialogue:\n{it['dialogue']}\n\nShort summary: {it['summary']}",
-}
+PROMPT_OF = {"sentiment": _sentiment_prompt, "piqa": _piqa_prompt, "qa": _qa_prompt, "arithmetic": _arith_prompt,
+             "summarisation": _summary_prompt}
+# What has to fit the context besides the prompt (the longest answer or the generated tokens).
+_ANSWER_OF = {"piqa": lambda it: max(it["sol1"], it["sol2"], key=len), "summarisation": lambda it: ""}
 
 
 def probe_requests(task: str, items: list[dict], n: int, fits: Callable[[str], bool] | None = None):
@@ -226,21 +281,18 @@ def probe_requests(task: str, items: list[dict], n: int, fits: Callable[[str], b
     demos, evals = _split(task, items, n)
     skipped = 0
     if fits is not None:
-        kept = [it for it in evals if fits(PROMPT_OF[task](demos, it))]
+        kept = [it for it in evals if fits(PROMPT_OF[task](demos, it) + " " + _ANSWER_OF.get(task, lambda _: "")(it))]
         skipped, evals = len(evals) - len(kept), kept
+    prompts = [PROMPT_OF[task](demos, it) for it in evals]
     if task == "sentiment":
-        prompts = [_sentiment_prompt(demos, it) for it in evals]
-
         def run(sc):
             s = sc.pairs(prompts * 2, ["positive"] * len(prompts) + ["negative"] * len(prompts))
             pos, neg = s[:len(prompts)], s[len(prompts):]
             # Strict ">" for positive: a tie predicts negative (and is then right only for label 0).
             preds = [int(a.logprob > b.logprob) for a, b in zip(pos, neg)]
             return [float(p == it["label"]) for p, it in zip(preds, evals)], []
-        return "accuracy", run, skipped, []
+        return "accuracy (label log-likelihood, zero-shot instruction)", run, skipped, []
     if task == "piqa":
-        prompts = [f"Question: {it['goal']}\nAnswer:" for it in evals]
-
         def run(sc):
             s = sc.pairs(prompts * 2, [it["sol1"] for it in evals] + [it["sol2"] for it in evals])
             a, b = s[:len(evals)], s[len(evals):]
@@ -248,27 +300,22 @@ def probe_requests(task: str, items: list[dict], n: int, fits: Callable[[str], b
                      for x, y in zip(a, b)]
             return [float(p == it["label"]) for p, it in zip(preds, evals)], []
         return "accuracy (mean-normalised log-likelihood)", run, skipped, []
+    tokens = TOKENS[task]
     if task == "qa":
-        prompts = [_qa_prompt(demos, it) for it in evals]
-
         def run(sc):
-            outs = sc.greedy(prompts, 8)
+            outs = sc.greedy(prompts, tokens)
             return [float(exact_match(_short_answer(o), it["answers"])) for o, it in zip(outs, evals)], outs
-        return "exact match", run, skipped, [(p, 8) for p in prompts]
+        return "exact match (closed-book, 2-shot)", run, skipped, [(p, tokens) for p in prompts]
     if task == "arithmetic":
-        prompts = [_arith_prompt(demos, it) for it in evals]
-
         def run(sc):
-            outs = sc.greedy(prompts, 6)
+            outs = sc.greedy(prompts, tokens)
             return [float(first_number(o) == first_number(it["answer"])) for o, it in zip(outs, evals)], outs
-        return "solve rate", run, skipped, [(p, 6) for p in prompts]
+        return "final number after the worked solution", run, skipped, [(p, tokens) for p in prompts]
     if task == "summarisation":
-        prompts = [f"Dialogue:\n{it['dialogue']}\n\nShort summary:" for it in evals]
-
         def run(sc):
-            outs = sc.greedy(prompts, 16)
-            return [rouge_l(first_line(o), it["summary"]) for o, it in zip(outs, evals)], outs
-        return "ROUGE-L F1", run, skipped, [(p, 16) for p in prompts]
+            outs = sc.greedy(prompts, tokens)
+            return [rouge_mean(first_line(o), it["summary"]) for o, it in zip(outs, evals)], outs
+        return "ROUGE F1, mean of 1/2/L", run, skipped, [(p, tokens) for p in prompts]
     raise ValueError(task)
 
 
@@ -290,8 +337,10 @@ def _ppl_cached(scorer, text: str, context: int) -> tuple[float, int]:
 
 def general_abilities(pre, post, *, sizes: dict[str, int] | None = None, paths: dict[str, str] | None = None,
                       heldout: str | None = None, heldout_chars: int = 1500, context: int = 256,
-                      generation_prompts: Sequence[str] = (), fluency_tokens: int = 16) -> GeneralReport:
-    """Every probe before (``pre`` Scorer) and after (``post``); sizes of 0 skip a probe."""
+                      generation_prompts: Sequence[str] = (), fluency: str = "quick") -> GeneralReport:
+    """Every probe before (``pre`` Scorer) and after (``post``); sizes of 0 skip a probe. Items come from
+    ``paths``, else the real task files when present, else the bundled sets (:func:`editcore.probes.probe_items`).
+    Fluency: ``fluency`` is ``"quick"`` or ``"reference"`` (:mod:`.fluency`) over ``generation_prompts``."""
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     paths = paths or {}
     lm = pre.lm
@@ -303,16 +352,21 @@ def general_abilities(pre, post, *, sizes: dict[str, int] | None = None, paths: 
     probes = []
     for task, n in sizes.items():
         if n > 0:
-            items = load_probe(task, paths.get(task), limit=SHOTS[task] + n)
-            probes.append((task, *probe_requests(task, items, n, fits)))
-    wanted = [w for *_, needs in probes for w in needs] + [(p, fluency_tokens) for p in generation_prompts]
+            items, source = probe_items(task, paths.get(task), limit=SHOTS[task] + n)
+            probes.append((task, source, *probe_requests(task, items, n, fits)))
+    fl_prompts = fluency_prompts(generation_prompts, fluency)
+    wanted = [w for *_, needs in probes for w in needs]
+    if fluency == "quick":
+        wanted += [(p, QUICK_TOKENS) for p in fl_prompts]
     for sc in (pre, post):
         sc.prefetch_greedy(wanted)
     results: dict[str, ProbeResult] = {}
-    for task, metric, run, skipped, _ in probes:
+    for task, source, metric, run, skipped, _ in probes:
         a, _ = run(pre)
         b, outs = run(post)
-        results[task] = ProbeResult(task, metric, bootstrap_ci(a), bootstrap_ci(b), a, b, outs, skipped)
+        results[task] = ProbeResult(task, metric, bootstrap_ci(a), bootstrap_ci(b), a, b, outs, skipped, source,
+                                    standard_error(a), standard_error(b),
+                                    standard_error([y - x for x, y in zip(a, b)]))
     ppl_pre = ppl_post = None
     ntok = 0
     if heldout_chars > 0:
@@ -323,9 +377,9 @@ def general_abilities(pre, post, *, sizes: dict[str, int] | None = None, paths: 
             ppl_pre, ppl_post = math.exp(nll_a / ntok), math.exp(nll_b / ntok)
     flu_pre = flu_post = None
     texts_post: list[str] = []
-    if generation_prompts:
-        gp = list(generation_prompts)
-        flu_pre = ngram_entropy(pre.greedy(gp, fluency_tokens))
-        texts_post = post.greedy(gp, fluency_tokens)
+    if fl_prompts:
+        flu_pre = ngram_entropy(fluency_texts(pre, fl_prompts, fluency))
+        texts_post = fluency_texts(post, fl_prompts, fluency)
         flu_post = ngram_entropy(texts_post)
-    return GeneralReport(results, ppl_pre, ppl_post, ntok, min(context, textmod.context_length(lm)), flu_pre, flu_post, texts_post)
+    return GeneralReport(results, ppl_pre, ppl_post, ntok, min(context, textmod.context_length(lm)), flu_pre, flu_post,
+                         texts_post, fluency, FLUENCY_NOTES[fluency])

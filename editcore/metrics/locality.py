@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .counterfact import case_neighbours, prefers
+from .counterfact import DEFAULT_CONVENTION, case_neighbours, prefers
 from .nkl import distracted_prompts
 from .numeric import CI, ItemSummary, ci_of
 
@@ -35,7 +35,7 @@ class LocalityProbe:
 class LocalitySet(ItemSummary):
     name: str
     probes: list[LocalityProbe]
-    convention: str = "product"
+    convention: str = DEFAULT_CONVENTION
     agreement: CI = ci_of(lambda p: p.agreement)
     token_acc_pre: CI = ci_of(lambda p: p.token_acc_pre)
     token_acc_post: CI = ci_of(lambda p: p.token_acc_post)
@@ -51,7 +51,7 @@ def argmax_agreement(pre_argmax: Sequence[int], post_argmax: Sequence[int]) -> f
 
 
 def locality_set(pre, post, name: str, probes: Sequence[tuple[str, str]], *, target_new: str | None = None,
-                 convention: str = "product") -> LocalitySet:
+                 convention: str = DEFAULT_CONVENTION) -> LocalitySet:
     probes = list(probes)
     if not probes:
         return LocalitySet(name, [], convention)
@@ -66,7 +66,7 @@ def locality_set(pre, post, name: str, probes: Sequence[tuple[str, str]], *, tar
     return LocalitySet(name, rows, convention)
 
 
-def locality(pre, post, case, target_new: str, convention: str = "product") -> dict[str, LocalitySet]:
+def locality(pre, post, case, target_new: str, convention: str = DEFAULT_CONVENTION) -> dict[str, LocalitySet]:
     attrs = [(p.prompt, p.answer) for p in case.attributes]
     neigh = case_neighbours(case)
     if (case.distracting_neighbourhood and len(case.distracting_neighbourhood) == len(neigh)

@@ -1,7 +1,8 @@
 """Portability (Yao et al. 2023, "Editing Large Language Models: Problems, Methods, and Opportunities",
 §4.1; EasyEdit's ``compute_portability_quality``): does the edit carry over to facts it implies?
 
-* Subject-Replace: the edit prompt with an alias of the subject must now give the new target;
+* Subject-Replace: the edit prompt with an alias of the subject (or the source's own question about the
+  alias, zsRE's ``alter_subject_question``) must now give the new target;
 * Reverse-Relation: the inverse question must give the subject (e.g. "The city where the Louvre is
   located, London, is home to which museum?" → Louvre; whatever the case's ``reverse`` probe states);
 * One-Hop: a question whose answer follows from the new target (Louvre in London → "the country the
@@ -64,7 +65,10 @@ def score_probes(pre, post, name: str, probes: Sequence[tuple[str, str]]) -> Pro
 def portability_probes(case, target_new: str) -> dict[str, list[tuple[str, str]]]:
     """The three portability probe sets of a case (any of them may be empty)."""
     return {
-        "subject_replace": [(case.prompt.format(alias), target_new) for alias in case.aliases],
+        # Stated probes (zsRE) hold for the file's own new target only; aliases fill the edit template.
+        "subject_replace": [(p.prompt, target_new) for p in case.subject_replace
+                            if p.target is None or p.target == target_new]
+        + [(case.prompt.format(alias), target_new) for alias in case.aliases],
         "reverse_relation": [(case.reverse.prompt, case.reverse.answer)] if case.reverse else [],
         "one_hop": [(p.prompt, p.answer) for p in case.one_hop_for(target_new)],
     }

@@ -73,6 +73,8 @@ class EvalReport:
     convention: str
     families: dict[str, Any] = field(default_factory=dict)
     counterfact_pre: dict | None = None
+    # The edit's method, the preset that produced it and any adaptation of the paper it carries.
+    method: dict = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     generations: list[dict] = field(default_factory=list)  # {"prompt", "pre", "post"} per generation_prompts
@@ -93,15 +95,37 @@ def _patch_of(edit_or_patch) -> Patch:
     raise TypeError("evaluate() needs a Patch or an Edit (with .patch)")
 
 
+def method_record(edit_or_patch) -> dict:
+    """``{"name", "preset", "adaptation"}`` of an :class:`~editcore.methods.base.Edit` (empty for a bare
+    patch). The adaptation is the one the edit reports (MEMIT's only where its post-norm step ran), else the
+    method's :class:`~editcore.methods.base.MethodInfo` one."""
+    name = getattr(edit_or_patch, "method", None)
+    if not isinstance(name, str):
+        return {}
+    diag = getattr(edit_or_patch, "diagnostics", {}) or {}
+    adaptation = diag.get("adaptation")
+    if adaptation is None:
+        try:
+            from ..methods import get_method
+
+            adaptation = get_method(name).info.adaptation
+        except Exception:  # an unregistered method (a test's stand-in): nothing to add
+            adaptation = ""
+    return {"name": name, "preset": diag.get("preset"), "adaptation": adaptation or ""}
+
+
 def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, target_new: str | None = None,
-             convention: str = "product", pre_state: str | None = "base", related_new: Sequence[str] = (),
+             convention: str = cf.DEFAULT_CONVENTION, pre_state: str | None = "base", related_new: Sequence[str] = (),
              related_old: Sequence[str] = (), suggest: int = 6, general_sizes: dict[str, int] | None = None,
              general_paths: dict[str, str] | None = None, heldout: str | None = None, heldout_chars: int = 1000,
              nkl_generated_tokens: int = 0, shift_k: int = 10, max_related: int = 5, progress: Progress | None = None,
-             generation_prompts: Sequence[str] = (), generation_tokens: int = 16) -> EvalReport:
+             generation_prompts: Sequence[str] = (), generation_tokens: int = 16,
+             fluency: str | None = None) -> EvalReport:
     """Evaluate one edit of ``case`` (see the module docstring). ``target_new`` defaults to the case's
     first new target; related words come from the caller, the case, and (``suggest`` > 0, when neither
-    has any) from :func:`~editcore.metrics.shifts.suggest_related` on the unedited model.
+    has any) from :func:`~editcore.metrics.shifts.suggest_related` on the unedited model. CounterFact
+    numbers use ``convention`` (ROME's by default) and carry the other one's too. ``fluency`` is ``"quick"``
+    or ``"reference"`` (ROME's sampling, :mod:`.fluency`); by default the edit's preset decides.
 
     ``generation_prompts`` are also continued greedily (``generation_tokens``) before and after the edit, in
     the same decoding loops as the families' own generations (the dashboard shows them side by side);
@@ -112,6 +136,12 @@ def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, tar
     if convention not in cf.CONVENTIONS:
         raise InputError(f"unknown convention {convention!r}; use one of {', '.join(cf.CONVENTIONS)}")
     patch = _patch_of(edit_or_patch)
+    method = method_record(edit_or_patch)
+    if fluency is None:
+        fluency = "reference" if method.get("preset") == "reference" else "quick"
+    if fluency not in ("quick", "reference"):
+        raise InputError(f"unknown fluency mode {fluency!r}; use quick or reference")
+    method["fluency"] = fluency
     target_new = target_new or case.target_new
     notes: list[str] = []
     t0 = time.perf_counter()
@@ -159,7 +189,7 @@ def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, tar
         "locality": lambda a, b: loc.locality(a, b, case, target_new, convention),
         "general": lambda a, b: gen.general_abilities(a, b, sizes=general_sizes, paths=general_paths,
                                                       heldout=heldout, heldout_chars=heldout_chars,
-                                                      generation_prompts=case.generation_prompts[:2]),
+                                                      generation_prompts=case.generation_prompts, fluency=fluency),
     }
     chosen = [f for f in FAMILIES if f in families]
     seconds: dict[str, float] = {}
@@ -198,8 +228,15 @@ def evaluate(lm, case, edit_or_patch, *, families: Sequence[str] = FAMILIES, tar
         notes.append(f"perplexity over {g.perplexity_tokens} tokens in windows of {g.perplexity_context}")
     if "nkl" in out and out["nkl"].vocab_size:  # a free-form fact has no neighbours, so no NKL to explain
         notes.append(f"NKL in nats (true KL); divide by vocab_size={out['nkl'].vocab_size} for specificityplus' numbers")
+    if method.get("preset"):
+        notes.append(f"{method['name']} preset: {method['preset']}"
+                     + (" (as the paper's released code runs it)" if method["preset"] == "reference" else ""))
+    if method.get("adaptation"):
+        notes.append(f"{method['name']}: EditScope adaptation — {method['adaptation']}")
+    if "counterfact" in out:
+        notes.append(f"CounterFact convention: {convention}" + (" (ROME's code)" if convention == "rome_mean_nll" else ""))
     return EvalReport(lm.name, lm.fingerprint, case.id, case.edit_prompt, case.subject, target_new, target_true,
-                      convention, out, cf_pre.to_dict() if cf_pre else None, seconds, notes, generations)
+                      convention, out, cf_pre.to_dict() if cf_pre else None, method, seconds, notes, generations)
 
 
 # ---- text rendering (CLI) -----------------------------------------------------------------------------
@@ -220,6 +257,10 @@ def render(r: dict) -> str:
     add = L.append
     add(f"EditScope evaluation — {r['model']} ({r['fingerprint']})")
     add(f"fact {r['case_id']}: {r['edit_prompt']} [{r['target_true']} → {r['target_new']}]")
+    m = r.get("method") or {}
+    if m:
+        add(f"method {m.get('name')}: preset {m.get('preset') or '-'}; fluency {m.get('fluency', 'quick')}"
+            + (f"; EditScope adaptation: {m['adaptation']}" if m.get("adaptation") else ""))
     add(f"probability convention: {r['convention']}; intervals: 95% percentile bootstrap, 1000 resamples")
     f = r["families"]
     if "counterfact" in f:
@@ -231,6 +272,10 @@ def render(r: dict) -> str:
             d = 1 if pct else 3
             add(f"  {label:<22} {_ci(c[key], pct, d):<36} | {_ci(p.get(key), pct, d)}")
         add(f"  {'Score (harmonic)':<22} {c['score']:.3f}{'':<31} | {p.get('score', float('nan')):.3f}")
+        o = c.get("other") or {}
+        if o:
+            add(f"  other convention ({o['convention']}): ES {o['es']:.1%}, PS {o['ps']:.1%}, NS {o['ns']:.1%}, "
+                f"EM {o['em']:.3f}, PM {o['pm']:.3f}, NM {o['nm']:.3f}, Score {o['score']:.3f}")
         add(f"  token accuracy (EasyEdit): edit {_ci(c['edit_token_acc'])}, paraphrase {_ci(c['paraphrase_token_acc'])}")
     if "nkl" in f:
         n = f["nkl"]
@@ -267,12 +312,14 @@ def render(r: dict) -> str:
         g = f["general"]
         add("\n== General abilities (pre → post; Other-Task locality) ==")
         for k, v in g["probes"].items():
-            add(f"  {k:<14} {v['metric']:<40} {_ci(v['pre'])} → {_ci(v['post'])}")
+            add(f"  {k:<14} {v['metric']:<40} {_ci(v['pre'])} → {_ci(v['post'])}  "
+                f"(SE {v.get('se_post', 0):.3f}, SE of the change {v.get('delta_se', 0):.3f}; {v.get('source', '')})")
         if g["perplexity_pre"] is not None:
             add(f"  perplexity     {g['perplexity_pre']:.2f} → {g['perplexity_post']:.2f} "
                 f"({g['perplexity_tokens']} tokens, context {g['perplexity_context']})")
         if g["fluency_pre"] is not None:
-            add(f"  fluency (n-gram entropy, bits) {g['fluency_pre']:.3f} → {g['fluency_post']:.3f}")
+            add(f"  fluency (n-gram entropy, bits) {g['fluency_pre']:.3f} → {g['fluency_post']:.3f}  "
+                f"[{g.get('fluency_note', '')}]")
     if r.get("notes"):
         add("\nnotes: " + "; ".join(r["notes"]))
     secs = r.get("seconds", {})

@@ -91,10 +91,14 @@ def pitfall_run(lm, sources: list[str], methods: list[str], n_cases: int, path: 
             for t in CONFLICT_TYPES:
                 summ = hit["by_type"][t]
                 row[f"{t} n"] = len(summ["outcomes"])
-                row[f"{t} CS"] = ci_mean(summ["cs"])
+                row[f"{t} CS"] = ci_mean(summ["cs"])  # explicit (the released scripts' default)
+                if t != "coverage":  # the implicit variant equals the explicit one for coverage
+                    row[f"{t} CS implicit"] = ci_mean(summ.get("cs_implicit"))
                 row[f"{t} CM"] = ci_mean(summ["cm"])
                 if t == "composite":
                     row[f"{t} TFD"] = ci_mean(summ["tfd"])
+                if t == "coverage":
+                    row[f"{t} Succ"] = ci_mean(summ.get("succ"))
             table3.append(row)
         else:
             summ = hit["summary"]

@@ -22,9 +22,10 @@ from .progress import Progress, exclusive, report
 
 SEQ_MAX_EDITS = 100
 
-# Every evaluation point pays for these, so they are small; the summarisation probe (16 generated tokens)
-# and fluency are left to the single-edit report.
-SEQ_PROBE_SIZES = {"sentiment": 6, "piqa": 4, "qa": 3, "arithmetic": 3, "summarisation": 0}
+# Every evaluation point pays for these: the two log-likelihood probes (one teacher-forced pass per item), 100
+# items each, so the pooled accuracy's paired change has a standard error of a few points; the generation
+# probes and fluency are left to the single-edit report.
+SEQ_PROBE_SIZES = {"sentiment": 100, "piqa": 100, "qa": 0, "arithmetic": 0, "summarisation": 0}
 SEQ_HELDOUT_CHARS = 1000
 
 
@@ -87,17 +88,20 @@ def _general_abilities(lm) -> dict:
     from ..metrics.general import general_abilities
     from ..metrics.scoring import Scorer
 
+    from ..metrics.general import standard_error
+
     sc = Scorer(lm)  # not a pre-edit scorer: the model carries the run's kept edits
     g = general_abilities(sc, sc, sizes=SEQ_PROBE_SIZES, heldout_chars=SEQ_HELDOUT_CHARS)
     items = [x for p in g.probes.values() for x in p.items_post]
-    out = {"perplexity": g.perplexity_post, "probe_accuracy": sum(items) / len(items) if items else None}
+    out = {"perplexity": g.perplexity_post, "probe_accuracy": sum(items) / len(items) if items else None,
+           "probe_accuracy_se": standard_error(items) if items else None, "probe_items": len(items)}
     out.update({f"probe_{k}": p.post.mean for k, p in g.probes.items()})
     return out
 
 
 def _seq_point(lm, n: int, cases: list[Case], neighbours: list[tuple[str, str, str]], drift: float) -> dict:
     """Metrics of the current (edited) model after ``n`` edits."""
-    from ..text import score_targets, target_logprobs
+    from ..text import score_targets
 
     point: dict[str, Any] = {"n_edits": n, "weight_drift": drift}
     done = cases[:n]
@@ -106,10 +110,11 @@ def _seq_point(lm, n: int, cases: list[Case], neighbours: list[tuple[str, str, s
         point["retention"] = sum(all(s.token_correct) for s in scores) / len(done)
         point["last_edit_top1"] = float(all(scores[-1].token_correct))
     if neighbours:
+        # CounterFact's NS in ROME's convention (mean token NLL), as every other NS EditScope shows.
         prompts = [p for p, _a, _n in neighbours]
-        lp_true = target_logprobs(lm, prompts, [a for _p, a, _n in neighbours])
-        lp_new = target_logprobs(lm, prompts, [t for _p, _a, t in neighbours])
-        point["neighbourhood_score"] = float((lp_true > lp_new).float().mean())
+        s_true = score_targets(lm, prompts, [a for _p, a, _n in neighbours])
+        s_new = score_targets(lm, prompts, [t for _p, _a, t in neighbours])
+        point["neighbourhood_score"] = sum(a.mean_nll < b.mean_nll for a, b in zip(s_true, s_new)) / len(prompts)
     point.update({k: v for k, v in _general_abilities(lm).items() if isinstance(v, (int, float)) or v is None})
     return point
 
@@ -139,7 +144,8 @@ def sequential_run(lm, cfg: dict, progress: Progress | None = None, on_update: C
                 on_update(out)
             continue
         run = {"method": m.name, "version": str(m.version), "hparams": hp_dict, "points": [], "complete": False,
-               "stopped_after": None, "edit_seconds": 0.0, "failed_edits": 0}
+               "stopped_after": None, "edit_seconds": 0.0, "failed_edits": 0, "preset": hp_dict.get("preset"),
+               "adaptation": ""}
         out["runs"][name] = run
         base = mi / n_methods
         span = 1.0 / n_methods
@@ -156,6 +162,7 @@ def sequential_run(lm, cfg: dict, progress: Progress | None = None, on_update: C
                     report(progress, f"[{name}] edit {i + 1}/{len(cases)}: {case.edit_prompt} → {case.target_new}",
                            base + span * i / len(cases))
                     edit = m.compute(lm, [case.request()], hp, None)
+                    run["adaptation"] = run["adaptation"] or edit.diagnostics.get("adaptation", m.info.adaptation) or ""
                     scope.apply(edit.patch, checkpoint=False)
                     applied = i + 1
                     run["edit_seconds"] += float(edit.seconds)

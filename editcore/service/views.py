@@ -88,6 +88,11 @@ def scorecard(result: dict) -> dict:
         "fluency": ci_mean(gen.get("fluency_post")), "fluency_pre": ci_mean(gen.get("fluency_pre")),
         "perplexity": ci_mean(gen.get("perplexity_post")), "perplexity_pre": ci_mean(gen.get("perplexity_pre")),
         "seconds": float((result.get("seconds") or {}).get("edit", 0.0)),
+        # Which preset produced the result and any EditScope adaptation of the paper it carries.
+        "preset": ((result.get("report") or {}).get("method") or {}).get("preset")
+        or ((result.get("method") or {}).get("hparams") or {}).get("preset"),
+        "adaptation": ((result.get("report") or {}).get("method") or {}).get("adaptation") or "",
+        "convention": (result.get("report") or {}).get("convention"),
     }
 
 
