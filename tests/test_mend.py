@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("tmp_home")
 REQ = Request("{} is located in the city of", "The Louvre", "London", "Paris")
 # Small and fast: catalog edits only, no knowledge check, no bench hold-out.
 TINY_TRAIN = {"steps": 4, "batch_edits": 2, "val_every": 2, "n_val": 2, "rank": 8, "checkpoint_every": 2,
-              "sources": ["catalog"], "known_only": False, "holdout": 0}
+              "sources": ["catalog"], "known_only": False, "holdout": "none"}
 
 
 def _train_hp(**over):
@@ -240,3 +240,38 @@ def test_train_settings_exist_and_the_cli_estimates(capsys, monkeypatch):
             {**TINY_TRAIN, "sources": '["catalog"]', "known_only": "false"}.items()]
     assert main(["train", "mend", "tiny-llama", "--estimate", *over]) == 0
     assert "training mend for tiny-llama: about" in capsys.readouterr().out
+
+
+def test_the_catalog_part_the_bench_edits_is_never_trained_on():
+    from editcore.methods.mend import data as mend_data
+    from editcore.perfbench import split_part
+
+    lm = tiny.lm("gpt2")
+    report_ids = split_part("report")
+    got = mend_data.build(lm, ["catalog"], False, "report", 5, 0, 0)
+    trained = {e.id.split("#")[0] for e in got.train} | {e.id.split("#")[0] for e in got.val}
+    assert trained and not trained & report_ids
+    assert report_ids <= set(got.held_out)
+    # The network in use tells the bench which facts it never saw.
+    m = get_method("mend")
+    assert m.held_out_facts(lm) is None
+    m.train(lm, _train_hp(holdout="report"))
+    assert report_ids <= m.held_out_facts(lm)
+
+
+def test_the_bench_judges_a_trained_method_only_on_facts_it_never_saw(monkeypatch):
+    from editcore import perfbench
+
+    lm = tiny.lm("gpt2")
+    facts = [perfbench.Fact(f"f{i}", REQ, ()) for i in range(3)]
+    m = get_method("grace")
+    hp = load_hparams("grace", m.Hparams, None, {"layer": 1, "steps": 1})
+    seen = []
+    monkeypatch.setattr(perfbench, "run_method", lambda lm, method, hp, fs: (seen.append([f.id for f in fs]) or
+                                                                            {"adaptation": ""}))
+    monkeypatch.setattr(type(m), "held_out_facts", lambda self, lm: {"f0", "f2"}, raising=False)
+    res = perfbench._run_unseen(lm, m, hp, facts)
+    assert seen == [["f0", "f2"]] and "2 of 3" in res["adaptation"]
+    monkeypatch.setattr(type(m), "held_out_facts", lambda self, lm: set(), raising=False)
+    with pytest.raises(InputError, match="training data"):
+        perfbench._run_unseen(lm, m, hp, facts)

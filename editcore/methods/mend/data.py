@@ -13,8 +13,9 @@ output should not move. Here:
   (same relation, another subject) with its true answer — an EditScope addition: MEND's paper draws locality
   examples from unrelated data only.
 
-Held out from training: the catalog facts the bench edits (the first ``holdout`` known facts of
-:func:`editcore.perfbench.known_facts`) and a validation set of further known facts for the curve.
+Held out from training: the catalog part the bench edits (``holdout="report"``: every fact of the report part
+of ``data/catalog_check/split.json``, whether or not the model knows it) and a validation set of known facts of
+the other part for the curve.
 """
 
 from __future__ import annotations
@@ -69,16 +70,16 @@ def _benchmark_cases(name: str, limit: int) -> list:
     return [c for c in load_benchmark(name, path=path, limit=limit) if isinstance(c, Case)]
 
 
-def build(lm, sources: Sequence[str], known_only: bool, holdout: int, n_val: int, bench_limit: int,
+def build(lm, sources: Sequence[str], known_only: bool, holdout: str, n_val: int, bench_limit: int,
           seed: int) -> Data:
     """The training and validation examples for ``lm`` (deterministic for the same arguments)."""
-    from ...perfbench import known_facts
+    from ...perfbench import known_facts, split_part
 
     cases = catalog.load_catalog()
-    bench_ids = [f.id for f in known_facts(lm, holdout)] if holdout else []
+    bench_ids = sorted(split_part(holdout)) if holdout != "none" else []
     known = catalog.known_facts(lm.name)
     if known is None:  # no committed check for this model: the bench's own rule decides what it knows
-        known = {f.id for f in known_facts(lm, len(cases))} if known_only else set()
+        known = {f.id for f in known_facts(lm, len(cases), part=None)} if known_only else set()
     rest = [c for c in cases if c.id not in set(bench_ids)]
     known_rest = [c for c in rest if c.id in known]
     val_cases = [c for c in (known_rest or rest) if c.neighbourhood and c.paraphrases]
