@@ -156,3 +156,19 @@ def test_a_cold_start_is_reproducible_and_leaves_the_global_rng_alone(lm):
     assert torch.equal(torch.get_rng_state(), state)
     b = m.compute(lm, [REQ], hp).patch.hooks[0].fn.codebook.entries[0].value
     assert torch.equal(a, b)
+
+
+def test_the_bench_section_reads_the_sequence(lm, monkeypatch):
+    from editcore import perfbench
+    from editcore.methods import grace
+
+    hp = _hp()
+    monkeypatch.setattr("editcore.methods.base.load_hparams", lambda *a, **k: hp)
+    facts = [perfbench.Fact(f"f{i}", Request("{} is located in the city of", s, "the", "Paris"),
+                            (("Big Ben stands in", "London"),)) for i, s in enumerate(["The Louvre", "Big Ben"])]
+    d0 = lm.digest()
+    sec = grace.bench_section(lm, facts, {})
+    assert lm.digest() == d0 and hooks.count(lm.model) == 0
+    assert [r["edits"] for r in sec["rows"]] == [1, 2]
+    assert all(set(r) == set(sec["columns"]) for r in sec["rows"])
+    assert all(0 <= r["retention"] <= 1 and r["neighbourhood"] is not None for r in sec["rows"])
