@@ -310,3 +310,20 @@ def hparam_editor(prefix: str, method: str, model: str) -> dict | None:
         if changed:
             st.caption("changed: " + ", ".join(f"{k} = {ui.escape_md(json.dumps(v))}" for k, v in changed.items()))
     return overrides
+
+
+def trained_only(lm, methods: list[str], container=st) -> list[str]:
+    """``methods`` less those that need a trained component this model does not have yet (MEND's
+    hypernetwork); each of those gets a one-line note with the command that trains it. The dashboard never
+    trains anything by itself."""
+    usable = []
+    for name in methods:
+        status = ui.call(service.training_status, lm, name)
+        if status is None:
+            continue
+        if status["trained"]:
+            usable.append(name)
+        else:
+            container.info(f"**{name}** needs a component trained for this model first: run "
+                           f"`{status['command']}` (once; it is cached).")
+    return usable

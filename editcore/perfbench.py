@@ -245,6 +245,21 @@ def environment(lm=None) -> dict:
     return env
 
 
+def _run_unseen(lm, method, hp, facts: Sequence[Fact]) -> dict:
+    """:func:`run_method` on the facts a method's trained component never saw (``held_out_facts(lm)``: the
+    catalog ids it was not trained on, or None for a method without one), so training data cannot pass as
+    generalisation; the row says how many it kept."""
+    held = getattr(method, "held_out_facts", lambda _lm: None)(lm)
+    unseen = [f for f in facts if held is None or f.id in held]
+    if not unseen:
+        raise InputError(f"every bench fact was in {method.name}'s training data; retrain it")
+    res = run_method(lm, method, hp, unseen)
+    if len(unseen) < len(facts):
+        note = f"judged on the {len(unseen)} of {len(facts)} bench facts its training never saw"
+        res["adaptation"] = f"{res['adaptation']}; {note}" if res["adaptation"] else note
+    return res
+
+
 def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None, methods: Sequence[str],
                 extras: bool, progress: Progress | None = None) -> dict:
     from .methods import get_method, layer_stats as stats
@@ -286,7 +301,7 @@ def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None,
             if hasattr(method, "prepare"):  # its one-off cached work (statistics, their decompositions), untimed
                 method.prepare(lm, hp, progress)
             prepared = time.perf_counter() - t
-            out["methods"][mname] = {**run_method(lm, method, hp, facts), "prepare_seconds": prepared}
+            out["methods"][mname] = {**_run_unseen(lm, method, hp, facts), "prepare_seconds": prepared}
         except EditScopeError as exc:
             out["methods"][mname] = {"error": str(exc)}
         log.info("%s %s: %s", name, mname, {k: v for k, v in out["methods"][mname].items() if k != "per_fact"})
@@ -307,20 +322,27 @@ def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None,
     return out
 
 
+def _section(module: str) -> Callable:
+    """The ``bench_section`` of ``module``, imported when the bench runs."""
+    def run(lm, facts, common):
+        import importlib
+
+        return importlib.import_module(module).bench_section(lm, facts, common)
+    run.__name__ = module
+    return run
+
+
 # Further measurements, each ``fn(lm, facts, common) -> {"title", "columns", "rows", "note"} | None`` (rows are
 # dicts keyed by the columns; None: nothing to measure on this model). A feature adds its function here and
 # the report renders it; the functions live with the feature they measure.
-SECTIONS: list[Callable] = []
-SECTIONS.append(trace_bench_section)
-
-
 def _whatif(lm, facts, common):
     from .service.impact import bench_section
 
     return bench_section(lm, facts, common)
 
 
-SECTIONS.append(_whatif)
+SECTIONS: list[Callable] = [trace_bench_section, _whatif, _section("editcore.methods.grace"),
+                            _section("editcore.methods.mend.report")]
 
 
 def _resolve_layers(lm, layers) -> list[int]:

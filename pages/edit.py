@@ -25,6 +25,7 @@ if not methods:
 if st.session_state.get("edit_method") not in methods:
     st.session_state["edit_method"] = "rome" if "rome" in methods else methods[0]
 method = st.selectbox("Method", methods, key="edit_method")
+ready = bool(widgets.trained_only(lm, [method]))
 overrides = widgets.hparam_editor("edit", method, lm.name)
 scan_on, scan_catalog, scan_texts = widgets.impact_options("edit")
 c1, c2, c3, c4 = st.columns([1, 1, 3, 1])
@@ -50,7 +51,7 @@ if from_link and not run and spec is not None and overrides is not None and "edi
         st.session_state["edit_impact"] = ui.call(service.impact_cached, lm, cached, **pool) if scan_on else None
 
 view = None
-if run and spec is not None and overrides is not None:
+if run and ready and spec is not None and overrides is not None:
     with ui.status_box(f"Editing with {method}") as progress:
         view = render.ResultView()
         result = ui.call(service.run_edit, lm, spec, method, overrides, progress, quick=quick, on_stage=view.show)

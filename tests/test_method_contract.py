@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import tiny
+from editcore import hooks
 from editcore.errors import InputError
 from editcore.methods import available, get_method
 from editcore.methods.base import Edit, load_hparams
 from editcore.scope import Patch, param_digest
-from editcore.text import next_token_logprobs
 from editcore.types import Request
 
 FAMILIES = ("gpt2", "llama", "gemma3")
@@ -65,15 +65,25 @@ def test_registry_lists_the_baselines():
     assert {"ft", "ft_l", "kn"} <= set(available())
 
 
+def _read(lm) -> torch.Tensor:
+    """The next-token distribution after the edit prompt, as the model gives it now."""
+    from editcore.text import next_token_logprobs
+
+    with torch.no_grad():
+        return next_token_logprobs(lm, [REQ.text])
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("name", available())
 def test_method_contract(name, family, models, corpus):
     lm = models[family]
     method, hp = _tiny_hparams(name, corpus)
+    tiny.train_if_needed(lm, method)  # MEND: a tiny hypernetwork, trained in seconds in this test's home
     assert isinstance(method.name, str) and method.name == name
     assert isinstance(method.version, str) and method.version
     assert isinstance(method.batched, bool)
     d0 = lm.digest()
+    read0 = _read(lm)
 
     edit = method.compute(lm, [REQ], hp)
 
@@ -88,16 +98,16 @@ def test_method_contract(name, family, models, corpus):
     changes = any(float(d.abs().max()) > 0 for d in edit.patch.deltas.values()) or edit.patch.hooks
     assert changes, f"{name} produced an empty edit on {family}"
 
-    before = next_token_logprobs(lm, [REQ.text])
     with lm.scope(edit.patch) as scope:
         edited = param_digest(scope.model)
         if edit.patch.deltas:
             assert edited != d0
-        else:  # hooks beside the weights (an adaptor): the weights stay, what the model computes changes
-            assert edited == d0 and not torch.equal(next_token_logprobs(lm, [REQ.text]), before)
+        else:  # hooks or an input rewrite: the weights stay, what the model says on the edit prompt changes
+            assert edited == d0 and not torch.equal(_read(lm), read0)
+        n_hooks = hooks.count(scope.model)
         # Sequential editing: a second compute inside the scope sees the edit and leaves it in place.
         method.compute(lm, [Request("The capital of {} is", "Japan", "Seoul", "Tokyo")], hp)
-        assert param_digest(scope.model) == edited
+        assert param_digest(scope.model) == edited and hooks.count(scope.model) == n_hooks
     assert lm.digest() == d0
 
     with pytest.raises(_Boom):

@@ -51,7 +51,10 @@ def test_shipped_hparam_files_load(name):
     assert any(f.stem == "default" for f in files)
     for f in files:
         json.loads(f.read_text())
-        load_hparams(name, method.Hparams, f.stem)
+        if f.stem.startswith("train_"):  # a trainable method's training settings (methods.base.Trainable)
+            load_hparams(name, method.TrainHparams, f.stem[len("train_"):], prefix="train_")
+        else:
+            load_hparams(name, method.Hparams, f.stem)
 
 
 @pytest.mark.parametrize("name", ["rome", "memit", "emmet", "pmet", "alphaedit"])

@@ -15,7 +15,7 @@ to wait for the lock is told so through its progress callback (:mod:`.progress`)
 
 from ..cases.resolve import catalog_related_words, is_case_target, resolve_case, with_new_target
 from .choices import (benchmark_entries, benchmark_names, catalog_entries, known_case_ids, list_methods,
-                      method_hparams)
+                      method_hparams, training_status)
 from .edit import (QUICK_SKIPPED, cached_edit, compare_methods, edit_key, evaluation_families, free_form_preview,
                    run_edit)
 from .impact import impact_cached, impact_scan, impact_view, prepare_impact
@@ -35,7 +35,7 @@ __all__ = [
     "known_case_ids", "list_methods", "load_model", "method_hparams", "model_choices", "nkl_rows", "not_computed",
     "pitfall_run", "register_model", "resolve_case", "result_csv_rows", "run_edit", "scorecard",
     "sequential_cached", "sequential_config", "sequential_run", "shift_views", "tour_cached", "tour_step",
-    "tour_steps", "unregister_model",
+    "tour_steps", "training_status", "unregister_model",
     "with_new_target", "word_diff",
     "trace_fact", "trace_settings_info", "trace_summary",
 ]
