@@ -161,7 +161,8 @@ class ValueEngine:
             reuse = speed.record_first_step
             grab = contextlib.nullcontext()
             if self.edited is not None and reuse:
-                grab = hooks.capture(self.edited, "in", got, "k")
+                # The first call only: at layer 0 the recording's check runs the edited block again on other rows.
+                grab = hooks.capture(self.edited, "in", got, "k", keep="first")
             try:
                 with grab, self._also(), torch.set_grad_enabled(reuse):
                     first = self.replay.record(self._add_delta, self.edited)
