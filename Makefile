@@ -7,15 +7,6 @@ PORT   ?= 8501
 MODEL  ?= gemma-3-270m
 EDITSCOPE_HOME ?= $(HOME)/.cache/editscope
 export EDITSCOPE_HOME
-# Layer statistics need a text corpus; offline, a local WikiText sample beats sampling text from the model
-# (minutes on a CPU). Use the one beside the checkout when it is there, unless the user set their own.
-# (Only for run and bench: tests pick their corpora explicitly.)
-WIKITEXT := $(abspath ../shared/data/wikitext/wiki.test.raw)
-ifeq ($(origin EDITSCOPE_STATS_CORPUS),undefined)
-ifneq ($(wildcard $(WIKITEXT)),)
-run bench: export EDITSCOPE_STATS_CORPUS := $(WIKITEXT)
-endif
-endif
 
 .PHONY: install prepare run test test-fast bench clean-cache
 
@@ -28,9 +19,12 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	@touch $@
 
-# Dequantises the default model once (progress bar); a prepared model is not touched again.
+# Dequantises the default model once, then computes what the first edit would wait for: ROME's layer
+# statistics (from the bundled WikiText-2 excerpt, data/corpus/) and the impact scan's unedited side
+# (progress bars; a second run finds them cached).
 prepare: install
 	@test -f $(EDITSCOPE_HOME)/models/$(MODEL)/editscope.json || $(PY) -m editcore prepare $(MODEL)
+	$(PY) -m editcore warmup $(MODEL)
 
 run: prepare
 	$(VENV)/bin/streamlit run app/main.py --server.port $(PORT) --server.headless true \

@@ -140,6 +140,50 @@ def related_words(rows: Sequence[dict]) -> go.Figure:
     return _layout(fig, "Related words of the new and old target, before vs after", barmode="group")
 
 
+def impact_histogram(kls: Sequence[float], neighbour_mean: float | None = None) -> go.Figure:
+    """How far every scanned prompt moved: a histogram of KL on a log axis (KL = 0 cannot sit on it and is
+    counted in the title), with the fact's own mean neighbour KL marked for reference."""
+    import math
+
+    pos = [k for k in kls if k and k > 0]
+    zero = len(kls) - len(pos)
+    fig = go.Figure(go.Histogram(x=[math.log10(k) for k in pos], nbinsx=40, marker_color=PALETTE[0],
+                                 hovertemplate="log10 KL %{x}<br>%{y} prompts<extra></extra>"))
+    if neighbour_mean and neighbour_mean > 0:
+        x = math.log10(neighbour_mean)
+        fig.add_vline(x=x, line_dash="dash", line_color=PALETTE[1])
+        fig.add_annotation(x=x, y=1, yref="paper", text="mean NKL of this fact's neighbours", showarrow=False,
+                           xanchor="left", yanchor="bottom", font=dict(color=PALETTE[1]))
+    ticks = list(range(-8, 3))
+    fig.update_xaxes(title="KL(post ‖ pre), nats (log scale)", tickvals=ticks, ticktext=[f"1e{t}" for t in ticks])
+    fig.update_yaxes(title="prompts")
+    title = f"KL over {len(kls)} scanned prompts" + (f" ({zero} with KL = 0 not shown)" if zero else "")
+    return _layout(fig, title, height=340)
+
+
+def impact_bars(rows: Sequence[dict], k: int = 20) -> go.Figure:
+    """The ``k`` most affected prompts: KL bars, red where the top-1 next token changed; hover shows where
+    the prompt comes from and the top-1 token before → after."""
+    rows = list(rows)[:k]
+    labels, seen = [], {}
+    for r in rows:
+        label = _short(r["prompt"], 56)
+        seen[label] = seen.get(label, 0) + 1
+        labels.append(label if seen[label] == 1 else f"{label} ·{seen[label]}")
+    fig = go.Figure(go.Bar(
+        orientation="h", y=labels, x=[r["kl"] for r in rows],
+        marker_color=[PALETTE[1] if r.get("flipped") else PALETTE[0] for r in rows],
+        customdata=[[html.escape(r["prompt"]), html.escape(r.get("source", "")),
+                     html.escape(token_label(r.get("top_pre", ""))), html.escape(token_label(r.get("top_post", "")))]
+                    for r in rows],
+        hovertemplate="%{customdata[0]}<br>%{customdata[1]}<br>KL = %{x:.4g}<br>top-1: %{customdata[2]} → "
+                      "%{customdata[3]}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title="KL(post ‖ pre), nats")
+    return _layout(fig, f"The {len(rows)} most affected prompts (red: the top-1 next token changed)",
+                   height=max(HEIGHT, 22 * len(rows) + 120))
+
+
 def fmt_sig(v: float | None, digits: int = 3) -> str:
     """A number with ``digits`` significant digits, "—" when missing (the Compare table and heatmap cells)."""
     return "—" if v is None else f"{v:.{digits}g}"
@@ -211,3 +255,104 @@ def curves(runs: dict[str, Sequence[dict]], metric: str, label: str, *, log_y: b
 def to_html(fig: go.Figure) -> str:
     """A standalone HTML file (plotly.js inlined, so it opens offline)."""
     return fig.to_html(include_plotlyjs=True, full_html=True)
+
+
+# ---- causal tracing and the logit lens (issue #20; rows from editcore.service.trace) ---------------------
+TRACE_COLOURS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}  # the paper's colours per kind
+TRACE_TITLES = {"hidden": "Residual stream", "mlp": "MLP output", "attn": "Attention output"}
+
+
+def _token_ticks(trace: dict) -> list[str]:
+    """Readable, escaped tick labels of a trace's tokens; subject tokens carry a star (as in the paper)."""
+    s0, s1 = trace["subject_range"]
+    return [html.escape(token_label(t)) + ("*" if s0 <= i < s1 else "") for i, t in enumerate(trace["tokens"])]
+
+
+def trace_heatmap(trace: dict, kind: str, title: str | None = None) -> go.Figure:
+    """One causal-tracing heatmap: tokens (rows) x layers, the colour P(answer) with that state restored,
+    from the corrupted probability (white) up. Rows are numbered, so repeated tokens stay apart."""
+    k = trace["kinds"][kind]
+    ticks = _token_ticks(trace)
+    z = k["scores"]
+    layers = list(range(len(z[0]) if z else 0))
+    answer = html.escape(token_label(trace.get("answer_token", trace.get("answer", ""))))
+    fig = go.Figure(go.Heatmap(
+        z=z, x=layers, y=list(range(len(ticks))), colorscale=TRACE_COLOURS.get(kind, "Blues"),
+        zmin=trace["low"], zmax=max(trace["high"], max((max(r) for r in z), default=trace["low"])),
+        customdata=[[ticks[i]] * len(layers) for i in range(len(ticks))],
+        colorbar=dict(title=dict(text=f"P({answer})", side="right"), thickness=12),
+        hovertemplate="%{customdata} · layer %{x}: P = %{z:.3g}<extra></extra>"))
+    fig.update_yaxes(tickvals=list(range(len(ticks))), ticktext=ticks, autorange="reversed")
+    w = k.get("window", 1)
+    fig.update_xaxes(title="restored layer" if kind == "hidden" or w == 1 else f"centre of {w} restored layers",
+                     dtick=max(1, len(layers) // 9))
+    # Short titles: at half of 1280 px a longer one runs under plotly's toolbar.
+    return _layout(fig, title or TRACE_TITLES.get(kind, kind),
+                   height=max(240, 22 * len(ticks) + 130), top=50)
+
+
+def logit_lens_chart(lens_before: dict, lens_after: dict | None, position: str) -> go.Figure:
+    """P(old) and P(new) read out from every layer at one position (``last`` or ``subject_last``), before
+    (solid) and after (dashed) the edit, on a log scale; hover names each layer's top token."""
+    fig = go.Figure()
+    colours = {"old": PALETTE[0], "new": PALETTE[1]}
+    for state, lens, dash in (("before", lens_before, "solid"), ("after", lens_after, "dash")):
+        if not lens:
+            continue
+        pos = lens["positions"][position]
+        tops = [f"{html.escape(token_label(t))} ({p:.2g})" for t, p in pos["top"]]
+        for label, probs in pos["p"].items():
+            target = html.escape(lens["targets"].get(label, label))
+            fig.add_scatter(x=lens["layers"], y=probs, mode="lines+markers", name=f"P({target}) {state}",
+                            line=dict(color=colours.get(label, PALETTE[2]), dash=dash), customdata=tops,
+                            hovertemplate="layer %{x}: %{y:.3g}<br>top: %{customdata}<extra>%{fullData.name}</extra>")
+    pos = (lens_before or lens_after)["positions"][position]
+    fig.update_yaxes(type="log", title="probability (first token)")
+    fig.update_xaxes(title="layer (emb = embeddings)", type="category")
+    where = "last token" if position == "last" else "subject's end"
+    return _layout(fig, f"Lens: {where} “{html.escape(token_label(pos['token']))}”", height=360, top=110)
+
+
+def trace_average(summary: dict, kind: str) -> go.Figure:
+    """The average indirect effect of restoring ``kind`` per layer, one line per token category."""
+    k = summary["kinds"][kind]
+    fig = go.Figure()
+    for i, (cat, values) in enumerate(k["aie"].items()):
+        if all(v is None for v in values):
+            continue
+        bold = cat in ("last subject token", "last token")
+        fig.add_scatter(x=list(range(len(values))), y=values, mode="lines+markers", name=cat,
+                        line=dict(color=PALETTE[i % len(PALETTE)], width=3 if bold else 1.5),
+                        hovertemplate=f"{cat} · layer %{{x}}: AIE %{{y:.3g}}<extra></extra>")
+    fig.update_xaxes(title="restored layer" if kind == "hidden" else f"centre of {k['window']} restored layers")
+    fig.update_yaxes(title="average indirect effect")
+    return _layout(fig, f"{TRACE_TITLES.get(kind, kind)}: average over {summary['n_facts']} facts",
+                   height=340, top=90)
+
+
+def localisation_scatter(rows: Sequence[dict], score: str = "rewrite", effect: str = "mlp_last") -> go.Figure:
+    """Tracing effect against an edit score, one point per (fact, edited layer), coloured by the layer."""
+    fig = go.Figure(go.Scatter(
+        x=[r[effect] for r in rows], y=[r[score] for r in rows], mode="markers",
+        marker=dict(color=[r["layer"] for r in rows], colorscale="Viridis", size=8, showscale=True,
+                    colorbar=dict(title="layer", thickness=12)),
+        customdata=[[html.escape(str(r["fact"])), r["layer"]] for r in rows],
+        hovertemplate="%{customdata[0]} · layer %{customdata[1]}<br>effect %{x:.3g}, score %{y:.3g}<extra></extra>"))
+    fig.update_xaxes(title="tracing effect (fraction restored, MLP at the subject's last token)")
+    fig.update_yaxes(title={"rewrite": "ROME rewrite score", "success": "ROME edit success",
+                            "neighbourhood": "neighbourhood score"}.get(score, score))
+    return _layout(fig, f"Tracing effect vs {score} per (fact, layer)", height=380)
+
+
+def localisation_layers(per_layer: Sequence[dict]) -> go.Figure:
+    """Per edited layer: mean tracing effect and ROME's success, neighbourhood and rewrite scores."""
+    fig = go.Figure()
+    x = [r["layer"] for r in per_layer]
+    for i, (key, name) in enumerate((("mlp_last", "tracing effect (MLP, subject's last token)"),
+                                     ("success", "edit success"), ("neighbourhood", "neighbourhood score"),
+                                     ("rewrite", "rewrite score"))):
+        fig.add_scatter(x=x, y=[r[key] for r in per_layer], mode="lines+markers", name=name,
+                        line=dict(color=PALETTE[i % len(PALETTE)]))
+    fig.update_xaxes(title="layer (ROME edits here; tracing restores its MLP window)")
+    fig.update_yaxes(title="mean over facts", range=[-0.03, 1.03])
+    return _layout(fig, "Where the fact is traced vs where editing works", height=380, top=100)

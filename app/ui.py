@@ -35,6 +35,8 @@ PAGES = {
     "compare": ("compare.py", "Compare methods", ":material/compare_arrows:"),
     "sequential": ("sequential.py", "Sequential edits", ":material/stacked_line_chart:"),
     "pitfalls": ("pitfalls.py", "Pitfall benchmarks", ":material/warning:"),
+    "trace": ("trace.py", "Where is the fact?", ":material/location_searching:"),
+    "tour": ("tour.py", "Guided tour", ":material/school:"),
     METHODS_PAGE: ("methods.py", "Methods & metrics", ":material/menu_book:"),
     "generate": ("generate.py", "Generate", ":material/chat:"),
 }
@@ -121,6 +123,12 @@ def model_name() -> str:
 def sidebar_model_picker() -> None:
     """Sidebar: built-in models plus a free text field for a local path / hub id."""
     choices = service.model_choices() + [OTHER_MODEL]
+    # A shared link names its model (?model=…): it seeds the picker once per session. Only a model of the
+    # picker: a link must not make the server load an arbitrary path or download a hub model.
+    if not st.session_state.get("model_query_applied"):
+        st.session_state["model_query_applied"] = True
+        if st.query_params.get("model") in choices:
+            st.session_state["model_choice"] = st.query_params["model"]
     with st.sidebar:
         st.markdown("### Model")
         choice = st.selectbox("Model", choices, index=0, key="model_choice",

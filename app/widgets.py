@@ -18,7 +18,7 @@ SOURCES = ("Catalog", "Benchmark", "Free-form")
 def copyable(prefix: str) -> tuple[str, ...]:
     """Key prefixes of the fact-picker and hyper-parameter widgets (to carry a choice to another page)."""
     return tuple(f"{prefix}_{k}" for k in ("source", "search", "known", "fact", "target", "bench", "prompt",
-                                           "subject", "old", "new", "hp_", "quick"))
+                                           "subject", "old", "new", "relation", "neighbours", "hp_", "quick"))
 
 
 def quick_toggle(prefix: str, container=st) -> bool:
@@ -31,6 +31,22 @@ def quick_toggle(prefix: str, container=st) -> bool:
         help="Skips fluency (greedy generation), perplexity and the downstream-task probes, the slow part of "
              "the evaluation; efficacy, generalisation, neighbourhood score, NKL, portability, locality and "
              "probability shifts are still computed. Quick and full results are cached separately."))
+
+
+def impact_options(prefix: str) -> tuple[bool, bool, list[str]]:
+    """The impact scan's switch and pool: ``(scan after the edit, every catalog prompt, your own prompts)``."""
+    st.session_state.setdefault(f"{prefix}_scan", True)
+    st.session_state.setdefault(f"{prefix}_scan_catalog", True)
+    with st.expander("Impact scan: what else did the edit change?"):
+        on = st.toggle("Scan after the edit", key=f"{prefix}_scan",
+                       help="Reads every prompt of the pool before and after the edit and ranks them by KL of the "
+                            "next-token distribution and by top-1 flips.")
+        catalog = st.checkbox("every prompt of the fact catalog", key=f"{prefix}_scan_catalog",
+                              help="A few thousand prompts about other facts; the unedited side is cached.")
+        text = st.text_area("Your own prompts (one per line)", key=f"{prefix}_scan_texts",
+                            placeholder="My favourite city is\nThe best museum in the world is", height=90)
+        st.caption("Always scanned too: this fact's own prompts and, for a benchmark fact, the benchmark's.")
+    return bool(on), bool(catalog), [t.strip() for t in (text or "").splitlines() if t.strip()]
 
 
 def target_box(key: str, fact_id: str, entry: dict) -> str:
@@ -90,14 +106,154 @@ def fact_picker(prefix: str, lm) -> dict | None:
         entry = by_id[case_id]
         target = target_box(f"{prefix}_bench_target", f"{name}/{case_id}", entry)
         return {"source": "benchmark", "name": name, "id": case_id, "limit": int(limit), "target_new": target}
+    return free_form_picker(prefix, lm)
+
+
+# The "try an example" button's fact. The old answer stays empty: it is the model's own.
+EXAMPLE = {"prompt": "The Louvre is located in the city of", "subject": "The Louvre", "new": "London"}
+ARROW = " → "
+
+
+def _try_example(prefix: str) -> None:
+    for k, v in EXAMPLE.items():
+        st.session_state[f"{prefix}_{k}"] = v
+    st.session_state[f"{prefix}_old"] = ""
+    st.session_state[f"{prefix}_relation"] = "auto"
+
+
+def _old_typed(prefix: str) -> None:
+    """The current answer belongs to the prompt and subject it was typed for (see :func:`free_form_picker`)."""
+    st.session_state[f"{prefix}_old_for"] = (st.session_state.get(f"{prefix}_prompt", "").strip(),
+                                            st.session_state.get(f"{prefix}_subject", "").strip())
+
+
+def neighbour_lines(rows) -> str:
+    return "\n".join(f"{r['prompt']}{ARROW}{r['answer']}" if r.get("answer") else r["prompt"] for r in rows)
+
+
+def parse_neighbours(text: str, built: list[dict]) -> list[dict]:
+    """Lines "prompt → answer" (or just "prompt": the model's own answer) as neighbour rows; a line that is
+    a built neighbour keeps its source."""
+    sources = {r["prompt"].casefold(): r for r in built}
+    rows = []
+    for line in (text or "").splitlines():
+        head, sep, tail = line.replace("->", "→").partition("→")
+        prompt = " ".join(head.split())
+        if not prompt:
+            continue
+        was = sources.get(prompt.casefold())
+        rows.append({"prompt": prompt, "answer": " ".join(tail.split()) if sep else "",
+                     "source": was["source"] if was else "typed by you", "fact_id": was.get("fact_id", "") if was else ""})
+    return rows
+
+
+def _relation_label(value: str, preview: dict) -> str:
+    names = dict(preview.get("relation_choices") or [])
+    if value == "auto":
+        if preview.get("relation_source") == "recognised":
+            return f"recognised: {names.get(preview['relation'], preview['relation'])} ({preview['relation']})"
+        return "recognise from the prompt (none found)" if preview.get("template") else "recognise from the prompt"
+    if value == "none":
+        return "none (no catalog neighbours)"
+    return f"{names.get(value, value)} ({value})"
+
+
+def free_form_picker(prefix: str, lm) -> dict | None:
+    """A typed-in fact. The form starts empty (the example is a button, never a silent value); the current
+    answer is the unedited model's own unless typed, shown before the run, and a typed answer the model does
+    not give is flagged. A typed answer belongs to the prompt and subject it was typed for: when they change
+    it is cleared, so an edit can never run against another fact's answer. The neighbourhood is built from
+    the catalog (shown with its sources) and is an editable list."""
+    k = lambda name: f"{prefix}_{name}"  # noqa: E731
+    top = st.columns([4, 1])
+    top[0].caption("Type any fact: a prompt that ends where the answer would start, the subject it is about, and "
+                   "the new target.")
+    top[1].button("Try an example", key=k("example"), on_click=_try_example, args=(prefix,),
+                  help="Fills in " + f"“{EXAMPLE['prompt']}” → {EXAMPLE['new']}.")
+    prompt_now = st.session_state.get(k("prompt"), "").strip()
+    subject_now = st.session_state.get(k("subject"), "").strip()
+    bound = st.session_state.get(k("old_for"))
+    cleared = None
+    if st.session_state.get(k("old")) and bound and all(bound) and bound != (prompt_now, subject_now):
+        cleared = st.session_state[k("old")]
+        st.session_state[k("old")] = ""  # typed for another fact: never edit against it
+    if st.session_state.get(k("old")) and (not bound or not all(bound)) and prompt_now and subject_now:
+        st.session_state[k("old_for")] = (prompt_now, subject_now)  # typed before the fact was complete
     c1, c2 = st.columns(2)
-    prompt = c1.text_input("Prompt (use {} for the subject, or write the subject out)", key=f"{prefix}_prompt",
-                           value="The Louvre is located in")
-    subject = c2.text_input("Subject", key=f"{prefix}_subject", value="The Louvre")
+    prompt = c1.text_input("Prompt (use {} for the subject, or write the subject out)", key=k("prompt"),
+                           placeholder=EXAMPLE["prompt"])
+    subject = c2.text_input("Subject", key=k("subject"), placeholder=EXAMPLE["subject"])
     c3, c4 = st.columns(2)
-    old = c3.text_input("Current answer (empty: the model's own greedy answer)", key=f"{prefix}_old", value="Paris")
-    new = c4.text_input("New target", key=f"{prefix}_new", value="London")
-    return {"source": "free", "prompt": prompt, "subject": subject, "target_true": old, "target_new": new}
+    old = c3.text_input("Current answer (empty: the model's own answer)", key=k("old"), on_change=_old_typed,
+                        args=(prefix,), placeholder="the model's own answer")
+    new = c4.text_input("New target", key=k("new"), placeholder=EXAMPLE["new"])
+    if cleared:
+        st.caption(f":orange[The current answer you typed, “{ui.escape_md(cleared)}”, was for another prompt or "
+                   "subject, so it was cleared: the model's own answer is used. Type one again to override it.]")
+    st.session_state.setdefault(k("relation"), "auto")
+    relation = st.session_state[k("relation")]
+    preview = ui.call(service.free_form_preview, lm, prompt, subject, old, relation) or {}
+    if not prompt.strip() and not subject.strip():
+        st.info("Type a prompt and its subject, or press **Try an example**.")
+        return None
+    spec = {"source": "free", "prompt": prompt, "subject": subject, "target_true": old, "target_new": new,
+            "relation": relation}
+    if preview.get("error"):
+        st.caption(f":orange[{ui.escape_md(preview['error'])}]")
+        return spec  # Run edit says the same in an error box
+    own = preview.get("model_answer") or ""
+    if preview.get("typed_is_models") is False:
+        st.warning(f"The unedited model does not answer “{ui.escape_md(old)}” here: its own answer is "
+                   f"“{ui.escape_md(own)}” (P = {ui.fmt(preview.get('p_model'), 3)}; P({ui.escape_md(old)}) = "
+                   f"{ui.fmt(preview.get('p_typed'), 4)}). The edit is scored against the answer you typed.")
+    elif own:
+        st.caption(f"The unedited model continues “{ui.escape_md(preview['edit_prompt'])}” with "
+                   f"“{ui.escape_md(preview.get('continuation', '').strip())}”: current answer **{ui.escape_md(own)}** "
+                   f"(P = {ui.fmt(preview.get('p_model'), 3)})" + (" — the one you typed." if old else "."))
+    else:
+        st.warning("The unedited model writes no word after this prompt: type the current answer.")
+    options = ["auto", "none", *[rid for rid, _ in preview.get("relation_choices") or []]]
+    if relation not in options:
+        st.session_state[k("relation")] = relation = "auto"
+    relation = st.selectbox("Relation (for the neighbourhood)", options, key=k("relation"),
+                            format_func=lambda v: _relation_label(v, preview),
+                            help="Neighbours are other catalog subjects of this relation with the same answer "
+                                 "(CounterFact's rule), put into your prompt's template.")
+    spec["relation"] = relation
+    spec["neighbours"] = neighbourhood_box(prefix, preview, relation)
+    if spec["neighbours"] is None:
+        del spec["neighbours"]
+    return spec
+
+
+def neighbourhood_box(prefix: str, preview: dict, relation: str) -> list[dict] | None:
+    """The neighbour list as editable text, one "prompt → answer" per line, starting from the built list.
+    It is rebuilt whenever the fact changes (edits belong to the fact they were made for). Returns the
+    edited rows, or None when the list is the built one (the service builds the same)."""
+    key, built = f"{prefix}_neighbours", preview.get("neighbours") or []
+    fact = (preview.get("template"), preview.get("model_answer"), preview.get("typed_answer"), relation)
+    auto = neighbour_lines(built)
+    if st.session_state.get(f"{key}_for") != fact:
+        seeded = st.session_state.pop(f"{key}_seed", None)  # a shared link's list, once
+        st.session_state[f"{key}_for"] = fact
+        st.session_state[key] = seeded if seeded is not None else auto
+    text = st.text_area("Neighbourhood: prompts whose answers the edit must not change (one per line, "
+                        f"“prompt{ARROW}expected answer”; no answer: the model's own)", key=key,
+                        height=min(68 + 24 * max(len(built), 3), 260),
+                        help="Built from the catalog; add, change or delete lines. NKL, the neighbourhood score "
+                             "and the distracted (CounterFact+) variants are computed on these prompts.")
+    rows = parse_neighbours(text, built)
+    if rows == parse_neighbours(auto, built):
+        if built:
+            sources = sorted({r["source"] for r in built})
+            st.caption(f"{len(built)} neighbours built from the catalog ({'; '.join(sources)}).")
+        else:
+            st.caption(":orange[No catalog neighbours for this fact (no relation recognised, or no other subject "
+                       "of it): type some above, or NKL and the neighbourhood score stay empty.]")
+        return None
+    typed = sum(r["source"] == "typed by you" for r in rows)
+    st.caption(f"Your list: {len(rows)} neighbours ({typed} typed by you, {len(rows) - typed} from the catalog).")
+    return rows
 
 
 def hparam_editor(prefix: str, method: str, model: str) -> dict | None:
@@ -154,3 +310,20 @@ def hparam_editor(prefix: str, method: str, model: str) -> dict | None:
         if changed:
             st.caption("changed: " + ", ".join(f"{k} = {ui.escape_md(json.dumps(v))}" for k, v in changed.items()))
     return overrides
+
+
+def trained_only(lm, methods: list[str], container=st) -> list[str]:
+    """``methods`` less those that need a trained component this model does not have yet (MEND's
+    hypernetwork); each of those gets a one-line note with the command that trains it. The dashboard never
+    trains anything by itself."""
+    usable = []
+    for name in methods:
+        status = ui.call(service.training_status, lm, name)
+        if status is None:
+            continue
+        if status["trained"]:
+            usable.append(name)
+        else:
+            container.info(f"**{name}** needs a component trained for this model first: run "
+                           f"`{status['command']}` (once; it is cached).")
+    return usable

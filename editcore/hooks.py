@@ -102,14 +102,16 @@ def edit_output(module: nn.Module | None, edit: Callable[[torch.Tensor], torch.T
 
 
 @contextlib.contextmanager
-def capture(module: nn.Module, which: str = "out", into: dict | None = None, key: str = "x") -> Iterator[dict]:
-    """Keep the last input (``which="in"``, first positional argument) or output of ``module`` in the dict
-    this yields (under ``key``)."""
+def capture(module: nn.Module, which: str = "out", into: dict | None = None, key: str = "x",
+            keep: str = "last") -> Iterator[dict]:
+    """Keep the last (``keep="first"``: the first) input (``which="in"``, first positional argument) or output
+    of ``module`` in the dict this yields (under ``key``)."""
     got = into if into is not None else {}
+    put = got.__setitem__ if keep == "last" else got.setdefault
     if which == "in":
-        ctx = on_input(module, lambda args: got.__setitem__(key, args[0]))
+        ctx = on_input(module, lambda args: put(key, args[0]))
     else:
-        ctx = on_output(module, lambda _a, out: got.__setitem__(key, first(out)))
+        ctx = on_output(module, lambda _a, out: put(key, first(out)))
     with ctx:
         yield got
 

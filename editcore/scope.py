@@ -11,7 +11,9 @@ applied inside
 * restores on normal exit, on exceptions and on KeyboardInterrupt, and removes every hook and input rewrite
   it added.
 
-Patches can be stacked (sequential editing) and rolled back one at a time.
+Patches can be stacked (sequential editing) and rolled back one at a time. A patch may carry ``memory``
+for the method that made it: :func:`applied_patches` lists the patches the open scopes hold on a model, so a
+method computing the next edit of a sequence can read what its earlier edits stored (AlphaEdit's keys).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import hashlib
 import itertools
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,12 +57,15 @@ class Patch:
     own layout); ``hooks`` are installed while the patch is active; ``rewrite``, if given, is applied to every
     prompt the model is given while the patch is active (through :func:`editcore.text.prompt_ids`, in the
     thread that applied it): it must return the prompt with text put before it, or the prompt unchanged (a
-    method that prepends demonstrations or a retrieved edit). Methods that change no weight are patches too."""
+    method that prepends demonstrations or a retrieved edit). Methods that change no weight are patches too.
+    ``memory`` is plain data for later edits in the same scope (see :func:`applied_patches`), keyed by the
+    name of the method that reads it; each value is a tuple of records, so merged patches keep all of them."""
 
     deltas: dict[str, torch.Tensor] = field(default_factory=dict)
     hooks: tuple[Hook, ...] = ()
     label: str = ""
     rewrite: Callable[[str], str] | None = None
+    memory: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def norms(self) -> dict[str, float]:
         return {name: float(d.float().norm()) for name, d in self.deltas.items()}
@@ -69,7 +76,9 @@ class Patch:
             deltas[name] = deltas[name] + d if name in deltas else d
         first, second = self.rewrite, other.rewrite
         rewrite = (lambda t: second(first(t))) if first and second else (first or second)
-        return Patch(deltas, self.hooks + other.hooks, f"{self.label}+{other.label}".strip("+"), rewrite)
+        memory = {k: tuple(self.memory.get(k, ())) + tuple(other.memory.get(k, ()))
+                  for k in {**self.memory, **other.memory}}
+        return Patch(deltas, self.hooks + other.hooks, f"{self.label}+{other.label}".strip("+"), rewrite, memory)
 
 
 @dataclass
@@ -98,6 +107,7 @@ class EditScope:
     def __enter__(self) -> "EditScope":
         self._lock.acquire()
         self._open = True
+        _OPEN.setdefault(self.model, []).append(self)
         try:
             for p in self._initial:
                 self.apply(p)
@@ -119,6 +129,9 @@ class EditScope:
             self._base.clear()
             self._base_content.clear()
             self._open = False
+            open_ = _OPEN.get(self.model, [])
+            if self in open_:
+                open_.remove(self)
             self._lock.release()
 
     # ---- editing -------------------------------------------------------------------------------
@@ -183,6 +196,16 @@ class EditScope:
 
     def _copy_back(self, name: str, saved: torch.Tensor, content: int) -> None:
         _put_back(self._params[name], saved, content)
+
+
+# The scopes open on each model, outermost first. Only the thread holding the model's lock can have any open.
+_OPEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def applied_patches(model: nn.Module) -> list[Patch]:
+    """The patches the scopes open on ``model`` hold right now, in the order they were applied (outermost
+    scope first). A method reads its earlier edits' ``memory`` from them; a rolled-back patch is gone."""
+    return [frame.patch for scope in _OPEN.get(model, []) for frame in scope._stack]
 
 
 class _Rewrite:

@@ -18,6 +18,7 @@ st.markdown("**Methods**")
 cols = st.columns(len(methods))
 chosen = [name for col, name in zip(cols, methods)
           if col.checkbox(name, value=name in ("rome", "memit", "ft_l"), key=f"cmp_m_{name}")]
+chosen = widgets.trained_only(lm, chosen)
 overrides = {name: widgets.hparam_editor("cmp", name, lm.name) for name in chosen}
 c1, c2 = st.columns([1, 5])
 run = c1.button("Compare", key="cmp_run", type="primary")

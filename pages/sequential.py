@@ -4,7 +4,7 @@ import threading
 
 import streamlit as st
 
-from app import charts, labels, ui
+from app import charts, labels, ui, widgets
 from editcore import service
 
 st.title("Sequential edits")
@@ -33,7 +33,7 @@ if not methods:
 c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
 # MEMIT is the method made for many edits; ROME where MEMIT is not installed.
 default = next(([m] for m in ("memit", "rome") if m in methods), methods[:1])
-chosen = c1.multiselect("Methods (overlaid)", methods, default=default, key="seq_methods")
+chosen = widgets.trained_only(lm, c1.multiselect("Methods (overlaid)", methods, default=default, key="seq_methods"))
 n_edits = c2.number_input("Edits", 1, service.SEQ_MAX_EDITS, 20, key="seq_n")
 every = c3.number_input("Evaluate every k", 1, service.SEQ_MAX_EDITS, 5, key="seq_every")
 seed = c4.number_input("Seed", 0, 10**6, 0, key="seq_seed")

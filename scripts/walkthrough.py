@@ -7,15 +7,17 @@ markdown log with timings and every problem it noticed:
     .venv/bin/python scripts/walkthrough.py --out reports/walkthrough          # the default model
     .venv/bin/python scripts/walkthrough.py --out /tmp/walk --tiny             # a tiny random model (dev)
 
-Steps: (1) open the dashboard; (2) Edit page: search the catalog for "louvre", look for the new target
-London, fall back to the Free-form tab if the catalog does not offer it, run ROME, read P(London)
-before/after, the scorecard and the probability-shift views; then the catalog Louvre fact with its first
-offered target, for the related-words ("Big Ben") view; (3) Compare page: the same fact with ROME, MEMIT
-and FT-L; (4) Sequential page: MEMIT, 20 edits, evaluated every 5.
+Steps: (1) open the dashboard; (2) Edit page, Free-form: type a fact the catalog does not have (the Mona
+Lisa → London), read the model's own answer and the neighbourhood built before the run, run ROME and time
+each view as it appears (texts, scorecard, neighbour KL, the "Big Ben" view, the impact scan), then open
+the run's shared link; (3) the catalog Louvre fact with London typed as its target; (4) Compare page: the
+same fact with ROME, MEMIT and FT-L; (5) Sequential page: MEMIT, 20 edits, evaluated every 5;
+(6) Guided tour: every step run once with a screenshot, then the whole tour again from the cache
+(``--skip edit compare sequential`` walks the tour alone).
 
-By default the server gets a fresh ``EDITSCOPE_HOME`` whose models, GGUF files and layer statistics are
-links into ``~/.cache/editscope`` (so nothing is converted again and the statistics a first ROME edit
-needs are there), while the results caches start empty, so every run is really computed and timed.
+By default the server gets a fresh ``EDITSCOPE_HOME`` whose models, GGUF files, layer statistics, context
+prefixes and impact-scan cache are links into ``~/.cache/editscope`` (what ``make run`` prepares), while the
+results caches start empty, so every run is really computed and timed.
 ``--fresh-stats`` leaves out the statistics link too; ``--home DIR`` uses DIR as it is.
 
 Only the standard library and ``websockets`` (the browser test's CDP client) are used.
@@ -44,7 +46,6 @@ WIDTH, HEIGHT = 1280, 800
 TITLE = "String((g.layout && g.layout.title && (g.layout.title.text || g.layout.title)) || '').replace(/<[^>]+>/g, '')"
 # JS: a button with this exact label is on the page
 BUTTON = "[...document.querySelectorAll('button')].some(b => b.innerText.trim() === {!r})"
-CORPUS = Path("/work/shared/data/wikitext/wiki.test.raw")
 
 
 # ---- small helpers ---------------------------------------------------------------------------------
@@ -411,7 +412,8 @@ async def walk(cdp_port: int, app: str, args, log: Log) -> None:
         await p.send("Page.enable")
         await p.send("Runtime.enable")
         await p.viewport(HEIGHT)
-        for name, fn in (("edit", step_edit), ("compare", step_compare), ("sequential", step_sequential)):
+        for name, fn in (("edit", step_edit), ("compare", step_compare), ("sequential", step_sequential),
+                         ("tour", step_tour)):
             if name in args.skip:
                 continue
             t0 = time.time()
@@ -429,6 +431,50 @@ async def walk(cdp_port: int, app: str, args, log: Log) -> None:
         if js_errors:
             log.problem("browser",
                         f"{len(js_errors)} uncaught JavaScript exception(s), e.g. “{js_errors[0][:200]}”")
+
+
+
+TOUR_STEPS = 8
+
+
+async def step_tour(p: Page, app: str, args, log: Log) -> None:
+    """Guided tour: every step run once (a real search with real edits), a screenshot of each; then the
+    whole tour again, which must come from the cache."""
+    lines = log.section(f"Step 5: Guided tour, {args.tour_budget} facts per step, {args.tour_edits} edits in step 7")
+    t = await open_page(p, f"{app}/tour", BUTTON.format("Run the whole tour"), args.load_timeout)
+    log.step("open Tour page", t)
+    await p.type_into("Facts to try per step", str(args.tour_budget))
+    await p.settle()
+    await p.type_into("Edits in step 7", str(args.tour_edits))
+    await p.settle()
+    first = await p.shot("20_tour_start")
+    await check_page(p, log, "tour (start)", first)
+    lines.append(f"The page opens on step 1 (`{first}`).")
+    for n in range(1, TOUR_STEPS + 1):
+        await p.click_button(f"Run step {n}")
+        run = await watch_run(p, f"Step {n}:", args.edit_timeout, None, log)
+        log.step(f"tour step {n} → status box ends ({run['outcome']})", run["seconds"], run["outcome"] == "done")
+        await p.settle(1.5, 60)
+        await asyncio.sleep(1.5)
+        text = await p.main_text()
+        save_text(args.out, f"2{n}_tour_step{n}", text)
+        shot = await p.shot(f"2{n}_tour_step{n}", full=True)
+        await check_page(p, log, f"tour step {n}", shot)
+        verdict = next((ln for ln in text.splitlines() if ln.startswith(("Found on", "Not shown on", "This step needs"))),
+                       "(no verdict line)")
+        lines.append(f"- step {n}: {run['seconds']:.1f} s, “{md_escape(verdict[:300])}” (`{shot}`)")
+        if run["outcome"] != "done":
+            log.problem(f"tour step {n}", f"the run did not finish cleanly: status “{run['label']}”", shot)
+        await p.click_button("Next step →")
+        await p.settle()
+    t0 = time.time()
+    await p.click_button("Run the whole tour")
+    run = await watch_run(p, f"Step {TOUR_STEPS}:", args.edit_timeout, None, log)
+    await p.settle(1.5, 60)
+    again = time.time() - t0
+    log.step("tour: the whole tour again (from the cache)", again, run["outcome"] == "done")
+    lines.append(f"Pressed **Run the whole tour** afterwards: all {TOUR_STEPS} steps back in **{again:.1f} s** "
+                 "(every step from the results cache).")
 
 
 async def open_page(p: Page, url: str, ready_js: str, timeout: float) -> float:
@@ -579,6 +625,181 @@ async def run_edit_and_record(p: Page, args, log: Log, tag: str, title: str, sho
     return res
 
 
+FREE = {"prompt": "The Mona Lisa hangs in a museum in the city of", "subject": "The Mona Lisa", "new": "London"}
+PROMPT_LABEL = "Prompt (use {} for the subject, or write the subject out)"
+# JS: the plotly chart whose title starts with the given text is drawn (has traces)
+CHART_DRAWN = ("[...document.querySelectorAll('[data-testid=stMain] .js-plotly-plot')].some(g => "
+               + TITLE + ".startsWith({title}) && (g.data || []).length > 0)")
+METRICS_FILLED = ("(() => { const v = [...document.querySelectorAll('[data-testid=stMain] [data-testid=stMetricValue]')]"
+                  ".map(e => e.innerText.trim()); return v.length >= 7 && !v.includes('…'); })()")
+
+
+async def watch_stages(p: Page, prefix: str, stages: dict[str, str], timeout: float) -> dict:
+    """From now (just after a click), the first time each JS condition in ``stages`` holds, the status box's
+    progress messages and its end: what a user sees appear, and when."""
+    t0 = time.time()
+    seen: dict[str, float] = {}
+    timeline: list[tuple[float, str]] = []
+    label = None
+    while time.time() - t0 < timeout:
+        for name, cond in stages.items():
+            if name not in seen:
+                try:
+                    if await p.js(cond):
+                        seen[name] = round(time.time() - t0, 1)
+                except RuntimeError:
+                    pass
+        cap = await p.progress_caption(prefix)
+        if cap and (not timeline or timeline[-1][1] != cap):
+            timeline.append((round(time.time() - t0, 1), cap))
+        label = await p.status_label(prefix)
+        if label and re.search(r"—\s*(done|failed|stopped)", label) and len(seen) == len(stages):
+            break
+        if label and re.search(r"—\s*(failed|stopped)", label):
+            break
+        await asyncio.sleep(0.25)
+    m = re.search(r"—\s*(done|failed|stopped)", label or "")
+    return {"seen": seen, "timeline": timeline, "label": label, "outcome": m.group(1) if m else "timeout",
+            "seconds": time.time() - t0}
+
+
+async def step_free_form(p: Page, app: str, args, log: Log) -> None:
+    """A fact the catalog does not have, typed in: the model's own answer shown before the run, the
+    neighbourhood built from the catalog, then the result as it arrives, the impact scan, and the link."""
+    lines = log.section(f"Step 2a: Edit page, Free-form “{FREE['prompt']}” → {FREE['new']}")
+    await p.click_label("Free-form")
+    await p.wait_for("!!document.querySelector('input[aria-label=\"Subject\"]')", 20, "the free-form fields")
+    vals = await p.js("Object.fromEntries([...document.querySelectorAll('[data-testid=stMain] input[type=text]')]"
+                      ".map(i => [i.getAttribute('aria-label'), i.value]))")
+    empty = await p.shot("02_free_form_empty")
+    lines.append(f"Switched **Fact from** to Free-form (`{empty}`); its fields hold "
+                 f"{json.dumps(vals, ensure_ascii=False)}.")
+    if any(vals.get(k) for k in (PROMPT_LABEL, "Subject", "New target")):
+        log.problem("edit (free-form)", "the free-form form opens with values already filled in", empty)
+    t0 = time.time()
+    await p.type_into(PROMPT_LABEL, FREE["prompt"])
+    await p.settle()
+    await p.type_into("Subject", FREE["subject"])
+    await p.settle()
+    await p.type_into("New target", FREE["new"])
+    await p.wait_text("The unedited model continues", 60)
+    await p.settle()
+    log.step("free-form fields typed → model's answer and neighbours shown", time.time() - t0)
+    text = await p.main_text()
+    answer = re.search(r"The unedited model continues .*?current answer (\S+)", text)
+    hood = await p.js("document.querySelector('textarea[aria-label^=\"Neighbourhood\"]')?.value") or ""
+    relation = await p.combo_value("Relation (for the neighbourhood)")
+    filled = await p.shot("03_free_form_filled")
+    lines.append(f"Typed the prompt, “{FREE['subject']}” and the new target {FREE['new']}, leaving **Current answer** "
+                 f"empty (`{filled}`).")
+    lines.append(f"- before the run the page says: “{md_escape(answer.group(0) if answer else '(no model answer shown)')}”")
+    lines.append(f"- relation: “{md_escape(relation)}”; neighbourhood box ({len(hood.splitlines())} lines):")
+    lines += [f"  - {md_escape(ln)}" for ln in hood.splitlines()[:10]]
+    if not hood.strip():
+        log.problem("edit (free-form)", "no neighbourhood was built for the typed fact", filled)
+    await p.choose("Method", "rome")
+    stages = {"texts": "(document.querySelector('[data-testid=stMain]')?.innerText || '').includes('before the edit')",
+              "scorecard": METRICS_FILLED,
+              "neighbour KL chart": CHART_DRAWN.format(title=json.dumps("Neighbour KL")),
+              "Big Ben view": CHART_DRAWN.format(title=json.dumps("Related words")),
+              "impact scan (first chunk)": CHART_DRAWN.format(title=json.dumps("The ")),
+              "impact scan (complete)": "(document.querySelector('[data-testid=stMain]')?.innerText || '')"
+                                        ".includes('prompts scanned in')"}
+    await p.click_button("Run edit")
+    run = await watch_stages(p, "Editing with", stages, args.edit_timeout)
+    seen = run["seen"]
+    ok = run["outcome"] == "done"
+    log.step("free-form ROME: Run edit → status box ends", run["seconds"], ok)
+    for name in stages:
+        log.step(f"free-form ROME: Run edit → {name} on the page", seen.get(name, float("nan")), name in seen)
+    lines = log.section("Step 2b: the free-form ROME result, as it arrives")
+    lines.append(f"Pressed **Run edit**; the status box ended “{md_escape(run['label'])}” after **{run['seconds']:.1f} s**. "
+                 "Seconds from the click until each view was on the page:")
+    lines.append("")
+    lines.append("| view | seconds after Run edit | target |")
+    lines.append("|---|---:|---|")
+    targets = {"texts": "≤ 5", "scorecard": "≤ 5", "neighbour KL chart": "≤ 8", "Big Ben view": "≤ 8",
+               "impact scan (complete)": "≤ 30 (all of it, the issue's done-when)"}
+    for name in stages:
+        v = seen.get(name)
+        lines.append(f"| {name} | {'—' if v is None else f'{v:.1f}'} | {targets.get(name, '')} |")
+    lines.append("")
+    lines.append("Progress messages:")
+    lines += timeline_lines(run)
+    log.data["free_form"] = {"answer": answer.group(1) if answer else None, "relation": relation, "neighbours": hood,
+                             "stages": seen, "run": run}
+    for name, limit in (("texts", 5), ("scorecard", 5), ("neighbour KL chart", 8), ("Big Ben view", 8),
+                        ("impact scan (complete)", 30)):
+        if name not in seen:
+            log.problem("edit (free-form)", f"{name}: never appeared")
+        elif seen[name] > limit:
+            log.problem("edit (free-form)", f"{name} took {seen[name]:.1f} s after Run edit (target ≤ {limit} s)")
+    await p.settle(1.5, 60)
+    await asyncio.sleep(1.5)
+    res = await read_edit_result(p)
+    save_text(args.out, "04_free_form_result", res["text"])
+    await p.scroll_top()
+    top = await p.shot("04_free_form_result_top")
+    full = await p.shot("04_free_form_result_full", full=True)
+    await check_page(p, log, "edit (free-form)", full)
+    shots = {}
+    for name, title in (("nkl", "Neighbour KL"), ("related", "Related words"), ("impact", "The "),
+                        ("impact_hist", "KL over")):
+        find = (f"[...document.querySelectorAll('[data-testid=stMain] .js-plotly-plot')]"
+                f".find(g => {TITLE}.startsWith({json.dumps(title)}))")
+        if await p.js(f"!!{find}"):
+            await p.js(f"{find}.scrollIntoView({{block: 'start'}})")
+            await asyncio.sleep(1.0)
+            shots[name] = await p.shot(f"05_free_form_{name}")
+    pngs = await p.js("[...document.querySelectorAll('button')].filter(b => b.innerText.includes('(PNG)')).length")
+    lines.append(f"Screenshots: top `{top}`, whole page `{full}`, " + ", ".join(f"{k} `{v}`" for k, v in shots.items())
+                 + f". PNG download buttons on the page: {pngs}.")
+    lines.append("")
+    lines.append(f"- edit prompt line: **{md_escape(res.get('p_line') or '(no P(...) line found)')}**")
+    lines += metric_lines(res["metrics"])
+    lines.append("")
+    scan = re.search(r"\*?\*?(\d+)\*?\*? prompts scanned in ([\d.]+) s \((\d+) prompts/s\)[^\n]*", res["text"])
+    if scan:
+        lines.append(f"- impact scan line: {md_escape(scan.group(0))}")
+        log.data["free_form"]["impact"] = {"prompts": int(scan.group(1)), "seconds": float(scan.group(2)),
+                                          "per_second": int(scan.group(3))}
+    lines.append("Charts (the numbers behind them):")
+    lines += chart_summary(res["charts"])
+    if not pngs:
+        log.problem("edit (free-form)", "no PNG download buttons under the charts", full)
+
+    # ---- the shared link: open it as someone else would
+    lines = log.section("Step 2c: the run's link, opened in a fresh tab")
+    await p.scroll_top()
+    await p.click_button("🔗 Copy link")
+    await asyncio.sleep(1.0)
+    link = await p.js("(() => { const c = [...document.querySelectorAll('[data-testid=stPopoverBody] code, "
+                      "[data-testid=stPopover] code, code')].map(e => e.innerText.trim()).find(t => t.includes('src=free'));"
+                      " return c || null; })()")
+    pop = await p.shot("05_free_form_copy_link")
+    await p.key("Escape", 27)
+    lines.append(f"**Copy link** shows `{md_escape(link or '(none)')}` (`{pop}`).")
+    if link:
+        t0 = time.time()
+        # A navigation starts a new browser session of the app, as a colleague opening the link would.
+        await p.send("Page.navigate", url=link)
+        try:
+            await p.wait_text("Scorecard", 120)
+            await p.settle(1.5, 60)
+            back = time.time() - t0
+            log.step("shared link → form and cached result on the page", back)
+            restored = await p.js("Object.fromEntries([...document.querySelectorAll('[data-testid=stMain] "
+                                  "input[type=text]')].map(i => [i.getAttribute('aria-label'), i.value]))")
+            shot = await p.shot("05_free_form_link_opened")
+            lines.append(f"Opened the link: the form came back with {json.dumps(restored, ensure_ascii=False)} and "
+                         f"the result from the cache after {back:.1f} s (`{shot}`), without pressing Run edit.")
+        except TimeoutError as exc:
+            shot = await p.shot("05_free_form_link_failed")
+            log.problem("edit (free-form)", f"the shared link did not show the cached result: {exc}"[:300], shot)
+    else:
+        log.problem("edit (free-form)", "the Copy link popover shows no link", pop)
+
+
 async def step_edit(p: Page, app: str, args, log: Log) -> None:
     lines = log.section("Step 1: open the dashboard")
     t = await open_page(p, f"{app}/", BUTTON.format("Run edit"), args.load_timeout)
@@ -591,13 +812,16 @@ async def step_edit(p: Page, app: str, args, log: Log) -> None:
                              " === 'Run edit'); if (!b) return null; const r = b.getBoundingClientRect();"
                              " return r.bottom <= window.innerHeight; })()")
     lines.append(f"- **Run edit** visible without scrolling at {WIDTH}x{HEIGHT}: {run_visible}")
-    default_fact = await p.combo_value("Fact")
-    default_target = await p.combo_value("New target")
-    lines.append(f"- pre-selected fact: “{md_escape(default_fact)}”, new target “{md_escape(default_target)}”")
     await check_page(p, log, "edit (empty)", first)
+    await step_free_form(p, app, args, log)
+    if "catalog" in args.skip_edit:
+        return
+    t = await open_page(p, f"{app}/", BUTTON.format("Run edit"), args.load_timeout)
+    await p.click_label("Catalog")
+    await p.settle()
 
     # ---- search the catalog for the Louvre
-    lines = log.section("Step 2a: Edit page, catalog search “louvre”, new target London")
+    lines = log.section("Step 3a: Edit page, catalog search “louvre”, new target London")
     t0 = time.time()
     await p.type_into("Search the catalog", "louvre")
     await p.wait_for("(document.querySelector('input[aria-label=\"Fact\"]')?.value || '').includes('Louvre')", 30,
@@ -609,9 +833,9 @@ async def step_edit(p: Page, app: str, args, log: Log) -> None:
     fact_options = await p.open_combo("Fact")
     await p.key("Escape", 27)
     await p.settle(0.5)
-    after_search = await p.shot("02_edit_search_louvre")
+    after_search = await p.shot("06_edit_search_louvre")
     options = await p.open_combo("New target")
-    targets_shot = await p.shot("03_edit_new_target_options")
+    targets_shot = await p.shot("06_edit_new_target_options")
     await p.key("Escape", 27)
     await p.settle(0.5)
     lines.append(f"Typed “louvre” in **Search the catalog** + Enter. Facts offered: {fact_options}; selected "
@@ -635,7 +859,7 @@ async def step_edit(p: Page, app: str, args, log: Log) -> None:
         typed_text = await p.js("(document.querySelector('[role=listbox][aria-label=\"New target\"]')?.innerText"
                                 " || document.querySelector('[data-testid=stSelectboxVirtualDropdownEmpty], "
                                 "[role=dialog], [data-baseweb=popover]')?.innerText || '').trim()")
-        typed_shot = await p.shot("04_edit_typed_london")
+        typed_shot = await p.shot("06_edit_typed_london")
         await p.key("Escape", 27)
         await p.settle(0.5)
         lines.append(f"- typing “London” into the New target box offers {typed_opts} "
@@ -656,49 +880,9 @@ async def step_edit(p: Page, app: str, args, log: Log) -> None:
 
     method_ok = await p.choose("Method", "rome")
     lines.append(f"- method set to rome: {method_ok}")
-    if has_london:
-        res = await run_edit_and_record(p, args, log, "edit", "Step 2b: ROME edit, catalog Louvre → London",
-                                        "05_edit")
-        log.data["edit_london"] = {k: v for k, v in res.items() if k != "text"}
-        return
-
-    # ---- Free-form: the README's example typed in
-    lines = log.section("Step 2b: Edit page, Free-form “The Louvre is located in” → London (ROME)")
-    await p.click_label("Free-form")
-    await p.wait_for("!!document.querySelector('input[aria-label=\"Subject\"]')", 20, "the free-form fields")
-    vals = await p.js("Object.fromEntries([...document.querySelectorAll('[data-testid=stMain] input[type=text]')]"
-                      ".map(i => [i.getAttribute('aria-label'), i.value]))")
-    lines.append(f"Switched **Fact from** to Free-form; its fields hold {json.dumps(vals, ensure_ascii=False)} "
-                 "(the defaults already are the Louvre → London example).")
-    # Make sure the example is there even if the defaults change.
-    for label, value in (("Subject", "The Louvre"), ("New target", "London")):
-        if vals.get(label) != value:
-            await p.type_into(label, value)
-            await p.settle()
-    res = await run_edit_and_record(p, args, log, "edit (free-form)",
-                                    "Step 2c: ROME result, Free-form Louvre → London", "05_edit_free")
+    res = await run_edit_and_record(p, args, log, "edit", "Step 3b: ROME edit, catalog Louvre → "
+                                    f"{await p.combo_value('New target')}", "07_edit_catalog")
     log.data["edit_london"] = {k: v for k, v in res.items() if k != "text"}
-
-    # ---- the catalog Louvre fact, for the shift and related-words views
-    lines = log.section("Step 2d: Edit page, catalog Louvre fact with its first new target "
-                        "(for the “Big Ben” view)")
-    await p.click_label("Catalog")
-    await p.wait_for("!!document.querySelector('input[aria-label=\"Search the catalog\"]')", 20, "the catalog fields")
-    await p.settle()
-    searched = await p.js("document.querySelector('input[aria-label=\"Search the catalog\"]').value") or ""
-    if "louvre" not in searched.lower():
-        await p.type_into("Search the catalog", "louvre")
-        await p.settle()
-    target = options[0] if options else None
-    if target:
-        await p.choose("New target", target)
-    shown = await p.combo_value("New target")
-    lines.append(f"Back on **Catalog**, fact “{md_escape(await p.combo_value('Fact'))}”, "
-                 f"new target “{md_escape(shown)}”, "
-                 "method rome.")
-    res = await run_edit_and_record(p, args, log, "edit (catalog)", f"Step 2e: ROME result, catalog Louvre → {shown}",
-                                    "06_edit_catalog")
-    log.data["edit_catalog_result"] = {k: v for k, v in res.items() if k != "text"}
 
 
 async def step_compare(p: Page, app: str, args, log: Log) -> None:
@@ -723,8 +907,9 @@ async def step_compare(p: Page, app: str, args, log: Log) -> None:
     else:
         await p.click_label("Free-form")
         await p.wait_for("!!document.querySelector('input[aria-label=\"Subject\"]')", 20, "the free-form fields")
+        await p.click_button("Try an example")  # the form starts empty
         await p.settle()
-        what = "Free-form “The Louvre is located in” → London (the catalog does not offer London)"
+        what = "Free-form example “The Louvre is located in the city of” → London"
     method_boxes = ("(() => { const r = document.querySelector("
                     "'[data-testid=stMain] input[type=checkbox][aria-label=rome]');"
                     " const row = r && r.closest('[data-testid=stHorizontalBlock]'); if (!row) return [];"
@@ -886,7 +1071,9 @@ def make_home(args) -> Path:
     home = Path(tempfile.mkdtemp(prefix="editscope-walk-home-"))
     src = Path(os.environ.get("EDITSCOPE_HOME") or Path.home() / ".cache" / "editscope")
     if not args.tiny:
-        links = ["models", "gguf"] + ([] if args.fresh_stats else ["stats"])
+        # What `make run` leaves behind: the converted model, the layer statistics, ROME's context prefixes and
+        # the impact scan's unedited side (the warmup step).
+        links = ["models", "gguf"] + ([] if args.fresh_stats else ["stats", "context", "impact"])
         for name in links:
             if (src / name).exists():
                 (home / name).symlink_to(src / name)
@@ -942,7 +1129,8 @@ def main() -> int:
     ap.add_argument("--tiny-stats-home", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--chromium", default="/usr/bin/chromium")
-    ap.add_argument("--corpus", default=str(CORPUS), help="EDITSCOPE_STATS_CORPUS for the server")
+    ap.add_argument("--corpus", default=None,
+                    help="EDITSCOPE_STATS_CORPUS for the server (default: unset, the bundled WikiText-2 excerpt)")
     ap.add_argument("--load-timeout", type=float, default=300)
     ap.add_argument("--edit-timeout", type=float, default=600)
     ap.add_argument("--seq-timeout", type=float, default=1800)
@@ -953,7 +1141,11 @@ def main() -> int:
     ap.add_argument("--compare-fact", choices=("free", "catalog"), default="free",
                     help="when the catalog does not offer London: compare on the free-form example or on the "
                          "catalog Louvre fact's first target")
-    ap.add_argument("--skip", nargs="*", default=[], choices=("edit", "compare", "sequential"))
+    ap.add_argument("--tour-budget", type=int, default=3, help="facts tried per tour step")
+    ap.add_argument("--tour-edits", type=int, default=6, help="sequential edits in the tour's step 7")
+    ap.add_argument("--skip", nargs="*", default=[], choices=("edit", "compare", "sequential", "tour"))
+    ap.add_argument("--skip-edit", nargs="*", default=[], choices=("catalog",),
+                    help="parts of the Edit step to leave out (the free-form edit always runs)")
     args = ap.parse_args()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -966,7 +1158,10 @@ def main() -> int:
     home = make_home(args)
     port = args.port or free_port()
     env = {**os.environ, "EDITSCOPE_HOME": str(home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "EDITSCOPE_STATS_CORPUS": args.corpus}
+           "HF_DATASETS_OFFLINE": "1"}
+    env.pop("EDITSCOPE_STATS_CORPUS", None)
+    if args.corpus:
+        env["EDITSCOPE_STATS_CORPUS"] = args.corpus
     if args.tiny:
         env["EDITSCOPE_TEST_TINY_LAYERS"] = env.get("EDITSCOPE_TEST_TINY_LAYERS", "10")
     script = ROOT / "tests" / "tiny_app.py" if args.tiny else ROOT / "app" / "main.py"
@@ -1021,11 +1216,14 @@ def main() -> int:
         log_md += ["", "First traceback:", "", "```", text[idx: idx + 4000], "```"]
     if not args.home:
         shutil.rmtree(home, ignore_errors=True)
-    setup = (f"server `streamlit run {script.relative_to(ROOT)}` with EDITSCOPE_STATS_CORPUS={args.corpus}; "
+    setup = (f"server `streamlit run {script.relative_to(ROOT)}` with "
+             + (f"EDITSCOPE_STATS_CORPUS={args.corpus}; " if args.corpus else "the default statistics corpus "
+                "(the bundled WikiText-2 excerpt); ")
              + (f"EDITSCOPE_HOME={args.home} as it was" if args.home else
                 "a fresh EDITSCOPE_HOME (empty results caches; " +
                 ("models and GGUF linked from ~/.cache/editscope, layer statistics computed afresh"
-                 if args.fresh_stats else "models, GGUF and layer statistics linked from ~/.cache/editscope") + ")")
+                 if args.fresh_stats else "models, GGUF, layer statistics, context prefixes and the impact scan's "
+                 "unedited side linked from ~/.cache/editscope, as `make run` leaves them") + ")")
              + ("; tiny random test model" if args.tiny else ""))
     meta = {"model": "tiny-gpt2 (tests/tiny_app.py)" if args.tiny else "gemma-3-270m (the default model)",
             "total": time.time() - log.t0, "setup": setup, "server_log": log_md}

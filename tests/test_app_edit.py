@@ -18,6 +18,8 @@ def edit_page() -> AppTest:
     at = h.app()
     at.switch_page(h.page("edit")).run(timeout=h.TIMEOUT)
     assert not at.exception, at.exception
+    # The impact scan still runs, over the fact's own prompts only (test_app_whatif scans the catalog).
+    at.checkbox(key="edit_scan_catalog").uncheck()
     return at
 
 

@@ -4,6 +4,7 @@ DevTools protocol, and screenshot every page into reports/screenshots/."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -60,16 +61,23 @@ class Page(CdpPage):
         (SHOTS / f"{name}.png").write_bytes(await self.screenshot())
 
 
-async def _drive(cdp_port: int, app: str) -> dict:
+@contextlib.asynccontextmanager
+async def _page(cdp_port: int):
+    """The browser's page, connected, at 1280x800."""
     import websockets
 
     targets = json.loads(wait_http(f"http://127.0.0.1:{cdp_port}/json/list", 20))
     ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-    seen = {}
     async with websockets.connect(ws_url, max_size=64 * 2**20) as ws:
         p = Page(ws)
         await p.send("Page.enable")
         await p.send("Emulation.setDeviceMetricsOverride", width=1280, height=800, deviceScaleFactor=1, mobile=False)
+        yield p
+
+
+async def _drive(cdp_port: int, app: str) -> dict:
+    seen = {}
+    async with _page(cdp_port) as p:
         # The Edit page is the default page (served at /); FT-L needs no layer statistics, which keeps
         # this test fast on a fresh machine.
         await p.goto(f"{app}/?method=ft_l&fact=P276:louvre")
@@ -116,7 +124,10 @@ async def _drive(cdp_port: int, app: str) -> dict:
     return seen
 
 
-def test_dashboard_in_headless_chromium(tmp_path):
+@contextlib.contextmanager
+def served(tmp_path):
+    """The tiny-model dashboard and a headless Chromium: ``(app url, DevTools port)``; the server's output
+    is checked for tracebacks when the block ends."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (CI installs Debian's chromium; apt-get install chromium)")
     port = free_port()
@@ -128,6 +139,7 @@ def test_dashboard_in_headless_chromium(tmp_path):
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     profile = Path(tempfile.mkdtemp(prefix="editscope-chromium-"))
     browser = None
+    out = ""
     try:
         assert wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60).strip() == "ok"
         browser = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
@@ -139,8 +151,7 @@ def test_dashboard_in_headless_chromium(tmp_path):
         deadline = time.time() + 30
         while not active.exists() and time.time() < deadline:
             time.sleep(0.2)
-        cdp_port = int(active.read_text().split()[0])
-        seen = asyncio.run(_drive(cdp_port, f"http://127.0.0.1:{port}"))
+        yield f"http://127.0.0.1:{port}", int(active.read_text().split()[0])
     finally:
         if browser is not None:
             browser.terminate()
@@ -150,11 +161,15 @@ def test_dashboard_in_headless_chromium(tmp_path):
             out = server.communicate(timeout=10)[0].decode(errors="replace")
         except subprocess.TimeoutExpired:
             server.kill()
-            out = ""
         shutil.rmtree(profile, ignore_errors=True)
     assert "Traceback" not in out, out[-3000:]
+
+
+def test_dashboard_in_headless_chromium(tmp_path):
+    with served(tmp_path) as (app, cdp_port):
+        seen = asyncio.run(_drive(cdp_port, app))
     assert {"Efficacy", "Generalisation", "Neighbourhood score", "NKL", "Seconds"} <= set(seen["metrics"]), seen["metrics"]
-    assert ["NKL", f"http://127.0.0.1:{port}/methods#nkl"] in seen["metric_links"], seen["metric_links"]
+    assert ["NKL", f"{app}/methods#nkl"] in seen["metric_links"], seen["metric_links"]
     assert len(seen["metric_links"]) == 7
     assert seen["nkl_top"] is not None and 0 <= seen["nkl_top"] < 300, seen["nkl_top"]  # scrolled to the heading
     assert "internal error" not in seen["edit"]
@@ -162,3 +177,70 @@ def test_dashboard_in_headless_chromium(tmp_path):
     assert "Table 3 layout" not in seen["pitfalls"]  # nothing run there: the page waits for the user
     for name in ("02_edit_result", "04_compare", "08_generate"):
         assert (SHOTS / f"{name}.png").stat().st_size > 10_000
+
+
+# JS: the data of the plotly chart whose title starts with the given text
+# (Streamlit's theme wraps titles in <b>: the tags are cut before comparing.)
+CHART = ("(() => {{ const g = [...document.querySelectorAll('.js-plotly-plot')].find(g => String((g.layout && "
+         "g.layout.title && (g.layout.title.text || g.layout.title)) || '').replace(/<[^>]+>/g, '')"
+         ".startsWith({title}));"
+         " return g ? g.data.map(t => ({{name: t.name, x: t.x, y: t.y}})) : null; }})()")
+
+
+async def _type(p: Page, label: str, value: str) -> None:
+    """Type into a text input as a user does: focus, replace its text, press Enter (Streamlit commits then)."""
+    sel = json.dumps(f"input[aria-label={json.dumps(label)}]")
+    await p.js(f"(() => {{ const i = document.querySelector({sel}); i.focus(); i.select(); }})()")
+    await p.send("Input.insertText", text=value)
+    for kind in ("keyDown", "keyUp"):
+        await p.send("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13)
+    await asyncio.sleep(0.8)
+
+
+async def _drive_free_form(cdp_port: int, app: str) -> dict:
+    seen = {}
+    async with _page(cdp_port) as p:
+        # FT-L: no layer statistics to compute on a fresh machine; cat=0: the scan's pool is the fact's own
+        # prompts (the whole catalog's unedited side would be read first on this fresh home: minutes).
+        await p.goto(f"{app}/?method=ft_l&cat=0")
+        await p.wait_text("Run edit", 90)
+        await p.js("[...document.querySelectorAll('label')].find(l => l.innerText.trim() === 'Free-form').click()")
+        await p.wait_text("Try an example", 30)
+        for label, value in (("Prompt (use {} for the subject, or write the subject out)", "The Louvre is located in"),
+                             ("Subject", "The Louvre"), ("Current answer (empty: the model's own answer)", "Paris"),
+                             ("New target", "London")):
+            await _type(p, label, value)
+        seen["form"] = await p.wait_text("neighbours built from the catalog", 60)
+        await p.shot("09_free_form_form")
+        assert await p.click_button("Run edit")
+        # "prompts scanned in": the finished scan's line (while it runs the line says "N of M prompts scanned").
+        seen["result"] = await p.wait_text("prompts scanned in", 300)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            # Bring the chart into view: plotly draws a chart when it is on screen.
+            await p.js("[...document.querySelectorAll('h3')].find(h => h.innerText.startsWith('Neighbour KL'))"
+                       "?.scrollIntoView({block: 'start'})")
+            seen["nkl"] = await p.js(CHART.format(title=json.dumps("Neighbour KL per prompt")))
+            if seen["nkl"]:
+                break
+            await asyncio.sleep(0.5)
+        seen["titles"] = await p.js("[...document.querySelectorAll('.js-plotly-plot')].map(g => String((g.layout && "
+                                    "g.layout.title && (g.layout.title.text || g.layout.title)) || ''))")
+        await asyncio.sleep(1.0)
+        await p.shot("10_free_form_result")
+        seen["impact"] = await p.js(CHART.format(title=json.dumps("The ")))
+    return seen
+
+
+def test_a_free_form_edit_end_to_end_in_headless_chromium(tmp_path):
+    """Type a fact that is not a catalog fact's own, run it, and read the neighbour-KL chart the page drew."""
+    with served(tmp_path) as (app, cdp_port):
+        seen = asyncio.run(_drive_free_form(cdp_port, app))
+    assert "internal error" not in seen["result"] and "no neighbourhood prompts" not in seen["result"]
+    assert seen["nkl"], (seen["titles"], seen["result"][-1500:])
+    plain = next(t for t in seen["nkl"] if t["name"] == "plain")
+    distracted = next(t for t in seen["nkl"] if t["name"] == "distracted")
+    assert any("Eiffel Tower" in x for x in plain["x"]), plain["x"]  # a catalog neighbour with the same answer
+    assert len(plain["y"]) == len(distracted["y"]) >= 3
+    assert all(isinstance(v, (int, float)) and v >= 0 for v in plain["y"] + distracted["y"])
+    assert seen["impact"] and seen["impact"][0]["x"]  # the impact scan's most affected prompts

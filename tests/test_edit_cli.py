@@ -1,5 +1,8 @@
 """The ``edit`` sub-command on a tiny model (``load_model`` monkeypatched: no real model is loaded)."""
 
+import os
+from pathlib import Path
+
 import pytest
 
 import tiny
@@ -65,3 +68,22 @@ def test_edit_bad_input_exit_2_one_line(tiny_lm, capsys, argv, message):
     assert rc == 2
     assert err.startswith("error: ") and "\n" not in err and message in err
     assert lm.digest() == before
+
+
+def test_warmup_computes_the_statistics_once_and_restores_the_model(tiny_lm, capsys, monkeypatch):
+    """``make run``'s warm-up step: ROME's statistics from the bundled corpus (no corpus named) and a trial
+    edit; a second call finds the statistics cached. (Six layers: ROME's automatic layer is then 1; at layer
+    0 the suffix replay's key capture fails on tiny GPT-2, a separate bug.)"""
+    lm = tiny.lm("gpt2", n_layers=6)
+    monkeypatch.setattr("editcore.models.load_model", lambda name, **k: lm)
+    monkeypatch.delenv("EDITSCOPE_STATS_CORPUS", raising=False)
+    before = lm.digest()
+    assert main(["warmup", "tiny", "--method", "rome", "--no-impact"]) == 0
+    first = capsys.readouterr()
+    assert "tokens of bundled WikiText-2 excerpt" in first.out and "trial rome edit" in first.out
+    assert "\n[" not in first.err.replace("\r", "\n").rstrip("\n").split("\n")[-1]  # every bar line ended
+    assert lm.digest() == before
+    stats = sorted((Path(os.environ["EDITSCOPE_HOME"]) / "stats").glob("*.safetensors"))
+    assert stats
+    assert main(["warmup", "tiny", "--method", "rome", "--no-impact"]) == 0
+    assert sorted((Path(os.environ["EDITSCOPE_HOME"]) / "stats").glob("*.safetensors")) == stats

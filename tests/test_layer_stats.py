@@ -116,3 +116,44 @@ def test_a_moment_that_is_not_positive_definite_has_no_factor(corpus):
     assert torch.linalg.matrix_rank(c) < c.shape[0]
     assert stats.cholesky_factors(lm, [1], n, corpus) == {1: None}
     assert stats.cholesky_factors(lm, [1], n, corpus) == {1: None}
+
+
+def test_auto_is_the_bundled_corpus_unless_the_user_points_elsewhere(corpus, monkeypatch):
+    monkeypatch.delenv("EDITSCOPE_STATS_CORPUS", raising=False)
+    bundled = stats.resolve_corpus("auto")
+    assert bundled == stats.resolve_corpus(None) == stats.resolve_corpus("bundled")
+    # The id names the file's content, not where the checkout lives.
+    assert bundled.startswith("bundled:wikitext2_test_excerpt.txt:") and "/" not in bundled
+    monkeypatch.setenv("EDITSCOPE_STATS_CORPUS", corpus)
+    assert stats.resolve_corpus("auto") == stats.resolve_corpus(corpus) != bundled
+    assert stats.resolve_corpus("bundled") == bundled  # an explicit choice is not overridden
+
+
+def test_the_bundled_corpus_states_its_source_and_licence():
+    readme = (stats.BUNDLED_CORPUS.parent / "README.md").read_text()
+    assert "CC BY-SA 3.0" in readme and "excerpt rule" in readme
+    assert stats.paths.file_sha256(stats.BUNDLED_CORPUS) in readme
+
+
+@pytest.mark.integration
+def test_the_bundled_corpus_holds_twice_the_default_token_count(gemma):
+    """Enough text for the default statistics with a margin (the reader stops short and warns otherwise)."""
+    seqs = stats._token_sequences(gemma, stats.resolve_corpus("bundled"), 2 * stats.DEFAULT_TOKENS, stats.SEQ_LEN)
+    assert sum(len(s) for s in seqs) == 2 * stats.DEFAULT_TOKENS
+
+
+def test_the_bundled_corpus_feeds_the_statistics_reader():
+    lm = tiny.lm("gpt2")
+    seqs = stats._token_sequences(lm, stats.resolve_corpus("bundled"), 900, stats.SEQ_LEN)
+    assert sum(len(s) for s in seqs) == 900
+
+
+@pytest.mark.skipif(not (stats.paths.shared_data() / "wikitext" / "wiki.test.raw").is_file(),
+                    reason="../shared/data/wikitext/wiki.test.raw is absent")
+def test_the_excerpt_gives_the_same_token_sequences_as_the_full_file():
+    """The excerpt is the start of wiki.test.raw, so a statistics count it holds reads the same tokens."""
+    lm = tiny.lm("gpt2")
+    full = stats.resolve_corpus(str(stats.paths.shared_data() / "wikitext" / "wiki.test.raw"))
+    n = 20_000
+    assert stats._token_sequences(lm, full, n, stats.SEQ_LEN) == \
+        stats._token_sequences(lm, stats.resolve_corpus("bundled"), n, stats.SEQ_LEN)

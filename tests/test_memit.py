@@ -10,7 +10,7 @@ from editcore.errors import InputError
 from editcore.methods import get_method
 from editcore.methods.base import load_hparams
 from editcore.methods.speed import Speed
-from editcore.methods.memit import memit_update
+from editcore.methods.batch_update import memit_update
 from editcore.scope import param_digest
 from editcore.types import Request
 
@@ -161,7 +161,7 @@ def _rms_norm(d: int, gain: torch.Tensor):
 
 def test_through_post_norm_reaches_a_reachable_target():
     """If the wanted output is itself a norm output, the returned change hits it exactly and keeps rms(m)."""
-    from editcore.methods.memit import through_post_norm
+    from editcore.methods.batch_update import through_post_norm
 
     g = torch.Generator().manual_seed(1)
     d = 16
@@ -180,7 +180,7 @@ def test_through_post_norm_reaches_a_reachable_target():
 def test_through_post_norm_zero_gain_and_unreachable_target():
     """A coordinate with gain 0 cannot move and is left alone; an unreachable target gets the closest output
     (closer than not moving at all), with no NaN."""
-    from editcore.methods.memit import through_post_norm
+    from editcore.methods.batch_update import through_post_norm
 
     g = torch.Generator().manual_seed(2)
     d = 10
@@ -198,7 +198,7 @@ def test_through_post_norm_zero_gain_and_unreachable_target():
 
 
 def test_through_post_norm_rejects_other_norms():
-    from editcore.methods.memit import through_post_norm
+    from editcore.methods.batch_update import through_post_norm
 
     ln = torch.nn.LayerNorm(6, dtype=torch.float64)
     with torch.no_grad():
@@ -264,13 +264,13 @@ def test_layer_walk_gives_the_updates_of_fresh_forwards(family, corpus, monkeypa
 def test_a_layer_walk_that_disagrees_with_fresh_forwards_is_dropped(corpus, monkeypatch):
     """The walk's first reads are compared with fresh forwards; if they differ, or the walk cannot re-run a
     block at all, MEMIT reads every layer fresh (same updates)."""
-    from editcore.methods import memit
+    from editcore.methods import batch_update
 
     lm = tiny.lm("llama")
     hp = _hp(corpus, layers=[0, 1])
     reference = get_method("memit").compute(lm, [REQ, REQ2], hp)
-    real = memit._LayerWalk._run
-    monkeypatch.setattr(memit._LayerWalk, "_run", lambda self, b, h, plain=False: real(self, b, h, plain) + 0.5)
+    real = batch_update.LayerWalk._run
+    monkeypatch.setattr(batch_update.LayerWalk, "_run", lambda self, b, h, plain=False: real(self, b, h, plain) + 0.5)
     edit = get_method("memit").compute(lm, [REQ, REQ2], hp)
     assert reference.diagnostics["layer_walk"] and not edit.diagnostics["layer_walk"]
     for name, d in reference.patch.deltas.items():
@@ -279,7 +279,7 @@ def test_a_layer_walk_that_disagrees_with_fresh_forwards_is_dropped(corpus, monk
     def broken(self, b, h, plain=False):
         raise TypeError("this block wants other arguments")
 
-    monkeypatch.setattr(memit._LayerWalk, "_run", broken)
+    monkeypatch.setattr(batch_update.LayerWalk, "_run", broken)
     edit = get_method("memit").compute(lm, [REQ, REQ2], hp)
     assert not edit.diagnostics["layer_walk"]
     for name, d in reference.patch.deltas.items():

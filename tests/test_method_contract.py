@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import tiny
-import trained
+from editcore import hooks
 from editcore.errors import InputError
 from editcore.methods import available, get_method
 from editcore.methods.base import Edit, load_hparams
@@ -66,16 +66,25 @@ def test_registry_lists_the_baselines():
     assert {"ft", "ft_l", "kn"} <= set(available())
 
 
+def _read(lm) -> torch.Tensor:
+    """The next-token distribution after the edit prompt, as the model gives it now."""
+    from editcore.text import next_token_logprobs
+
+    with torch.no_grad():
+        return next_token_logprobs(lm, [REQ.text])
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("name", available())
 def test_method_contract(name, family, models, corpus):
     lm = models[family]
     method, hp = _tiny_hparams(name, corpus)
-    trained.prepare(method, lm)
+    tiny.train_if_needed(lm, method)  # MEND, SERAC: a tiny component, trained in seconds in this test's home
     assert isinstance(method.name, str) and method.name == name
     assert isinstance(method.version, str) and method.version
     assert isinstance(method.batched, bool)
     d0 = lm.digest()
+    read0 = _read(lm)
 
     edit = method.compute(lm, [REQ], hp)
 
@@ -93,10 +102,14 @@ def test_method_contract(name, family, models, corpus):
 
     with lm.scope(edit.patch) as scope:
         edited = param_digest(scope.model)
-        assert (edited != d0) == bool(edit.patch.deltas)  # a hook or an input rewrite changes no weight
+        if edit.patch.deltas:
+            assert edited != d0
+        else:  # hooks or an input rewrite: the weights stay, what the model says on the edit prompt changes
+            assert edited == d0 and not torch.equal(_read(lm), read0)
+        n_hooks = hooks.count(scope.model)
         # Sequential editing: a second compute inside the scope sees the edit and leaves it in place.
         method.compute(lm, [Request("The capital of {} is", "Japan", "Seoul", "Tokyo")], hp)
-        assert param_digest(scope.model) == edited
+        assert param_digest(scope.model) == edited and hooks.count(scope.model) == n_hooks
     assert lm.digest() == d0
 
     with pytest.raises(_Boom):
@@ -109,7 +122,7 @@ def test_method_contract(name, family, models, corpus):
 def test_bad_input_touches_nothing(name, models, corpus):
     lm = models["llama"]
     method, hp = _tiny_hparams(name, corpus)
-    trained.prepare(method, lm)
+    tiny.train_if_needed(lm, method)  # so the input is checked, not the missing component
     d0 = lm.digest()
     with pytest.raises(InputError):
         method.compute(lm, [Request("The Louvre is located in", "The Louvre", "London")], hp)

@@ -51,13 +51,13 @@ def test_shipped_hparam_files_load(name):
     assert any(f.stem == "default" for f in files)
     for f in files:
         json.loads(f.read_text())
-        if f.stem.startswith("train_"):  # a trainable method's training settings
+        if f.stem.startswith("train_"):  # a trainable method's training settings (methods.base.Trainable)
             load_hparams(name, method.TrainHparams, f.stem[len("train_"):], prefix="train_")
         else:
             load_hparams(name, method.Hparams, f.stem)
 
 
-@pytest.mark.parametrize("name", ["rome", "memit"])
+@pytest.mark.parametrize("name", ["rome", "memit", "emmet", "pmet", "alphaedit"])
 @pytest.mark.parametrize("family", ["gpt2", "qwen2"])
 def test_contract_on_tiny_models(name, family, tmp_path, monkeypatch):
     monkeypatch.setenv("EDITSCOPE_HOME", str(tmp_path / "home"))

@@ -5,7 +5,6 @@ the sequential runner reports no weight drift (none changes), and the model is l
 import pytest
 
 import tiny
-import trained
 from editcore import service
 from editcore.methods import get_method
 from editcore.text import prompt_ids
@@ -19,7 +18,7 @@ def lm(tmp_path_factory):
         mp.setenv("EDITSCOPE_HOME", str(tmp_path_factory.mktemp("home")))
         lm = tiny.lm("llama")
         lm.model.config.max_position_embeddings = 2048  # room for the context and the few-shot probes
-        trained.prepare(get_method("serac"), lm)
+        tiny.train_if_needed(lm, get_method("serac"))
         yield lm
 
 

@@ -117,6 +117,22 @@ def test_fast_paths_match_full_forward(family, corpus, monkeypatch):
         assert curves[mode] == pytest.approx(curves["full"], rel=1e-4, abs=1e-6), mode
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_layer_zero_fast_path_matches_full_forward(family, corpus):
+    """At layer 0 the suffix replay's own check runs the edited block again on other rows; whichever path the
+    default settings take, the keys and the update must be those of the full forward."""
+    lm = tiny.lm(family)
+    hp = _hp(corpus, layer=0, context_prefixes=0)
+    edits = {mode: get_method("rome").compute(lm, [REQ], hp, speed=Speed(**switches))
+             for mode, switches in (("suffix", {}), ("full", {"suffix_cache": False, "block_replay": False}))}
+    fast, full = edits["suffix"].diagnostics, edits["full"].diagnostics
+    assert not full["suffix_replay"]
+    assert torch.allclose(fast["vectors"]["key"], full["vectors"]["key"], rtol=1e-4, atol=1e-5)
+    (name, d_fast), = edits["suffix"].patch.deltas.items()
+    d_full = edits["full"].patch.deltas[name]
+    assert torch.allclose(d_fast, d_full, rtol=1e-3, atol=1e-4 * float(d_full.abs().max()))
+
+
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
 def test_packed_linears_give_the_same_edit(family, corpus, monkeypatch):
     """The replayed blocks' Linear layers computed with oneDNN's blocked weights (kernels.packed_linears): the

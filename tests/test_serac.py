@@ -84,6 +84,7 @@ def test_in_scope_prompts_get_the_edit_and_the_rest_pass_untouched(lm):
     from editcore.catalog import get_fact
     from editcore.cases.resolve import with_new_target
     from editcore.metrics import evaluate
+    from editcore.metrics.scoring import clear_cache
 
     case = with_new_target(get_fact("P276:louvre"), "London")
     edit = SERAC.compute(lm, [case.request()], _hp())
@@ -101,10 +102,11 @@ def test_in_scope_prompts_get_the_edit_and_the_rest_pass_untouched(lm):
             seen = rewritten(lm.tokenizer, p)
             assert (seen != p) == r and (not r or seen.endswith(f"New Fact: {case.edit_prompt} London\nPrompt: {p}"))
     assert [bool(a != b) for a, b in zip(post.tolist(), base.tolist())] == routed
+    # The unedited distributions are read afresh: from the process-wide pre-edit cache they may come from
+    # another test's batch (other padding), and an untouched prompt's KL is then float noise (~1e-7 seen).
+    clear_cache(disk=False)
     report = evaluate(lm, case, edit, families=("nkl",), suggest=0)
     nb_routed = routed[1 + len(case.paraphrases):-1]
-    # The unedited distributions may come from the process-wide pre-edit cache, read in another batch
-    # (other padding): an untouched prompt's KL is then float noise (second order, ~1e-12), not 0.
     nkl = report.families["nkl"].per_prompt
     assert [v > 1e-8 for v in nkl] == nb_routed, nkl
 

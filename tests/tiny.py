@@ -104,3 +104,29 @@ def unregister_models() -> None:
 
     for family in DASHBOARD_FAMILIES:
         service.unregister_model(f"tiny-{family}")
+
+
+# Training settings that make a trainable method's component in seconds on a tiny model (only the fields the
+# method's TrainHparams has are used): the registry-wide tests train one on the fly, in their private home.
+TINY_TRAINING = {
+    "sources": ["catalog"],
+    # MEND's hypernetwork
+    "steps": 2, "batch_edits": 2, "val_every": 2, "n_val": 2, "rank": 8, "checkpoint_every": 2,
+    "known_only": False, "holdout": "none",
+    # SERAC's scope classifier, over the deterministic test encoder (no model to load)
+    "encoder": "hashed-bow", "max_facts": 120, "hidden": 16, "epochs": 2,
+}
+
+
+def train_if_needed(lm, method) -> None:
+    """Train ``method``'s component for ``lm`` (e.g. MEND's hypernetwork) unless it needs none or has one."""
+    import dataclasses
+
+    from editcore.methods.base import load_hparams, needs_training
+
+    if not needs_training(method) or method.trained(lm) is not None:
+        return
+    fields = {f.name for f in dataclasses.fields(method.TrainHparams)}
+    thp = load_hparams(method.name, method.TrainHparams, None,
+                       {k: v for k, v in TINY_TRAINING.items() if k in fields}, prefix="train_")
+    method.train(lm, thp)

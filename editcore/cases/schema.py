@@ -376,6 +376,16 @@ def _template(prompt: str, subject: str) -> str:
     return head + "{}" + tail
 
 
+def prompt_template(prompt: str, subject: str) -> str:
+    """The template (``{}`` for the subject) of a typed prompt; see :func:`free_form_case` for the rule."""
+    prompt, subject = (prompt or "").strip(), (subject or "").strip()
+    if not prompt:
+        raise InputError("the prompt is empty")
+    if not subject:
+        raise InputError("the subject is empty")
+    return _template(prompt, subject)
+
+
 def free_form_case(
     prompt: str,
     subject: str,

@@ -12,6 +12,7 @@ class Bar:
         self.width = width
         self.stream = stream or sys.stderr
         self._last = None
+        self._open = False  # a line is drawn and not ended yet
 
     def __call__(self, stage: str, frac: float) -> None:
         frac = min(max(frac, 0.0), 1.0)
@@ -20,6 +21,15 @@ class Bar:
         if line != self._last:
             self.stream.write(line)
             self._last = line
+            self._open = True
         if frac >= 1.0:
-            self.stream.write("\n")
+            self.close()
         self.stream.flush()
+
+    def close(self) -> None:
+        """End the bar's line (a step that stops early, e.g. a converged optimisation, never reports 100 %),
+        so that what is printed next starts on a line of its own."""
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False

@@ -8,15 +8,24 @@ from ..errors import InputError
 
 # name -> module that defines ``METHOD``. Add a line here when a method lands.
 _MODULES: dict[str, str] = {
+    "alphaedit": "editcore.methods.alphaedit",
+    "calinet": "editcore.methods.calinet",
+    "emmet": "editcore.methods.emmet",
     "ft": "editcore.methods.ft",
     "ft_l": "editcore.methods.ft_l",
     "ft_l_easyedit": "editcore.methods.ft_l_easyedit",
+    "grace": "editcore.methods.grace",
     "ike": "editcore.methods.ike",
     "kn": "editcore.methods.kn",
     "kn_easyedit": "editcore.methods.kn_easyedit",
+    "melo": "editcore.methods.melo",
+    "mend": "editcore.methods.mend",
     "memit": "editcore.methods.memit",
+    "pmet": "editcore.methods.pmet",
     "rome": "editcore.methods.rome",
     "serac": "editcore.methods.serac",
+    "t_patcher": "editcore.methods.t_patcher",
+    "wise": "editcore.methods.wise",
 }
 
 

@@ -138,7 +138,7 @@ def _target_logprobs(lm, h: torch.Tensor, batch: TrainBatch) -> torch.Tensor:
     return torch.log_softmax(lm.adapter.logits(h[batch.rows, batch.positions]).float(), dim=-1)
 
 
-def _request_loss(tok_lp: torch.Tensor, batch: TrainBatch) -> torch.Tensor:
+def request_loss(tok_lp: torch.Tensor, batch: TrainBatch) -> torch.Tensor:
     """Mean over requests of each request's mean token NLL (a long target does not outweigh a short one)."""
     per_req = torch.zeros(batch.n_requests, device=tok_lp.device, dtype=tok_lp.dtype)
     per_req = per_req.index_add(0, batch.owner, -tok_lp)
@@ -174,7 +174,7 @@ def finetune(lm, requests: Sequence[Request], hp: FTHparams, eps: float | None,
                     h = replay.run()
                 logp = _target_logprobs(lm, h, batch)
                 tok_lp = logp.gather(1, batch.labels[:, None])[:, 0]
-                loss = _request_loss(tok_lp, batch)
+                loss = request_loss(tok_lp, batch)
                 top1 = logp.detach().argmax(-1) == batch.labels
                 loss_value = float(loss.detach())
                 curve.append(loss_value)

@@ -9,16 +9,18 @@ version).
 
 Corpora (``corpus=``):
 
+* ``"auto"`` (default): ``$EDITSCOPE_STATS_CORPUS`` when set (a local text file), else the corpus that
+  ships with EditScope (``"bundled"``);
+* ``"bundled"``: ``data/corpus/wikitext2_test_excerpt.txt``, an excerpt of the WikiText-2 test split
+  (CC BY-SA 3.0; source, licence and excerpt rule in ``data/corpus/README.md``). Its id names the file's
+  SHA-256, not its path, so a checkout moved elsewhere keeps its cached statistics;
 * a path to a local text file (e.g. ``../shared/data/wikitext/wiki.test.raw``; its id includes the file's
   SHA-256);
 * ``"hf:<dataset>[:<config>[:<split>]]"``: a ``datasets`` dataset with a ``text`` column (needs it cached or
-  the hub reachable);
-* ``"auto"`` (default): ``$EDITSCOPE_STATS_CORPUS`` when set (a local text file; ``make run`` sets it to
-  the WikiText-2 sample in ``../shared/data`` when that folder exists), else WikiText-103 train through
-  ``datasets`` when the hub is reachable, else ``"model"``;
-* ``"model"``: text sampled from the model itself (plain sampling from BOS, seed 0). This is the offline
-  default because no corpus ships with EditScope; it is an *approximation* of the pre-training key
-  distribution (ROME used 100k Wikipedia samples), reported as such. The sampled token ids are cached.
+  the hub reachable), e.g. ``hf:Salesforce/wikitext:wikitext-103-raw-v1:train``, ROME's kind of corpus;
+* ``"model"``: text sampled from the model itself (plain sampling from BOS, seed 0), an explicit choice: an
+  *approximation* of the pre-training key distribution (ROME used 100k Wikipedia samples) that costs minutes
+  of generation on a CPU. The sampled token ids are cached.
 
 ``n_tokens == 0`` means "no statistics": :func:`second_moment` returns ``None`` and methods use the identity.
 """
@@ -52,32 +54,49 @@ _BATCH_TOKENS = 4096
 
 
 # ---- corpora ----------------------------------------------------------------------------------------
-def _hub_online() -> bool:
-    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
-        return False
-    from ..models.registry import _hub_reachable
-
-    return _hub_reachable(timeout=2.0)
+BUNDLED_CORPUS = paths.repo_root() / "data" / "corpus" / "wikitext2_test_excerpt.txt"
 
 
 def resolve_corpus(corpus: str | None) -> str:
     """A stable corpus id for ``corpus`` (see the module docstring); raises :class:`InputError` if unusable."""
     spec = (corpus or "auto").strip()
-    if spec == "auto" and os.environ.get("EDITSCOPE_STATS_CORPUS"):
-        spec = os.environ["EDITSCOPE_STATS_CORPUS"]  # a local corpus the user (or `make run`) pointed at
     if spec == "auto":
-        spec = "hf:Salesforce/wikitext:wikitext-103-raw-v1:train" if _hub_online() else "model"
+        # A local corpus the user pointed at wins; otherwise the one that ships with EditScope.
+        spec = os.environ.get("EDITSCOPE_STATS_CORPUS") or "bundled"
+    if spec == "bundled":
+        if not BUNDLED_CORPUS.is_file():
+            raise InputError(f"the bundled statistics corpus {BUNDLED_CORPUS} is missing; reinstall EditScope "
+                             "or give stats_corpus a text file, 'hf:<dataset>' or 'model'")
+        return f"bundled:{BUNDLED_CORPUS.name}:{paths.file_sha256(BUNDLED_CORPUS)[:16]}"
     if spec == "model" or spec.startswith("hf:"):
         return spec
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise InputError(f"corpus {corpus!r} is neither 'auto', 'model', 'hf:<dataset>' nor a readable file")
+        raise InputError(f"corpus {corpus!r} is neither 'auto', 'bundled', 'model', 'hf:<dataset>' nor a readable "
+                         "file")
     return f"file:{path.resolve()}:{paths.file_sha256(path)[:16]}"
 
 
-def _text_chunks(corpus_id: str) -> Iterator[str]:
+def corpus_label(corpus_id: str) -> str:
+    """A short readable name of a corpus id (for progress messages)."""
+    if corpus_id.startswith("bundled:"):
+        return "bundled WikiText-2 excerpt"
     if corpus_id.startswith("file:"):
-        path = corpus_id[len("file:"):].rsplit(":", 1)[0]
+        return Path(corpus_id[len("file:"):].rsplit(":", 1)[0]).name
+    return "text sampled from the model" if corpus_id == "model" else corpus_id
+
+
+def _corpus_file(corpus_id: str) -> str | None:
+    if corpus_id.startswith("bundled:"):
+        return str(BUNDLED_CORPUS)
+    if corpus_id.startswith("file:"):
+        return corpus_id[len("file:"):].rsplit(":", 1)[0]
+    return None
+
+
+def _text_chunks(corpus_id: str) -> Iterator[str]:
+    path = _corpus_file(corpus_id)
+    if path is not None:
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 line = line.strip()
@@ -99,10 +118,11 @@ def _text_chunks(corpus_id: str) -> Iterator[str]:
             yield text
 
 
-def _token_sequences(lm, corpus_id: str, n_tokens: int, seq_len: int) -> list[list[int]]:
+def _token_sequences(lm, corpus_id: str, n_tokens: int, seq_len: int,
+                     progress: Progress | None = None) -> list[list[int]]:
     """Sequences of at most ``seq_len`` tokens (BOS included when the model uses one) totalling ``n_tokens``."""
     if corpus_id == "model":
-        return _sampled_sequences(lm, n_tokens, seq_len)
+        return _sampled_sequences(lm, n_tokens, seq_len, progress=progress)
     tok = lm.tokenizer
     bos = [tok.bos_token_id] if _uses_bos(tok) else []
     body = seq_len - len(bos)
@@ -131,7 +151,8 @@ def _uses_bos(tok) -> bool:
 
 
 @torch.no_grad()
-def _sampled_sequences(lm, n_tokens: int, seq_len: int, seed: int = 0) -> list[list[int]]:
+def _sampled_sequences(lm, n_tokens: int, seq_len: int, seed: int = 0,
+                       progress: Progress | None = None) -> list[list[int]]:
     """Text sampled from the model (temperature 1, no top-k), cached as token ids per fingerprint."""
     key = {"fingerprint": lm.fingerprint, "n_tokens": n_tokens, "seq_len": seq_len, "seed": seed, "v": VERSION}
     path = paths.sub("stats") / f"corpus-{_digest(key)}.json"
@@ -151,6 +172,8 @@ def _sampled_sequences(lm, n_tokens: int, seq_len: int, seed: int = 0) -> list[l
             gen = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
                                     max_new_tokens=seq_len - 1, min_new_tokens=seq_len - 1, pad_token_id=pad)
             seqs.extend(row.tolist() for row in gen)
+            if progress:
+                progress(f"sampling text from the model ({len(seqs)}/{n_seq} sequences)", len(seqs) / n_seq)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"key": key, "seqs": seqs}))
     tmp.replace(path)
@@ -261,8 +284,8 @@ def cholesky_factors(lm, layers: Sequence[int], n_tokens: int = DEFAULT_TOKENS, 
 def _accumulate(lm, layers: list[int], corpus_id: str, n_tokens: int,
                 progress: Progress | None) -> tuple[dict[int, torch.Tensor], int]:
     if progress:
-        progress("preparing statistics corpus", 0.0)
-    seqs = _token_sequences(lm, corpus_id, n_tokens, SEQ_LEN)
+        progress(f"reading {corpus_label(corpus_id)}", 0.0)
+    seqs = _token_sequences(lm, corpus_id, n_tokens, SEQ_LEN, progress)
     d = lm.adapter.d_mlp
     dev = lm.device
     acc = {layer: torch.zeros(d, d, dtype=torch.float64, device=dev) for layer in layers}
@@ -291,7 +314,8 @@ def _accumulate(lm, layers: list[int], corpus_id: str, n_tokens: int,
                 pass
         seen += int(keep.sum())
         if progress:
-            progress(f"layer statistics ({seen}/{total} tokens)", seen / max(total, 1))
+            progress(f"layer {', '.join(map(str, layers))} statistics: {seen}/{total} tokens "
+                     f"({corpus_label(corpus_id)})", seen / max(total, 1))
     return acc, seen
 
 

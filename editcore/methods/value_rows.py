@@ -8,7 +8,9 @@ request, where ROME's KL prompt ``"{subject} is a"`` is read.
 (:mod:`.replay`): it holds the optimised ``delta`` (``[n_req, d]``, updated in place by the optimiser);
 ``forward()`` gives the final-normed hidden states at the read positions with ``delta[q]`` added at request
 ``q``'s edited token, ``drop_finished(done)`` lets finished requests leave the
-batch, ``v_init`` and ``keys`` are what the first pass read. Which replay runs, the first step taken from
+batch, ``v_init`` and ``keys`` are what the first pass read. PMET optimises a second vector per request at the
+attention output of the same block: ``also`` (that slot's name) and ``also_delta``, added the same way, its
+unedited output in ``also_init``. Which replay runs, the first step taken from
 the suffix's recording pass, every check against a plain forward and every fall-back live here, so the
 algorithm never sees them.
 """
@@ -112,13 +114,19 @@ class ValueEngine:
     """Runs a value optimisation's rows through the model; see the module docstring. A context manager: the
     replayed blocks' packed weights (``speed.packed_linears``) exist inside it."""
 
-    def __init__(self, lm, rows: ValueRows, layer: int, slot: str, speed: Speed, delta: torch.Tensor):
+    def __init__(self, lm, rows: ValueRows, layer: int, slot: str, speed: Speed, delta: torch.Tensor,
+                 also: str | None = None, also_delta: torch.Tensor | None = None):
         self.lm, self.rows, self.layer, self.slot, self.speed = lm, rows, layer, slot, speed
         self.delta = delta
         # ROME's delta sits inside block ``layer`` (replayed from there); MEMIT's is added to that block's
         # output, which is the input of block ``layer + 1``.
         self.start = layer if slot == "mlp_out" else layer + 1
         self.edited = lm.adapter.module("mlp_out", layer) if slot == "mlp_out" else None
+        if also is not None and (slot != "mlp_out" or also != "attn_out" or also_delta is None):
+            raise ValueError("a second optimised vector sits at the attention output beside slot 'mlp_out'")
+        self.also = lm.adapter.module(also, layer) if also is not None else None  # inside block ``layer`` too
+        self.also_delta = also_delta
+        self.also_init: torch.Tensor | None = None  # [n_req, d] the unedited attention output at the plain prompt
         self.first_row = [rows.owner.index(q) for q in range(rows.n_req)]  # each request's plain prompt
         self.v_init: torch.Tensor | None = None  # [n_req, d] the edited output at the plain prompt, unedited
         self.keys: torch.Tensor | None = None  # [n_req * n_ctx, d_mlp] ROME's keys (slot "mlp_out")
@@ -153,9 +161,10 @@ class ValueEngine:
             reuse = speed.record_first_step
             grab = contextlib.nullcontext()
             if self.edited is not None and reuse:
-                grab = hooks.capture(self.edited, "in", got, "k")
+                # The first call only: at layer 0 the recording's check runs the edited block again on other rows.
+                grab = hooks.capture(self.edited, "in", got, "k", keep="first")
             try:
-                with grab, torch.set_grad_enabled(reuse):
+                with grab, self._also(), torch.set_grad_enabled(reuse):
                     first = self.replay.record(self._add_delta, self.edited)
                 self._first = first if reuse else None
             except Exception as exc:  # the whole-sequence replay is exact for any family
@@ -186,7 +195,7 @@ class ValueEngine:
     def _whole_sequences(self) -> None:
         """The exact fall-back for any family: whole sequences through blocks ``start..L-1`` (its first
         forward reads ``v_init`` again)."""
-        self.v_init = None
+        self.v_init = self.also_init = None
         self.replay = BlockReplay.of(self.lm, self.rows.seqs, self.start)
         self.layout = self._layout(range(self.rows.n_req))
 
@@ -212,12 +221,26 @@ class ValueEngine:
         L = self.layout
         if self.v_init is None:  # the first forward holds every row
             self.v_init = x[self.first_row, L.cols[self.first_row]].detach().float().clone()
+        return self._bump(x, self.delta)
+
+    def _add_also(self, x: torch.Tensor) -> torch.Tensor:
+        if self.also_init is None:
+            self.also_init = x[self.first_row, self.layout.cols[self.first_row]].detach().float().clone()
+        return self._bump(x, self.also_delta)
+
+    def _bump(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        L = self.layout
         bump = torch.zeros_like(x)
-        bump[torch.arange(x.shape[0], device=x.device), L.cols] = self.delta[L.owner].to(x.dtype)
+        bump[torch.arange(x.shape[0], device=x.device), L.cols] = delta[L.owner].to(x.dtype)
         return x + bump
 
+    def _also(self):
+        """The second vector's hook (PMET), for every forward and replay; nothing without one."""
+        return hooks.edit_output(self.also, self._add_also if self.also is not None else None)
+
     def _run(self) -> torch.Tensor:
-        return self.replay.run(self._add_delta, self.edited)
+        with self._also():
+            return self.replay.run(self._add_delta, self.edited)
 
     def forward(self) -> tuple[torch.Tensor, Layout]:
         """Final-normed hidden states at the read positions ``[loss entries + KL entries, d]`` with ``delta``

@@ -16,6 +16,10 @@ All requests share one batch: the loss is the *sum* of per-request losses and ea
 ``delta``, so each gets exactly the gradient of its own loss (Adam is per coordinate), as if optimised
 alone; a finished request is frozen while the others go on. How the rows run through the model is the
 engine's business (:class:`~editcore.methods.value_rows.ValueEngine`).
+
+PMET (``also_at="attn_out"``, with ``slot="mlp_out"``) optimises a second vector per request, added to the
+attention output of the same block, with its own weight decay and clamp (both relative to that output's
+unedited value); it is returned beside the first (:attr:`ValueResult.also_init`, :attr:`ValueResult.also_delta`).
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ class ValueHparams:
     context_seed: int = hparam(0, lo=0, hi=2**31 - 1, help="seed for sampling the prefixes")
     mom2_adjustment: bool = hparam(True, choices=_BOOL, help="use C = E[kk^T] (False: identity)")
     stats_samples: int = hparam(DEFAULT_TOKENS, lo=0, hi=10**9, help="tokens for C; 0 = identity")
-    stats_corpus: str = hparam("auto", help="'auto', 'model', 'hf:<dataset>' or a local text file")
+    stats_corpus: str = hparam("auto", help="'auto' (the bundled WikiText-2 excerpt), 'bundled', 'model', 'hf:<dataset>' or a local text file")
 
     def value_settings(self) -> "ValueSettings":
         return ValueSettings(steps=self.v_num_grad_steps, lr=self.v_lr, weight_decay=self.v_weight_decay,
@@ -99,6 +103,8 @@ class ValueResult:
     replayed: bool = True
     suffix: bool = False  # the suffix-only replay was used
     batch_rows: list[int] = field(default_factory=list)  # rows run at each step (shared by the batch)
+    also_init: torch.Tensor | None = None  # [d] the second slot's unedited output (PMET's attention), if any
+    also_delta: torch.Tensor | None = None  # [d] its optimised addition
 
     @property
     def v(self) -> torch.Tensor:
@@ -112,20 +118,26 @@ def optimise_value(lm, req: Request, layer: int, templates: Sequence[str], s: Va
 
 
 def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence[str], s: ValueSettings, *,
-                    slot: str = "mlp_out", progress: Progress | None = None,
+                    slot: str = "mlp_out", also_at: str | None = None, progress: Progress | None = None,
                     speed: Speed | None = None) -> list[ValueResult]:
-    """One ``delta`` per request at ``slot``'s output of ``layer``; see the module docstring."""
+    """One ``delta`` per request at ``slot``'s output of ``layer`` (and one at ``also_at``'s); see the module
+    docstring."""
     t0 = time.perf_counter()
     speed = speed or Speed.from_env()
     rows = ValueRows.build(lm, reqs, templates, share_kl_row=speed.shared_kl_row)
     n_req, dev = len(reqs), lm.device
     per_req = rows.tokens_per_request(dev)
-    delta = torch.zeros(n_req, lm.adapter.d_model, device=dev, dtype=torch.float32, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=s.lr)
+
+    def zeros():
+        return torch.zeros(n_req, lm.adapter.d_model, device=dev, dtype=torch.float32, requires_grad=True)
+
+    delta = zeros()
+    also = zeros() if also_at is not None else None
+    opt = torch.optim.Adam([delta] if also is None else [delta, also], lr=s.lr)
     results = [ValueResult(torch.zeros(0), torch.zeros(0)) for _ in reqs]
     done = torch.zeros(n_req, dtype=torch.bool, device=dev)
     kl_init: torch.Tensor | None = None  # [n_req, V] log-probabilities on the KL prompt before editing
-    with ValueEngine(lm, rows, layer, slot, speed, delta) as engine:
+    with ValueEngine(lm, rows, layer, slot, speed, delta, also_at, also) as engine:
         for it in range(s.steps):
             opt.zero_grad()
             h, at = engine.forward()
@@ -141,6 +153,8 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
             kl = torch.zeros(n_req, device=dev).index_add(0, at.kl_owner, kl_act)
             v_init = engine.v_init
             wd = s.weight_decay * delta.norm(dim=1) / v_init.norm(dim=1).clamp_min(1e-12) ** 2
+            if also is not None:
+                wd = wd + s.weight_decay * also.norm(dim=1) / engine.also_init.norm(dim=1).clamp_min(1e-12) ** 2
             loss = nll + s.kl_factor * kl + wd  # [n_req]; only the active requests' entries are meaningful
             probs = torch.zeros(n_req, device=dev).index_add_(0, at.loss_owner, tok_lp.detach().exp()) / per_req
             for q in (~done).nonzero().flatten().tolist():
@@ -155,19 +169,23 @@ def optimise_values(lm, reqs: Sequence[Request], layer: int, templates: Sequence
             if bool(done.all()) or it == s.steps - 1:
                 break
             engine.drop_finished(done)
-            frozen = delta.detach()[done].clone()
+            pairs = [(delta, v_init)] + ([(also, engine.also_init)] if also is not None else [])
+            frozen = [d.detach()[done].clone() for d, _ in pairs]
             loss[~done].sum().backward()
             opt.step()
             with torch.no_grad():
-                delta[done] = frozen  # Adam's momentum would otherwise keep moving finished requests
-                max_norm = s.clamp_norm_factor * v_init.norm(dim=1)
-                norms = delta.norm(dim=1)
-                over = norms > max_norm
-                delta[over] *= (max_norm[over] / norms[over])[:, None]
+                for (d, init), keep in zip(pairs, frozen):
+                    d[done] = keep  # Adam's momentum would otherwise keep moving finished requests
+                    max_norm = s.clamp_norm_factor * init.norm(dim=1)
+                    norms = d.norm(dim=1)
+                    over = norms > max_norm
+                    d[over] *= (max_norm[over] / norms[over])[:, None]
     seconds = time.perf_counter() - t0
     for q, res in enumerate(results):
         res.v_init = engine.v_init[q]
         res.delta = delta.detach()[q].clone()
+        if also is not None:
+            res.also_init, res.also_delta = engine.also_init[q], also.detach()[q].clone()
         res.keys = engine.keys[q * rows.n_ctx:(q + 1) * rows.n_ctx] if engine.keys is not None else None
         res.replayed, res.suffix, res.seconds, res.batch_rows = engine.replayed, engine.suffix, seconds, engine.rows_run
     for warning in already_answer_warnings(reqs, results):

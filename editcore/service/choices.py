@@ -20,15 +20,32 @@ log = logging.getLogger(__name__)
 # ==== methods ==================================================================================
 def list_methods() -> list[dict]:
     """Every registered method with what its ``MethodInfo`` says (the pickers and the Methods page read it)."""
+    from ..methods.base import needs_training
+
     out = []
     for name in methods.available():
         try:
             m = methods.get_method(name)
             out.append({"name": m.name, "version": str(m.version), "batched": bool(m.batched),
-                        **dataclasses.asdict(m.info)})
+                        "needs_training": needs_training(m), **dataclasses.asdict(m.info)})
         except Exception:  # a half-landed method must not break the picker
             log.exception("method %s failed to load", name)
     return out
+
+
+def training_status(lm, method: str) -> dict:
+    """Whether ``method`` can edit ``lm`` now: ``{"method", "needs_training", "trained", "command", "report"}``.
+    A method that needs training (MEND) and has no trained artefact for this model says which command trains
+    one; the dashboard never trains by itself. ``report`` is the artefact's summary (plain numbers)."""
+    from ..methods.base import needs_training
+
+    m = methods.get_method(method)
+    if not needs_training(m):
+        return {"method": m.name, "needs_training": False, "trained": True, "command": "", "report": None}
+    report = m.trained(lm)
+    summary = None if report is None else {k: report.get(k) for k in ("name", "steps", "seconds", "finished")}
+    return {"method": m.name, "needs_training": True, "trained": report is not None,
+            "command": f"python -m editcore train {m.name} {lm.name}", "report": summary}
 
 
 def method_and_hparams(method: str, model_name: str | None, overrides: dict | None):
