@@ -63,6 +63,10 @@ def test_a_catalog_fact_is_traced_before_and_after_an_edit_and_the_model_is_rest
 def test_the_average_over_facts_reports_a_clear_error_when_the_model_knows_none():
     at = trace_page()
     at.radio(key="trace_source").set_value("Free-form").run(timeout=h.TIMEOUT)
+    at.text_input(key="trace_prompt").set_value("The Louvre is located in")  # the form starts empty
+    at.text_input(key="trace_subject").set_value("The Louvre")
+    at.text_input(key="trace_old").set_value("Paris")
+    at.text_input(key="trace_new").set_value("London")
     at.selectbox(key="trace_method").select("no edit")
     at.slider(key="trace_samples").set_value(1)
     at.button(key="trace_run").click().run(timeout=h.TIMEOUT)
