@@ -342,7 +342,8 @@ def _whatif(lm, facts, common):
 
 
 SECTIONS: list[Callable] = [trace_bench_section, _whatif, _section("editcore.methods.grace"),
-                            _section("editcore.methods.mend.report")]
+                            _section("editcore.methods.ike"), _section("editcore.methods.mend.report"),
+                            _section("editcore.methods.serac.bench")]
 
 
 def _resolve_layers(lm, layers) -> list[int]:

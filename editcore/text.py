@@ -54,6 +54,12 @@ def rewritten(tokenizer, text: str) -> str:
     return text
 
 
+def active_rewrites(tokenizer) -> tuple:
+    """The input rewrites active now for ``tokenizer``, oldest first (a method that keeps a memory across
+    sequential edits, IKE's facts or SERAC's edits, finds the earlier patches' memories here)."""
+    return tuple(fn for tok, fn in _REWRITES.get() if tok is tokenizer)
+
+
 def prompt_ids(tokenizer, text: str) -> list[int]:
     """Token ids of a prompt as the model sees it: special tokens added, active input rewrites applied."""
     return list(tokenizer(rewritten(tokenizer, text), add_special_tokens=True)["input_ids"])

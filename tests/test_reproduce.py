@@ -216,8 +216,8 @@ def test_every_cell_is_a_number_or_an_explicit_na_with_its_reason(lm, tmp_path):
             for cell in r[1:-1]:
                 assert number.match(cell) or re.match(r"^n/a — \S", cell), cell
             assert r[-1] == "not transcribed ¹"
-    ike = _table_cells(md, "## Table 3")[1]
-    assert ike[1].startswith("n/a — ike is not registered")
+    ike = _table_cells(md, "## Table 3")[1]  # registered: a number, or n/a with its reason (the tiny context)
+    assert not any("not registered" in c for c in ike) and any(number.match(c) for c in ike[1:-1]), ike
     ft3 = _table_cells(md, "## Table 3")[0]
     # Every Table 3 column has data for FT, except multi-hop: MQuAKE's few-shot prompt does not fit the tiny
     # model's 128-token context, and the cell must say so.

@@ -108,8 +108,14 @@ def unregister_models() -> None:
 
 # Training settings that make a trainable method's component in seconds on a tiny model (only the fields the
 # method's TrainHparams has are used): the registry-wide tests train one on the fly, in their private home.
-TINY_TRAINING = {"steps": 2, "batch_edits": 2, "val_every": 2, "n_val": 2, "rank": 8, "checkpoint_every": 2,
-                 "sources": ["catalog"], "known_only": False, "holdout": "none"}
+TINY_TRAINING = {
+    "sources": ["catalog"],
+    # MEND's hypernetwork
+    "steps": 2, "batch_edits": 2, "val_every": 2, "n_val": 2, "rank": 8, "checkpoint_every": 2,
+    "known_only": False, "holdout": "none",
+    # SERAC's scope classifier, over the deterministic test encoder (no model to load)
+    "encoder": "hashed-bow", "max_facts": 120, "hidden": 16, "epochs": 2,
+}
 
 
 def train_if_needed(lm, method) -> None:

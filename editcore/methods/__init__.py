@@ -15,6 +15,7 @@ _MODULES: dict[str, str] = {
     "ft_l": "editcore.methods.ft_l",
     "ft_l_easyedit": "editcore.methods.ft_l_easyedit",
     "grace": "editcore.methods.grace",
+    "ike": "editcore.methods.ike",
     "kn": "editcore.methods.kn",
     "kn_easyedit": "editcore.methods.kn_easyedit",
     "melo": "editcore.methods.melo",
@@ -22,6 +23,7 @@ _MODULES: dict[str, str] = {
     "memit": "editcore.methods.memit",
     "pmet": "editcore.methods.pmet",
     "rome": "editcore.methods.rome",
+    "serac": "editcore.methods.serac",
     "t_patcher": "editcore.methods.t_patcher",
     "wise": "editcore.methods.wise",
 }

@@ -3,7 +3,8 @@
 * Perplexity on held-out text: exp(Σ NLL / Σ tokens) over consecutive windows of ``context`` tokens
   (each window starts with the model's BOS if it has one, else with the previous window's last token, so
   every text token is scored exactly once, except the very first one of a BOS-less model).
-  Token-weighted; the context length and token count are reported.
+  Token-weighted; the context length and token count are reported. Behind an input rewrite (IKE, SERAC)
+  each window is the text the rewrite puts before it plus the window, and only the window is scored.
 * Downstream probes (the survey's Figure 4 tasks, after Gu et al. 2024, "Model Editing Harms General
   Abilities of Large Language Models"), each with its mean, 95% bootstrap interval, standard error and the
   standard error of the paired change (pre vs post on the same items):
@@ -136,15 +137,27 @@ def first_number(s: str) -> str | None:
 # ---- perplexity ---------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def _window_nll(lm, ids: list[int]) -> tuple[float, int]:
-    """Σ NLL of ids[1:] given their prefixes, and how many tokens that is (logits in chunks: 262k vocab)."""
-    h = textmod.hidden_at(lm, [ids], [range(len(ids) - 1)])[0]
-    tgt = torch.tensor(ids[1:], device=h.device)
+def _window_nll(lm, ids: list[int], first: int = 1) -> tuple[float, int]:
+    """Σ NLL of ids[first:] given their prefixes, and how many tokens that is (logits in chunks: 262k vocab)."""
+    h = textmod.hidden_at(lm, [ids], [range(first - 1, len(ids) - 1)])[0]
+    tgt = torch.tensor(ids[first:], device=h.device)
     total = 0.0
-    for s in range(0, len(ids) - 1, 64):
+    for s in range(0, len(ids) - first, 64):
         logp = torch.log_softmax(lm.adapter.logits(h[s:s + 64]).float(), dim=-1)
         total += float(-logp.gather(1, tgt[s:s + 64, None]).sum())
-    return total, len(ids) - 1
+    return total, len(ids) - first
+
+
+def _behind_rewrite(tok, window: list[int]) -> tuple[list[int], int] | None:
+    """``(ids, first scored position)`` of a window as the model sees it behind an active input rewrite
+    (IKE's demonstrations, SERAC's retrieved edit: text put before the window's own text, which alone is
+    scored); None when no rewrite changes it."""
+    piece = tok.decode(window)
+    seen = textmod.rewritten(tok, piece)
+    if seen == piece or not seen.endswith(piece):
+        return None
+    head = list(tok(seen[:len(seen) - len(piece)], add_special_tokens=True)["input_ids"])
+    return head + window, len(head)
 
 
 def perplexity_parts(lm, text: str, context: int = 256) -> tuple[float, int]:
@@ -161,7 +174,11 @@ def perplexity_parts(lm, text: str, context: int = 256) -> tuple[float, int]:
         ids = [bos] + body[s:s + step] if bos is not None else body[max(0, s - 1):s + step]
         if len(ids) < 2:
             continue
-        a, b = _window_nll(lm, ids)
+        behind = _behind_rewrite(tok, body[s:s + step])
+        if behind:  # the same tokens are scored as without the rewrite (a BOS-less model's first one is not)
+            a, b = _window_nll(lm, behind[0], behind[1] + (bos is None and s == 0))
+        else:
+            a, b = _window_nll(lm, ids)
         nll, n = nll + a, n + b
     return nll, n
 
