@@ -12,12 +12,17 @@ st.caption("Causal tracing (Meng et al. 2022): the subject's embeddings are nois
            "Hase et al. (2023) found that where a fact is located predicts poorly where editing works. The logit "
            "lens reads what every layer would predict if the model stopped there.")
 
-# Links may carry the fact and the method (?fact=P276:louvre&method=rome); they seed the widgets once.
+# Links may carry the fact (?fact=P276:louvre, or a free-form ?prompt=…&subject=…) and the method (&method=rome);
+# they seed the widgets once.
 if not st.session_state.get("trace_query_applied"):
     st.session_state["trace_query_applied"] = True
     if st.query_params.get("fact"):
         st.session_state["trace_source"] = "Catalog"
         st.session_state["trace_fact"] = st.query_params["fact"]
+    elif st.query_params.get("prompt"):  # a free-form fact: ?prompt=…&subject=…&old=…&new=…
+        st.session_state["trace_source"] = "Free-form"
+        for field in ("prompt", "subject", "old", "new"):
+            st.session_state[f"trace_{field}"] = st.query_params.get(field, "")
     if st.query_params.get("method"):
         st.session_state["trace_method"] = st.query_params["method"]
 

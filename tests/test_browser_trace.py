@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -103,11 +104,11 @@ async def _drive(cdp_port: int, app: str, method: str, wait: float) -> dict:
         await p.shot("02_catalog_heatmaps_lower")
         await p.scroll_to("Logit lens")
         await p.shot("03_catalog_logit_lens")
-        # A free-form fact: the radio's label, then the page's default Louvre prompt with its own answer.
-        await p.js("window.scrollTo(0, 0)")
-        await p.click("[...document.querySelectorAll('label')].find(l => l.innerText.trim() === 'Free-form')",
-                      "the Free-form choice")
-        await p.wait_for("[...document.querySelectorAll('input')].some(i => i.value === 'The Louvre')", 60,
+        # A free-form fact, from a link (the form itself starts empty).
+        query = urllib.parse.urlencode({"prompt": "The Louvre is located in", "subject": "The Louvre",
+                                        "old": "Paris", "new": "London", "method": method})
+        await p.send("Page.navigate", url=f"{app}/trace?{query}")
+        await p.wait_for("[...document.querySelectorAll('input')].some(i => i.value === 'The Louvre')", 120,
                          "the free-form fields")
         await asyncio.sleep(1.0)
         await p.button("Trace")
