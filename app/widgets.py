@@ -149,10 +149,8 @@ def parse_neighbours(text: str, built: list[dict]) -> list[dict]:
 
 def _relation_label(value: str, preview: dict) -> str:
     names = dict(preview.get("relation_choices") or [])
-    if value == "auto":
-        if preview.get("relation_source") == "recognised":
-            return f"recognised: {names.get(preview['relation'], preview['relation'])} ({preview['relation']})"
-        return "recognise from the prompt (none found)" if preview.get("template") else "recognise from the prompt"
+    if value == "auto":  # one label whatever the preview says: Streamlit keys a choice by its label
+        return "recognise from the prompt"
     if value == "none":
         return "none (no catalog neighbours)"
     return f"{names.get(value, value)} ({value})"
@@ -219,6 +217,12 @@ def free_form_picker(prefix: str, lm) -> dict | None:
                             format_func=lambda v: _relation_label(v, preview),
                             help="Neighbours are other catalog subjects of this relation with the same answer "
                                  "(CounterFact's rule), put into your prompt's template.")
+    if relation == "auto" and preview.get("relation_source") == "recognised":
+        rid = preview["relation"]
+        st.caption(f"Recognised relation: {ui.escape_md(dict(preview.get('relation_choices') or []).get(rid, rid))} "
+                   f"({ui.escape_md(rid)})")
+    elif relation == "auto" and preview.get("template"):
+        st.caption("No catalog relation recognised in this prompt.")
     spec["relation"] = relation
     spec["neighbours"] = neighbourhood_box(prefix, preview, relation)
     if spec["neighbours"] is None:
