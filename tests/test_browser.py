@@ -149,7 +149,8 @@ def served(tmp_path):
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         active = profile / "DevToolsActivePort"
         deadline = time.time() + 30
-        while not active.exists() and time.time() < deadline:
+        # Chromium creates the file before it writes the port into it: wait for the content.
+        while not (active.exists() and active.read_text().strip()) and time.time() < deadline:
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}", int(active.read_text().split()[0])
     finally:

@@ -148,8 +148,8 @@ def test_trace_page_in_headless_chromium(tmp_path):
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         active = profile / "DevToolsActivePort"
         deadline = time.time() + 30
-        while not active.exists() and time.time() < deadline:
-            time.sleep(0.2)
+        while not (active.exists() and active.read_text().strip()) and time.time() < deadline:
+            time.sleep(0.2)  # Chromium creates the file before it writes the port into it
         seen = asyncio.run(_drive(int(active.read_text().split()[0]), f"http://127.0.0.1:{port}",
                                   "rome" if real else "ft_l", 1800 if real else 300))
     finally:
