@@ -45,21 +45,6 @@ def _net(lm, seed=0, perturb=0.0):
     return net
 
 
-def _grad(lm, prompt, target, param):
-    """d(mean NLL of target after prompt)/d(param) by plain autograd."""
-    batch = make_batch(lm, [(prompt, target)])
-    part = batch.parts[0]
-    p = dict(lm.model.named_parameters())[param]
-    p.requires_grad_(True)
-    try:
-        h = lm.model.base_model(input_ids=part.ids, attention_mask=part.mask, use_cache=False).last_hidden_state
-        logits = lm.adapter.logits(h[0, batch.pos]).float().log_softmax(-1)
-        loss = -logits.gather(1, batch.labels[:, None]).mean()
-        return torch.autograd.grad(loss, p)[0]
-    finally:
-        p.requires_grad_(False)
-
-
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_untrained_network_is_a_gradient_step(family):
     """U = 0 and unit normalisation make the network the identity, so the update is -alpha * grad W: the
@@ -70,7 +55,7 @@ def test_untrained_network_is_a_gradient_step(family):
     with lm.scope():
         deltas, _ = edit_deltas(lm, net, REQ.text, REQ.target_new)
     for t in net.targets:
-        g = _grad(lm, REQ.text, REQ.target_new, t.param)
+        g = tiny.nll_grad(lm, REQ.text, REQ.target_new, t.param)
         torch.testing.assert_close(deltas[t.param], -1e-3 * g, rtol=1e-4, atol=1e-9)
 
 
@@ -165,7 +150,7 @@ def test_a_short_training_run_lowers_the_edit_loss():
     thp = _train_hp(steps=10, batch_edits=4, lr=1e-2, edit_lr=1e-3, lr_lr=1e-3, cloc=0.0, cedit=1.0,
                     val_every=10, checkpoint_every=100)
     data = m._data(lm, thp)
-    from editcore.methods.mend.training import Trainer
+    from editcore.methods.mend.trainer import Trainer
 
     tr = Trainer(lm, thp, edit_targets(lm, thp.layers, thp.weights), data, "probe")
     tr.prime_norms()

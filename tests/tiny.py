@@ -113,6 +113,8 @@ TINY_TRAINING = {
     # MEND's hypernetwork
     "steps": 2, "batch_edits": 2, "val_every": 2, "n_val": 2, "rank": 8, "checkpoint_every": 2,
     "known_only": False, "holdout": "none",
+    # KE's condition and heads (with "hidden" below)
+    "lstm_hidden": 8, "d_cond": 16,
     # SERAC's scope classifier, over the deterministic test encoder (no model to load)
     "encoder": "hashed-bow", "max_facts": 120, "hidden": 16, "epochs": 2,
 }
@@ -120,13 +122,40 @@ TINY_TRAINING = {
 
 def train_if_needed(lm, method) -> None:
     """Train ``method``'s component for ``lm`` (e.g. MEND's hypernetwork) unless it needs none or has one."""
-    import dataclasses
-
-    from editcore.methods.base import load_hparams, needs_training
+    from editcore.methods.base import needs_training
 
     if not needs_training(method) or method.trained(lm) is not None:
         return
+    method.train(lm, training_hparams(method))
+
+
+def training_hparams(method, **over):
+    """``method``'s training settings for a tiny model: :data:`TINY_TRAINING` where it has the field, then
+    ``over``."""
+    import dataclasses
+
+    from editcore.methods.base import load_hparams
+
     fields = {f.name for f in dataclasses.fields(method.TrainHparams)}
-    thp = load_hparams(method.name, method.TrainHparams, None,
-                       {k: v for k, v in TINY_TRAINING.items() if k in fields}, prefix="train_")
-    method.train(lm, thp)
+    return load_hparams(method.name, method.TrainHparams, None,
+                        {**{k: v for k, v in TINY_TRAINING.items() if k in fields}, **over}, prefix="train_")
+
+
+def nll_grad(lm, prompt: str, target: str, param: str):
+    """d(mean NLL of ``target`` after ``prompt``)/d(``param``) by plain autograd (what the hyper-network editors'
+    gradient factors must rebuild)."""
+    import torch
+
+    from editcore.methods.mend.factors import make_batch
+
+    batch = make_batch(lm, [(prompt, target)])
+    part = batch.parts[0]
+    p = dict(lm.model.named_parameters())[param]
+    p.requires_grad_(True)
+    try:
+        h = lm.model.base_model(input_ids=part.ids, attention_mask=part.mask, use_cache=False).last_hidden_state
+        logits = lm.adapter.logits(h[0, batch.pos]).float().log_softmax(-1)
+        loss = -logits.gather(1, batch.labels[:, None]).mean()
+        return torch.autograd.grad(loss, p)[0]
+    finally:
+        p.requires_grad_(False)

@@ -150,10 +150,13 @@ def item_nll(tok_lp: torch.Tensor, items: torch.Tensor, n_items: int) -> torch.T
     return per / torch.bincount(items, minlength=n_items).to(tok_lp.dtype).clamp(min=1)
 
 
-def edit_factors(lm, base: BasePass, batch: Batch, edit_items: Sequence[int], full: torch.Tensor | None = None):
+def edit_factors(lm, base: BasePass, batch: Batch, edit_items: Sequence[int], full: torch.Tensor | None = None,
+                 answer_only: bool = False):
     """``(factors, pre-edit NLL of each edit, log-distributions of the scored tokens full)``: ``factors[e][i] =
     (u [n, d_in], delta [n, d_out])`` of edit ``e`` (whose item is ``edit_items[e]``) at target ``i``. The
-    gradient is of the *sum* of the edits' losses, so each edit's delta is that of its own loss."""
+    gradient is of the *sum* of the edits' losses, so each edit's delta is that of its own loss. Every token
+    with a gradient (MEND, KE: together they make the weight's gradient), or with ``answer_only`` the positions
+    that predict the target's tokens (MALMEN's keys)."""
     sel = batch.tokens_of(edit_items)
     full = sel[:0] if full is None else full
     with torch.enable_grad():
@@ -166,11 +169,12 @@ def edit_factors(lm, base: BasePass, batch: Batch, edit_items: Sequence[int], fu
     factors = []
     for item in edit_items:
         p, r = where[item]
+        pos = batch.pos[batch.item == item] if answer_only else slice(None)
         per = []
         for i in range(n_t):
             g = grads[p * n_t + i]
             delta = torch.zeros_like(base.outputs[p][i][r]) if g is None else g[r].detach()
-            per.append(nonzero_tokens(base.inputs[p][i][r], delta))
+            per.append(nonzero_tokens(base.inputs[p][i][r][pos], delta[pos]))
         factors.append(per)
     return factors, nll.detach(), rows.detach()
 

@@ -21,6 +21,9 @@ pair ``(u_t, delta_t)`` to a new pair ``(u~_t, delta~_t)`` and edits ``W~ = W - 
 One departure of initialisation only: ``V`` is drawn with variance ``1/D`` (``D = d_in + d_out``) instead of
 the code's unit variance, which lets a CPU-length training use a larger outer learning rate; an untrained
 network is the identity either way.
+
+MALMEN (Tan et al. 2024) uses the same network with the clamp before the scale and offset
+(``z + s_l * relu(U V z + b) + o_l``, its ``MALMENBlock``): ``relu_first``.
 """
 
 from __future__ import annotations
@@ -81,10 +84,12 @@ class RunningNorm(nn.Module):
 
 
 class LowRankResidual(nn.Module):
-    """``z + clamp(s[mode] * (U V z + b) + o[mode], min=0)`` with ``U = 0`` at initialisation."""
+    """``z + clamp(s[mode] * (U V z + b) + o[mode], min=0)`` with ``U = 0`` at initialisation (``relu_first``:
+    ``z + s[mode] * clamp(U V z + b, min=0) + o[mode]``)."""
 
-    def __init__(self, dim: int, rank: int, n_modes: int, generator: torch.Generator):
+    def __init__(self, dim: int, rank: int, n_modes: int, generator: torch.Generator, relu_first: bool = False):
         super().__init__()
+        self.relu_first = relu_first
         mid = min(rank, dim)
         self.U = nn.Parameter(torch.zeros(dim, mid))
         self.V = nn.Parameter(torch.randn(mid, dim, generator=generator) / math.sqrt(dim))
@@ -94,18 +99,21 @@ class LowRankResidual(nn.Module):
 
     def forward(self, z: torch.Tensor, mode: int) -> torch.Tensor:
         pre = (z @ self.V.T) @ self.U.T + self.b
+        if self.relu_first:
+            return z + pre.clamp(min=0) * self.scale[mode] + self.shift[mode]
         return z + (pre * self.scale[mode] + self.shift[mode]).clamp(min=0)
 
 
 class FactorNet(nn.Module):
     """The network of one weight shape: ``(u, delta) -> (u~, delta~)`` for ``[n, d_in]``, ``[n, d_out]``."""
 
-    def __init__(self, d_in: int, d_out: int, rank: int, n_hidden: int, n_modes: int, generator: torch.Generator):
+    def __init__(self, d_in: int, d_out: int, rank: int, n_hidden: int, n_modes: int, generator: torch.Generator,
+                 relu_first: bool = False):
         super().__init__()
         self.d_in, self.d_out = d_in, d_out
         self.norm_u = RunningNorm(d_in)
         self.norm_delta = RunningNorm(d_out)
-        self.layers = nn.ModuleList(LowRankResidual(d_in + d_out, rank, n_modes, generator)
+        self.layers = nn.ModuleList(LowRankResidual(d_in + d_out, rank, n_modes, generator, relu_first)
                                     for _ in range(n_hidden + 1))
 
     def forward(self, u: torch.Tensor, delta: torch.Tensor, mode: int, learn_norm: bool = False):
@@ -122,7 +130,8 @@ class FactorNet(nn.Module):
 class MendNet(nn.Module):
     """Every edited weight's factor network (shared per shape) and learned step size."""
 
-    def __init__(self, targets: Sequence[Target], rank: int, n_hidden: int, edit_lr: float, seed: int = 0):
+    def __init__(self, targets: Sequence[Target], rank: int, n_hidden: int, edit_lr: float, seed: int = 0,
+                 relu_first: bool = False):
         super().__init__()
         self.targets = tuple(targets)
         g = torch.Generator().manual_seed(seed)
@@ -131,7 +140,7 @@ class MendNet(nn.Module):
             groups.setdefault(t.shape_key, []).append(i)
         self.mode = {i: members.index(i) for members in groups.values() for i in members}
         first = {key: self.targets[members[0]] for key, members in groups.items()}
-        self.nets = nn.ModuleDict({key: FactorNet(t.d_in, t.d_out, rank, n_hidden, len(groups[key]), g)
+        self.nets = nn.ModuleDict({key: FactorNet(t.d_in, t.d_out, rank, n_hidden, len(groups[key]), g, relu_first)
                                    for key, t in first.items()})
         self.lrs = nn.Parameter(torch.full((len(self.targets),), float(edit_lr)))
 
