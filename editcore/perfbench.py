@@ -343,6 +343,7 @@ def _whatif(lm, facts, common):
 
 SECTIONS: list[Callable] = [trace_bench_section, _whatif, _section("editcore.methods.grace"),
                             _section("editcore.methods.ike"), _section("editcore.methods.mend.report"),
+                            _section("editcore.methods.ke.method"), _section("editcore.methods.malmen.bench"),
                             _section("editcore.methods.serac.bench")]
 
 

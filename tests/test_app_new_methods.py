@@ -1,5 +1,5 @@
-"""AppTest: GRACE and MEND on the Edit, Compare and Sequential pages with tiny models. MEND without a trained
-hypernetwork shows the command that trains one (and nothing runs); once one is trained it runs like any
+"""AppTest: GRACE and MEND on the Edit, Compare and Sequential pages with tiny models. MEND (KE, MALMEN) without
+a trained hypernetwork shows the command that trains one (and nothing runs); once one is trained it runs like any
 method."""
 
 import pytest
@@ -27,22 +27,23 @@ def _infos(at) -> str:
     return "\n".join(i.value for i in at.info)
 
 
-def test_untrained_mend_says_how_to_train_on_every_page():
+@pytest.mark.parametrize("name", ["mend", "ke", "malmen"])
+def test_untrained_hypernetwork_says_how_to_train_on_every_page(name):
     at = open_page("edit")
-    at.selectbox(key="edit_method").select("mend").run(timeout=h.TIMEOUT)
-    assert "python -m editcore train mend tiny-gpt2" in _infos(at)
+    at.selectbox(key="edit_method").select(name).run(timeout=h.TIMEOUT)
+    assert f"python -m editcore train {name} tiny-gpt2" in _infos(at)
     at.button(key="edit_run").click().run(timeout=h.TIMEOUT)
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "edit_result" not in at.session_state or at.session_state["edit_result"] is None
 
     cmp = open_page("compare")
-    cmp.checkbox(key="cmp_m_mend").check().run(timeout=h.TIMEOUT)
-    assert "python -m editcore train mend tiny-gpt2" in _infos(cmp)
+    cmp.checkbox(key=f"cmp_m_{name}").check().run(timeout=h.TIMEOUT)
+    assert f"python -m editcore train {name} tiny-gpt2" in _infos(cmp)
     assert not cmp.exception and not cmp.error
 
     seq = open_page("sequential")
-    seq.multiselect(key="seq_methods").set_value(["mend"]).run(timeout=h.TIMEOUT)
-    assert "python -m editcore train mend tiny-gpt2" in _infos(seq)
+    seq.multiselect(key="seq_methods").set_value([name]).run(timeout=h.TIMEOUT)
+    assert f"python -m editcore train {name} tiny-gpt2" in _infos(seq)
     assert not seq.exception
 
 

@@ -1,5 +1,5 @@
-"""``python -m editcore train METHOD MODEL``: train the per-model component a method needs (MEND's
-hypernetwork, SERAC's scope classifier), with a time estimate first, a progress bar, and a checkpoint to
+"""``python -m editcore train METHOD MODEL``: train the per-model component a method needs (the hypernetworks
+of MEND, KE and MALMEN, SERAC's scope classifier), with a time estimate first, a progress bar, and a checkpoint to
 resume from; see :class:`editcore.methods.base.Trainable`."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train the component a method needs (e.g. MEND's hypernetwork)",
                        description="Trains and caches the per-model artefact of a method that needs one; "
                                    "resumes from its last checkpoint unless --fresh.")
-    p.add_argument("method", help="a method that needs training (see `python -m editcore train --list`)")
+    p.add_argument("method", help="a method that needs training: ke, malmen, mend or serac")
     p.add_argument("model", nargs="?", default="gemma-3-270m", help="model (default gemma-3-270m)")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training setting (JSON value); repeatable")

@@ -1,4 +1,5 @@
-"""KE as an EditScope method: its training (the Lagrangian of the paper) and ``compute``.
+"""KE as an EditScope method: its training (the Lagrangian of the paper); ``compute`` is the shared one of
+:class:`~editcore.methods.mend.trainable.HyperEditor`.
 
 Training (De Cao et al. 2021, §3.2 and the authors' ``training_step``): for each edit the network's update is
 applied and the loss is ``L_e + m (KL - margin)``, where ``L_e`` is the post-edit NLL of the new target on the
@@ -10,7 +11,7 @@ as a saddle point. Both are optimised with centred RMSprop (the paper's optimise
 success exceeds 0.9, as the authors' validation hook does.
 
 ``compute`` reads the edit's gradient factors on the model as it is, encodes the fact, and returns the dense
-update of every edited weight as a :class:`~editcore.scope.Patch`.
+update of every edited weight as a :class:`~editcore.scope.Patch`; one fact per call.
 """
 
 from __future__ import annotations
@@ -117,3 +118,10 @@ class KE(HyperEditor):
 
 
 METHOD = KE()
+
+
+def bench_section(lm, facts, common) -> dict:
+    """``make bench``: KE's training curve (from its artefact's report), or how to train one."""
+    from ..mend.report import curve_section
+
+    return curve_section(METHOD, lm)

@@ -1,4 +1,5 @@
-"""MALMEN as an EditScope method: its training and a batched ``compute``.
+"""MALMEN as an EditScope method: its training; ``compute`` is the shared one of
+:class:`~editcore.methods.mend.trainable.HyperEditor`, batched.
 
 Training (Tan et al. 2024, §4.2 and the authors' ``BaseEditor.train``): each step draws ``batch_edits`` edits,
 reads their keys and value gradients at the target's tokens (MALMEN's ``token: ans``), turns them into *one*
@@ -8,7 +9,8 @@ post-edit NLL) while unrelated prompts keep their next-token distributions (KL, 
 paper splits that backward pass in two to save memory on billion-parameter models, autograd here computes the
 same gradient. The curve edits the held-out facts *together*, in one update, as MALMEN is used.
 
-``compute`` takes any number of requests and returns one update per edited weight.
+``compute`` takes any number of requests and returns one update per edited weight (``make bench``: batches of
+1, 10 and 100 held-out facts, :mod:`.bench`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class MalmenTrainHparams(TrainSettings):
     lr_lr: float = hparam(1e-5, lo=0.0, hi=1.0, help="Adam learning rate of the step sizes")
     cedit: float = hparam(1.0, lo=0.0, hi=100.0, help="weight of the edit loss (the paper: 1)")
     cloc: float = hparam(1.0, lo=0.0, hi=100.0, help="weight of the locality KL (the paper's loc_coef: 1)")
+    init_lambda: float = hparam(1.0, lo=1e-12, hi=1e6,
+                                help="initial ridge term lambda of every edited weight (the paper: exp(0) = 1)")
 
 
 class MalmenTrainer(Trainer):
@@ -47,7 +51,7 @@ class MalmenTrainer(Trainer):
 
     @staticmethod
     def build_net(targets, s, lm):
-        return MalmenNet(targets, s.rank, s.n_blocks, s.edit_lr, s.seed)
+        return MalmenNet(targets, s.rank, s.n_blocks, s.edit_lr, s.seed, s.init_lambda)
 
     def make_optimisers(self):
         rest = [p for n, p in self.net.named_parameters() if n != "lrs"]

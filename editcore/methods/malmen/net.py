@@ -21,6 +21,7 @@ learned per edited weight, as in the paper. The update is kept as factors ``(u~,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -45,9 +46,10 @@ class MalmenNet(MendNet):
     """MEND's network with MALMEN's blocks (the clamp before the scale and offset), ``n_blocks`` of them, a
     learned step size and a learned ``log lambda`` per edited weight."""
 
-    def __init__(self, targets: Sequence[Target], rank: int, n_blocks: int, edit_lr: float, seed: int = 0):
+    def __init__(self, targets: Sequence[Target], rank: int, n_blocks: int, edit_lr: float, seed: int = 0,
+                 init_lambda: float = 1.0):
         super().__init__(targets, rank, n_blocks - 1, edit_lr, seed, relu_first=True)
-        self.log_lambdas = nn.Parameter(torch.zeros(len(self.targets)))
+        self.log_lambdas = nn.Parameter(torch.full((len(self.targets),), math.log(init_lambda)))
 
     def shifts(self, i: int, keys: torch.Tensor, grads: torch.Tensor, learn_norm: bool = False) -> torch.Tensor:
         """The value shifts ``s_t = -lr_i (k_t . k~_t) g~_t`` ``[n, d_out]`` of target ``i``."""
