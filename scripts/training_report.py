@@ -50,13 +50,13 @@ def main(argv=None) -> int:
     if report is None:
         print(f"no trained artefact: {method.train_command(lm)}", file=sys.stderr)
         return 2
-    notes = list(args.note)
+    notes = [line for note in args.note for line in (note, "")][:-1]  # one paragraph each
     if args.batches:
         from editcore.methods.malmen.bench import batch_scaling
 
         rows = batch_scaling(lm)
         report["batch_scaling"] = rows
-        notes += ["## Held-out facts edited in one batch", "",
+        notes += ["", "## Held-out facts edited in one batch", "",
                   f"Known facts of the catalog's report part (never trained on) edited by one `compute` each "
                   f"({torch.get_num_threads()} thread(s)); success = every new-target token top-1 on the edit "
                   "prompt, neighbourhood = CounterFact's NS on those facts.", "", *_table(rows)]

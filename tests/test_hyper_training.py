@@ -134,3 +134,19 @@ def test_the_train_command_offers_every_trainable_method(capsys):
         pass
     out = capsys.readouterr().out
     assert all(n in out for n in names), out
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_bench_section_says_how_to_train_then_shows_the_run(name):
+    import importlib
+
+    lm = tiny.lm("gpt2")
+    module = {"ke": "editcore.methods.ke.method", "malmen": "editcore.methods.malmen.bench"}[name]
+    section = importlib.import_module(module).bench_section
+    assert f"`python -m editcore train {name} tiny-gpt2`" in section(lm, [], {})["note"]
+    report = get_method(name).train(lm, tiny.training_hparams(get_method(name)))
+    got = section(lm, [], {})
+    if name == "ke":
+        assert [r["step"] for r in got["rows"]] == [p["step"] for p in report["curve"]]
+    else:  # a random model knows no catalog fact, so there is nothing to batch
+        assert got["rows"] == [] and "one batch" in got["title"]
