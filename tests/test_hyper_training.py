@@ -1,4 +1,4 @@
-"""KE and MALMEN share MEND's training machinery: a few steps lower the edit loss, the artefact is written,
+"""KE and MALMEN share MEND's training machinery (the resume test covers MEND too): a few steps lower the edit loss, the artefact is written,
 used by compute and resumable, the bench's facts are held out, and without an artefact compute says how to
 get one (as MEND does)."""
 
@@ -84,7 +84,7 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", ("mend", *METHODS))
 def test_resume_gives_the_same_network_as_an_uninterrupted_run(name, tmp_path, monkeypatch):
     lm = tiny.lm("llama")
     m = get_method(name)

@@ -49,7 +49,7 @@ def test_one_edit_is_the_least_squares_solution(family):
         batch = make_batch(lm, [(REQ.text, REQ.target_new)])
         factors, _, _ = edit_factors(lm, base_pass(lm, batch, net.targets), batch, [0], answer_only=True)
     n_answer = batch.labels.numel()
-    lam = math.exp(float(net.log_lambdas[0]))
+    lam = math.exp(float(net.log_lambdas[0].detach()))
     for i, t in enumerate(net.targets):
         keys, grads = factors[0][i]
         assert keys.shape == (n_answer, t.d_in)  # keys at the target's tokens only (MALMEN's "ans")

@@ -184,37 +184,6 @@ def test_training_writes_an_artefact_that_compute_uses(tmp_path):
     assert edit.diagnostics["artefact"] == report["name"]
 
 
-class _Stop(Exception):
-    pass
-
-
-def test_resume_gives_the_same_network_as_an_uninterrupted_run(tmp_path, monkeypatch):
-    lm = tiny.lm("llama")
-    m = get_method("mend")
-    thp = _train_hp()
-    monkeypatch.setenv("EDITSCOPE_HOME", str(tmp_path / "a"))
-    whole = m.train(lm, thp)
-    want = store.load(whole["name"])[0]
-
-    monkeypatch.setenv("EDITSCOPE_HOME", str(tmp_path / "b"))
-
-    def stop_at_2(_msg, frac):
-        if frac >= 0.5:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        m.train(lm, thp, stop_at_2)
-    assert (store.folder() / (whole["name"] + ".ckpt.json")).is_file()
-    assert m.trained(lm) is None
-    resumed = m.train(lm, thp)
-    got = store.load(resumed["name"])[0]
-    assert resumed["steps"] == 4 and [p["step"] for p in resumed["curve"]] == [0, 2, 4]
-    assert resumed["curve"] == whole["curve"]
-    assert set(got) == set(want)
-    for k in want:
-        assert torch.equal(got[k], want[k]), k
-
-
 def test_train_settings_exist_and_the_cli_estimates(capsys, monkeypatch):
     from editcore.cli import main
 
