@@ -200,3 +200,29 @@ def test_bench_summary_has_intervals_and_romes_score():
     assert s["rates"]["ps"]["mean"] == 0.5 and s["rates"]["ps"]["lo"] <= 0.5 <= s["rates"]["ps"]["hi"]
     assert s["rates"]["neighbours_kept"]["n"] == 1
     assert s["score"] == pytest.approx(9 / 13)  # harmonic mean of ES 1, PS 1/2, NS 3/4
+
+
+def test_bench_merge_replaces_only_the_new_rows_and_refuses_other_facts(tmp_path):
+    from editcore.perfbench import to_markdown
+    from editcore.perfbench_extras import merge_reports
+
+    row = {"error": "old"}
+    old = {"environment": {}, "models": [{"model": "m", "facts": ["a", "b"], "stats": {
+        "layers": [], "tokens": 0, "corpus": "-", "seconds_total": 0, "seconds_per_layer_when_computed": {}},
+        "methods": {"rome": dict(row), "ft": dict(row)}, "sections": [{"title": "kept", "rows": []}]}]}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(old))
+    stamp = {"at": "2026-12-03T15:00:00Z", "load_average_1min": 1.5}
+    new = {"models": [{"model": "m", "facts": ["a", "b"], "methods": {"ft": {"error": "new", "measured": stamp}}}]}
+    merged = merge_reports(path, new)
+    got = merged["models"][0]
+    assert got["methods"]["rome"] == row and got["methods"]["ft"]["error"] == "new"
+    assert got["sections"] == [{"title": "kept", "rows": []}] and got["merged"] == {"ft": stamp}
+    assert "merged in (`--merge`): ft at 2026-12-03T15:00:00Z, load average 1.5" in to_markdown(merged)
+    other = {"models": [{"model": "n", "facts": ["x"], "methods": {"ft": {"error": "e", "measured": stamp}}}]}
+    assert [m["model"] for m in merge_reports(path, other)["models"]] == ["m", "n"]
+    new["models"][0]["facts"] = ["a", "c"]
+    with pytest.raises(InputError, match="facts differ"):
+        merge_reports(path, new)
+    with pytest.raises(InputError, match="no .* to merge into"):
+        merge_reports(tmp_path / "none.json", new)
