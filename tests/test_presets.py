@@ -36,6 +36,30 @@ def test_reference_preset_overlays_the_papers_procedure_and_keeps_the_models_cho
         load_hparams("kn", get_method("kn").Hparams, "gemma-3-270m", {"preset": "reference"})
 
 
+@pytest.mark.parametrize("name", ["emmet", "pmet", "alphaedit"])
+def test_memits_family_has_a_reference_preset_that_runs(name, tmp_home, corpus):
+    """Every method with the preset switch can be toggled to reference (the page offers the switch to all of
+    them); the MEMIT-family presets set MEMIT's procedure and keep the model's own layers."""
+    from editcore.methods import available
+
+    for m in available():
+        if "preset" in get_method(m).Hparams.__dataclass_fields__:
+            for model in ("gemma-3-270m", "smollm2-135m"):
+                assert load_hparams(m, get_method(m).Hparams, model, {"preset": "reference"}).preset == "reference"
+    method = get_method(name)
+    fast = load_hparams(name, method.Hparams, "gemma-3-270m")
+    ref = load_hparams(name, method.Hparams, "gemma-3-270m", {"preset": "reference"})
+    assert (ref.contexts, ref.key_averaging, ref.v_stop_prob, ref.v_stop_loss) == ("memit", "per_type", 1.0, 0.05)
+    assert ref.layers == fast.layers and fast.key_averaging == "contexts"
+    lm = tiny.lm("gpt2")
+    hp = load_hparams(name, method.Hparams, None, {"preset": "reference", "layers": [1], "stats_corpus": corpus,
+                                                   "v_num_grad_steps": 2})
+    d0 = lm.digest()
+    edit = method.compute(lm, [REQ], hp)
+    assert lm.digest() == d0 and edit.patch is not None
+    assert any("100,000 Wikipedia" in w or "tokens" in w for w in edit.warnings), edit.warnings
+
+
 def test_reference_contexts_have_the_papers_counts(tmp_home):
     from editcore.methods.common import reference_context_templates
 
