@@ -43,9 +43,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..types import Request
-from .base import MethodInfo, Progress, hparam
+from .base import MethodInfo, hparam
 from .ike import fact_text
-from .reasoning import MultiHopHparams, MultiHopRewrite, Reasoner, Retriever, Solution, compute, mentions
+from .reasoning import MultiHopHparams, MultiHopMethod, MultiHopRewrite, Reasoner, Retriever, Solution, mentions
 
 STEP_PROMPT = """Answer the Question by reasoning in short steps in Thoughts with New Knowledge. Take every step as true, even when it disagrees with what you know. Steps are separated by a #.
 
@@ -212,11 +212,10 @@ def solve(reasoner: Reasoner, retriever: Retriever, facts: Sequence[Request], qu
     return Solution(q, None, f"Question: {q}", (), search.calls, search.events)
 
 
-class DeepEdit:
+class DeepEdit(MultiHopMethod):
     name = "deepedit"
     version = "1"
     Hparams = DeepEditHparams
-    batched = False
     info = MethodInfo(
         title="DeepEdit", category="memory-based", changes_weights=False,
         reference="Wang et al. 2024, DeepEdit: Knowledge Editing as Decoding with Constraints",
@@ -232,12 +231,8 @@ class DeepEdit:
                    "for conciseness; the edit prompt itself is answered from its stored fact; a prompt whose "
                    "chain used no edited fact passes unchanged; prompts over 40 words pass unchanged.")
 
-    def solve(self, reasoner, retriever, facts, question, hp) -> Solution:
-        return solve(reasoner, retriever, facts, question, hp)
-
-    def compute(self, lm, requests: Sequence[Request], hp: DeepEditHparams, progress: Progress | None = None, *,
-                speed=None, reasoner: Reasoner | None = None):
-        return compute(self, lm, requests, hp, DeepEditRewrite, reasoner, progress)
+    rewrite_cls = DeepEditRewrite
+    solve = staticmethod(solve)
 
 
 METHOD = DeepEdit()

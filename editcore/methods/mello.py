@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 from ..metrics.matching import exact_match
 from ..types import Request
-from .base import MethodInfo, Progress, hparam
+from .base import MethodInfo, hparam
 from .ike import fact_text
-from .reasoning import MultiHopHparams, MultiHopRewrite, Reasoner, Retriever, Solution, compute
+from .reasoning import MultiHopHparams, MultiHopMethod, MultiHopRewrite, Reasoner, Retriever, Solution
 
 CONTRADICTS = "Retrieved fact contradicts the generated answer, so the intermediate answer is:"
 AGREES = "Retrieved fact does not contradict the generated answer, so the intermediate answer is:"
@@ -140,11 +140,10 @@ def solve(reasoner: Reasoner, retriever: Retriever, facts: Sequence[Request], qu
     return Solution(question, answer, prompt[len(head):], tuple(used), calls)
 
 
-class Mello:
+class Mello(MultiHopMethod):
     name = "mello"
     version = "1"
     Hparams = MelloHparams
-    batched = False  # one fact per call in the pages; compute stores every request it is given
     info = MethodInfo(
         title="MeLLo", category="memory-based", changes_weights=False,
         reference="Zhong et al. 2023, MQuAKE: Assessing Knowledge Editing in Language Models via Multi-Hop "
@@ -160,12 +159,8 @@ class Mello:
                    "answered from its stored fact; a prompt whose chain adopted no edited fact passes unchanged "
                    "(the base model answers, not MeLLo's chain); prompts over 40 words pass unchanged.")
 
-    def solve(self, reasoner, retriever, facts, question, hp) -> Solution:
-        return solve(reasoner, retriever, facts, question, hp)
-
-    def compute(self, lm, requests: Sequence[Request], hp: MelloHparams, progress: Progress | None = None, *,
-                speed=None, reasoner: Reasoner | None = None):
-        return compute(self, lm, requests, hp, MelloRewrite, reasoner, progress)
+    rewrite_cls = MelloRewrite
+    solve = staticmethod(solve)
 
 
 METHOD = Mello()

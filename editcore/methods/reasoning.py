@@ -317,3 +317,14 @@ def compute(method, lm, requests: Sequence[Request], hp, rewrite_cls: type[Multi
     seconds = time.perf_counter() - t0
     log.info("%s %r -> %r: %d facts in memory, %.2fs", method.name, req.subject, req.target_new, len(facts), seconds)
     return Edit(method.name, tuple(reqs), patch, seconds, diagnostics)
+
+
+class MultiHopMethod:
+    """The registered side of MeLLo and DeepEdit: a subclass names its rewrite class and its ``solve``."""
+
+    batched = False  # one fact per call in the pages; compute stores every request it is given
+    rewrite_cls: type[MultiHopRewrite] = MultiHopRewrite
+
+    def compute(self, lm, requests: Sequence[Request], hp, progress: Progress | None = None, *, speed=None,
+                reasoner: Reasoner | None = None) -> Edit:
+        return compute(self, lm, requests, hp, self.rewrite_cls, reasoner, progress)
