@@ -71,6 +71,10 @@ def main() -> None:
                                     "events": sol.events if sol else None})
                 proc_ok += got_p
                 model_ok += got_m
+            print(f"  {name} {case.id}: procedure {got_p}, edited model {got_m}", flush=True)
+            if args.json:  # written as it goes: a run cut short keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump(details, f, indent=1)
         seconds = time.perf_counter() - t0
         rows.append((name, proc_ok if name in ("mello", "deepedit") else None, model_ok, seconds))
         print(f"{name}: procedure {proc_ok}/{len(cases)}, edited model {model_ok}/{len(cases)}, {seconds:.0f}s",
@@ -78,9 +82,6 @@ def main() -> None:
     print(f"\n| method | procedure's answer | edited model's answer | seconds |\n|---|---|---|---|")
     for name, p, m, s in rows:
         print(f"| {name} | {'-' if p is None else f'{p}/{len(cases)}'} | {m}/{len(cases)} | {s:.0f} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(details, f, indent=1)
 
 
 if __name__ == "__main__":
