@@ -79,7 +79,7 @@ def main() -> None:
         rows.append((name, proc_ok if name in ("mello", "deepedit") else None, model_ok, seconds))
         print(f"{name}: procedure {proc_ok}/{len(cases)}, edited model {model_ok}/{len(cases)}, {seconds:.0f}s",
               flush=True)
-    print(f"\n| method | procedure's answer | edited model's answer | seconds |\n|---|---|---|---|")
+    print("\n| method | procedure's answer | edited model's answer | seconds |\n|---|---|---|---|")
     for name, p, m, s in rows:
         print(f"| {name} | {'-' if p is None else f'{p}/{len(cases)}'} | {m}/{len(cases)} | {s:.0f} |")
 
