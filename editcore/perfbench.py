@@ -304,6 +304,9 @@ def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None,
             out["methods"][mname] = {**_run_unseen(lm, method, hp, facts), "prepare_seconds": prepared}
         except EditScopeError as exc:
             out["methods"][mname] = {"error": str(exc)}
+        # When and under what load each row was measured: merged reports mix runs (see merge_reports).
+        out["methods"][mname]["measured"] = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                             "load_average_1min": environment()["load_average_1min"]}
         log.info("%s %s: %s", name, mname, {k: v for k, v in out["methods"][mname].items() if k != "per_fact"})
 
     if extras:  # off by default: the speed-up and statistics tables add ~10 minutes on this machine
@@ -410,6 +413,9 @@ def to_markdown(report: dict) -> str:
                          f"{_rate(q['neighbours_kept'], False)} | {r['steps_mean']:.1f} | {r['peak_rss_mb']:.0f} |")
         lines.append("")
         lines.append("Batched methods: s/edit is batch seconds / facts.")
+        if m.get("merged"):
+            lines.append("Rows measured in a later run and merged in (`--merge`): " + "; ".join(
+                f"{k} at {v['at']}, load average {v['load_average_1min']:.1f}" for k, v in m["merged"].items()))
         lines += [f"† {a}" for a in adapted]
         lines.append("")
         from .perfbench_extras import extras_markdown
@@ -465,9 +471,10 @@ def sweep_markdown(model: str, method: str, key: str, rows: list[dict], facts: S
 
 def run_bench(out_dir, models: Sequence[str] = BENCH_MODELS, facts_n: int = DEFAULT_FACTS,
               stats_samples: int | None = None, corpus: str | None = None, methods: Sequence[str] | None = None,
-              extras: bool = False, progress: Progress | None = None) -> dict:
+              extras: bool = False, progress: Progress | None = None, merge: bool = False) -> dict:
     """The bench of every model; ``facts_n`` 0 takes every known fact of the report part; ``extras`` adds the
-    speed-up and statistics tables (first model only)."""
+    speed-up and statistics tables (first model only). ``merge``: put the rows into the report already in
+    ``out_dir`` (a method or model benched later need not re-run the others; sections are measured again)."""
     from pathlib import Path
 
     from .methods import available
@@ -479,9 +486,14 @@ def run_bench(out_dir, models: Sequence[str] = BENCH_MODELS, facts_n: int = DEFA
     n = stats.DEFAULT_TOKENS if stats_samples is None else stats_samples
     report = {"environment": environment(), "models": []}
     for i, name in enumerate(models):
-        report["models"].append(bench_model(name, facts_n, n, corpus, methods, extras and i == 0, progress))
+        report["models"].append(bench_model(name, facts_n, n, corpus, methods, extras and i == 0 and not merge,
+                                            progress))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if merge:
+        from .perfbench_extras import merge_reports
+
+        report = merge_reports(out / "bench.json", report)
     (out / "bench.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "bench.md").write_text(to_markdown(report))
     return report

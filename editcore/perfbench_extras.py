@@ -4,9 +4,11 @@ from :mod:`editcore.perfbench` (quality and timing per method), which calls :fun
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
+from .errors import InputError
 from .perfbench import run_method
 
 
@@ -20,6 +22,32 @@ def extras(lm, facts, common, methods, corpus, stats_samples) -> dict:
         out["stats_sweep"] = _stats_sweep(lm, facts[:5], corpus, sorted({0, 2048, 8192, stats_samples, 65536}))
         out["evaluation"] = _eval_timing(lm, common)
     return out
+
+
+def merge_reports(path, new: dict) -> dict:
+    """``new``'s method rows put into the bench report at ``path`` (replacing rows of the same method; a model
+    the report lacks is added). Rows are only comparable on the same facts, so a model whose facts differ is
+    refused rather than mixed."""
+    try:
+        old = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"--merge: there is no {path} to merge into; run the bench without --merge first") from None
+    except ValueError as exc:
+        raise InputError(f"--merge: {path} is not a bench report ({exc})") from None
+    by_name = {m["model"]: m for m in old.get("models", [])}
+    for m in new["models"]:
+        base = by_name.get(m["model"])
+        if base is None:  # a model benched on its own later: its section is added as it is
+            old.setdefault("models", []).append(m)
+            m["merged"] = {k: v["measured"] for k, v in m["methods"].items()}
+            continue
+        if base["facts"] != m["facts"]:
+            raise InputError(f"--merge: {m['model']}'s facts differ from {path}'s (use the same --facts)")
+        base["methods"].update(m["methods"])
+        if m.get("sections"):  # measured again in this run: the newer ones replace them
+            base["sections"] = m["sections"]
+        base.setdefault("merged", {}).update({k: v["measured"] for k, v in m["methods"].items()})
+    return old
 
 
 # Switches of the value optimisation that ROME and MEMIT share (editcore.methods.speed.Speed).

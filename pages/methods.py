@@ -29,9 +29,9 @@ for category, title in _CATEGORY.items():
         if m["adaptation"]:
             st.caption(f"EditScope adaptation: {m['adaptation']}")
 st.latex(r"\text{ROME:}\quad \hat W = W + \frac{(v_* - W k_*)\,(C^{-1}k_*)^\top}{(C^{-1}k_*)^\top k_*}")
-st.markdown("**Presets.** Methods with a *Reference preset* toggle (ROME, MEMIT, FT, FT-L) run as their "
-            "paper's released code does when it is on: ROME/MEMIT stop on the loss only, use the papers' context "
-            "prefixes (MEMIT averages keys per context type) and statistics from the whole corpus given (a "
+st.markdown("**Presets.** Methods with a *Reference preset* toggle (ROME, MEMIT, EMMET, PMET, AlphaEdit, FT, "
+            "FT-L) run as their paper's released code does when it is on: ROME and the MEMIT family stop on the "
+            "loss only, use the papers' context prefixes (the MEMIT family averages keys per context type) and statistics from the whole corpus given (a "
             "warning says when that is fewer tokens than the papers' 100,000 Wikipedia articles); FT trains as "
             "ROME's baseline (loss at the prompt's last token, no stop at top-1); fluency is sampled as ROME does. "
             "Off: EditScope's faster defaults. Every result records its preset; † marks a result that carries an "

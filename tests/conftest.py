@@ -35,6 +35,16 @@ def tmp_home(tmp_path, monkeypatch):
     monkeypatch.setenv("EDITSCOPE_HOME", str(tmp_path / "home"))
 
 
+@pytest.fixture(scope="module")
+def module_home(tmp_path_factory):
+    """A private $EDITSCOPE_HOME shared by one module's tests, so that a tiny model's layer statistics and
+    trained artefacts are computed once per module, not per test. Use it with
+    ``pytestmark = pytest.mark.usefixtures("module_home")`` or as a fixture argument."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDITSCOPE_HOME", str(tmp_path_factory.mktemp("home")))
+        yield
+
+
 @pytest.fixture
 def corpus(tmp_path):
     """A small local text corpus for layer statistics on tiny models."""

@@ -4,21 +4,15 @@ DevTools protocol, and screenshot every page into reports/screenshots/."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from cdp import CdpPage, free_port, wait_http
+from cdp import CHROMIUM, CdpPage, connect, dashboard
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
 # EDITSCOPE_SCREENSHOTS moves the screenshots elsewhere (e.g. while someone else works in reports/).
 SHOTS = Path(os.environ.get("EDITSCOPE_SCREENSHOTS") or ROOT / "reports" / "screenshots")
 pytestmark = pytest.mark.browser
@@ -26,9 +20,6 @@ pytestmark = pytest.mark.browser
 
 class Page(CdpPage):
     """The shared CDP page plus what this test needs: read text, navigate, click, screenshot."""
-
-    async def text(self) -> str:
-        return await self.js("document.body ? document.body.innerText : ''") or ""
 
     async def wait_text(self, needle: str, timeout: float = 60, gone: str | None = None) -> str:
         deadline = time.time() + timeout
@@ -61,18 +52,8 @@ class Page(CdpPage):
         (SHOTS / f"{name}.png").write_bytes(await self.screenshot())
 
 
-@contextlib.asynccontextmanager
-async def _page(cdp_port: int):
-    """The browser's page, connected, at 1280x800."""
-    import websockets
-
-    targets = json.loads(wait_http(f"http://127.0.0.1:{cdp_port}/json/list", 20))
-    ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-    async with websockets.connect(ws_url, max_size=64 * 2**20) as ws:
-        p = Page(ws)
-        await p.send("Page.enable")
-        await p.send("Emulation.setDeviceMetricsOverride", width=1280, height=800, deviceScaleFactor=1, mobile=False)
-        yield p
+def _page(cdp_port: int):
+    return connect(cdp_port, Page)
 
 
 async def _drive(cdp_port: int, app: str) -> dict:
@@ -124,46 +105,13 @@ async def _drive(cdp_port: int, app: str) -> dict:
     return seen
 
 
-@contextlib.contextmanager
 def served(tmp_path):
-    """The tiny-model dashboard and a headless Chromium: ``(app url, DevTools port)``; the server's output
-    is checked for tracebacks when the block ends."""
+    """The tiny-model dashboard and a headless Chromium: ``(app url, DevTools port)``."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (CI installs Debian's chromium; apt-get install chromium)")
-    port = free_port()
     env = {**os.environ, "EDITSCOPE_TEST_TINY_LAYERS": "10",
            "EDITSCOPE_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "tests" / "tiny_app.py"),
-                               "--server.port", str(port), "--server.headless", "true",
-                               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    profile = Path(tempfile.mkdtemp(prefix="editscope-chromium-"))
-    browser = None
-    out = ""
-    try:
-        assert wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60).strip() == "ok"
-        browser = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                                    "--disable-background-networking", "--disable-component-update",
-                                    "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                                    "--remote-debugging-port=0", "--window-size=1280,800", "about:blank"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        active = profile / "DevToolsActivePort"
-        deadline = time.time() + 30
-        # Chromium creates the file before it writes the port into it: wait for the content.
-        while not (active.exists() and active.read_text().strip()) and time.time() < deadline:
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}", int(active.read_text().split()[0])
-    finally:
-        if browser is not None:
-            browser.terminate()
-            browser.wait(10)
-        server.terminate()
-        try:
-            out = server.communicate(timeout=10)[0].decode(errors="replace")
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(profile, ignore_errors=True)
-    assert "Traceback" not in out, out[-3000:]
+    return dashboard(ROOT / "tests" / "tiny_app.py", env, ROOT)
 
 
 def test_dashboard_in_headless_chromium(tmp_path):

@@ -8,19 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.parse
 from pathlib import Path
 
 import pytest
-from cdp import CdpPage, free_port, wait_http
+from cdp import CHROMIUM, CdpPage, connect, dashboard
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("EDITSCOPE_SCREENSHOTS") or ROOT / "reports" / "screenshots") / "trace"
 MODEL = os.environ.get("EDITSCOPE_TRACE_MODEL", "")
 pytestmark = pytest.mark.browser
@@ -30,9 +25,6 @@ TITLES = ("[...document.querySelectorAll('.js-plotly-plot')].map(g => String((g.
 
 
 class Page(CdpPage):
-    async def text(self) -> str:
-        return await self.js("document.body ? document.body.innerText : ''") or ""
-
     async def wait_for(self, expr: str, timeout: float, what: str):
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -84,15 +76,8 @@ class Page(CdpPage):
 
 
 async def _drive(cdp_port: int, app: str, method: str, wait: float) -> dict:
-    import websockets
-
-    targets = json.loads(wait_http(f"http://127.0.0.1:{cdp_port}/json/list", 20))
-    ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
     seen: dict = {}
-    async with websockets.connect(ws_url, max_size=64 * 2**20) as ws:
-        p = Page(ws)
-        await p.send("Page.enable")
-        await p.send("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
+    async with connect(cdp_port, Page, 1280, 900) as p:
         await p.send("Page.navigate", url=f"{app}/trace?fact=P276:louvre&method={method}")
         await p.wait_for("document.body && document.body.innerText.includes('Where is the fact?')", 120, "the page")
         await p.button("Trace")
@@ -127,43 +112,13 @@ async def _drive(cdp_port: int, app: str, method: str, wait: float) -> dict:
 def test_trace_page_in_headless_chromium(tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    port = free_port()
     real = bool(MODEL)
     env = {**os.environ, "EDITSCOPE_TEST_TINY_LAYERS": "4", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if not real:
         env["EDITSCOPE_HOME"] = str(tmp_path / "home")
     script = ROOT / "app" / "main.py" if real else ROOT / "tests" / "tiny_app.py"
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
-                               "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                               "--server.fileWatcherType", "none"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    profile = Path(tempfile.mkdtemp(prefix="editscope-chromium-"))
-    browser = None
-    try:
-        assert wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60).strip() == "ok"
-        browser = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                                    "--disable-background-networking", "--disable-component-update",
-                                    "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                                    "--remote-debugging-port=0", "--window-size=1280,900", "about:blank"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        active = profile / "DevToolsActivePort"
-        deadline = time.time() + 30
-        while not (active.exists() and active.read_text().strip()) and time.time() < deadline:
-            time.sleep(0.2)  # Chromium creates the file before it writes the port into it
-        seen = asyncio.run(_drive(int(active.read_text().split()[0]), f"http://127.0.0.1:{port}",
-                                  "rome" if real else "ft_l", 1800 if real else 300))
-    finally:
-        if browser is not None:
-            browser.terminate()
-            browser.wait(10)
-        server.terminate()
-        try:
-            out = server.communicate(timeout=10)[0].decode(errors="replace")
-        except subprocess.TimeoutExpired:
-            server.kill()
-            out = ""
-        shutil.rmtree(profile, ignore_errors=True)
-    assert "Traceback" not in out, out[-3000:]
+    with dashboard(script, env, ROOT, 1280, 900) as (app, cdp_port):
+        seen = asyncio.run(_drive(cdp_port, app, "rome" if real else "ft_l", 1800 if real else 300))
     for key in ("catalog", "free"):
         titles = seen[key]
         assert sorted(titles) == sorted(["Residual stream", "MLP output", "Attention output"] * 2

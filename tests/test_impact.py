@@ -13,11 +13,7 @@ LOUVRE = {"source": "free", "prompt": "The Louvre is located in the city of", "s
           "target_true": "Paris", "target_new": "London"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _home(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDITSCOPE_HOME", str(tmp_path_factory.mktemp("home")))
-        yield
+pytestmark = pytest.mark.usefixtures("module_home")
 
 
 @pytest.fixture(scope="module")

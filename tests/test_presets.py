@@ -36,6 +36,30 @@ def test_reference_preset_overlays_the_papers_procedure_and_keeps_the_models_cho
         load_hparams("kn", get_method("kn").Hparams, "gemma-3-270m", {"preset": "reference"})
 
 
+@pytest.mark.parametrize("name", ["emmet", "pmet", "alphaedit"])
+def test_memits_family_has_a_reference_preset_that_runs(name, tmp_home, corpus):
+    """Every method with the preset switch can be toggled to reference (the page offers the switch to all of
+    them); the MEMIT-family presets set MEMIT's procedure and keep the model's own layers."""
+    from editcore.methods import available
+
+    for m in available():
+        if "preset" in get_method(m).Hparams.__dataclass_fields__:
+            for model in ("gemma-3-270m", "smollm2-135m"):
+                assert load_hparams(m, get_method(m).Hparams, model, {"preset": "reference"}).preset == "reference"
+    method = get_method(name)
+    fast = load_hparams(name, method.Hparams, "gemma-3-270m")
+    ref = load_hparams(name, method.Hparams, "gemma-3-270m", {"preset": "reference"})
+    assert (ref.contexts, ref.key_averaging, ref.v_stop_prob, ref.v_stop_loss) == ("memit", "per_type", 1.0, 0.05)
+    assert ref.layers == fast.layers and fast.key_averaging == "contexts"
+    lm = tiny.lm("gpt2")
+    hp = load_hparams(name, method.Hparams, None, {"preset": "reference", "layers": [1], "stats_corpus": corpus,
+                                                   "v_num_grad_steps": 2})
+    d0 = lm.digest()
+    edit = method.compute(lm, [REQ], hp)
+    assert lm.digest() == d0 and edit.patch is not None
+    assert any("100,000 Wikipedia" in w or "tokens" in w for w in edit.warnings), edit.warnings
+
+
 def test_reference_contexts_have_the_papers_counts(tmp_home):
     from editcore.methods.common import reference_context_templates
 
@@ -200,3 +224,29 @@ def test_bench_summary_has_intervals_and_romes_score():
     assert s["rates"]["ps"]["mean"] == 0.5 and s["rates"]["ps"]["lo"] <= 0.5 <= s["rates"]["ps"]["hi"]
     assert s["rates"]["neighbours_kept"]["n"] == 1
     assert s["score"] == pytest.approx(9 / 13)  # harmonic mean of ES 1, PS 1/2, NS 3/4
+
+
+def test_bench_merge_replaces_only_the_new_rows_and_refuses_other_facts(tmp_path):
+    from editcore.perfbench import to_markdown
+    from editcore.perfbench_extras import merge_reports
+
+    row = {"error": "old"}
+    old = {"environment": {}, "models": [{"model": "m", "facts": ["a", "b"], "stats": {
+        "layers": [], "tokens": 0, "corpus": "-", "seconds_total": 0, "seconds_per_layer_when_computed": {}},
+        "methods": {"rome": dict(row), "ft": dict(row)}, "sections": [{"title": "kept", "rows": []}]}]}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(old))
+    stamp = {"at": "2026-12-03T15:00:00Z", "load_average_1min": 1.5}
+    new = {"models": [{"model": "m", "facts": ["a", "b"], "methods": {"ft": {"error": "new", "measured": stamp}}}]}
+    merged = merge_reports(path, new)
+    got = merged["models"][0]
+    assert got["methods"]["rome"] == row and got["methods"]["ft"]["error"] == "new"
+    assert got["sections"] == [{"title": "kept", "rows": []}] and got["merged"] == {"ft": stamp}
+    assert "merged in (`--merge`): ft at 2026-12-03T15:00:00Z, load average 1.5" in to_markdown(merged)
+    other = {"models": [{"model": "n", "facts": ["x"], "methods": {"ft": {"error": "e", "measured": stamp}}}]}
+    assert [m["model"] for m in merge_reports(path, other)["models"]] == ["m", "n"]
+    new["models"][0]["facts"] = ["a", "c"]
+    with pytest.raises(InputError, match="facts differ"):
+        merge_reports(path, new)
+    with pytest.raises(InputError, match="no .* to merge into"):
+        merge_reports(tmp_path / "none.json", new)

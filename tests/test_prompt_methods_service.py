@@ -13,13 +13,11 @@ OVERRIDES = {"ike": {"encoder": "hashed-bow", "k": 4}, "serac": {"encoder": "has
 
 
 @pytest.fixture(scope="module")
-def lm(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDITSCOPE_HOME", str(tmp_path_factory.mktemp("home")))
-        lm = tiny.lm("llama")
-        lm.model.config.max_position_embeddings = 2048  # room for the context and the few-shot probes
-        tiny.train_if_needed(lm, get_method("serac"))
-        yield lm
+def lm(module_home):
+    lm = tiny.lm("llama")
+    lm.model.config.max_position_embeddings = 2048  # room for the context and the few-shot probes
+    tiny.train_if_needed(lm, get_method("serac"))
+    yield lm
 
 
 @pytest.mark.parametrize("name", ["ike", "serac"])

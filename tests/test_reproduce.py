@@ -24,11 +24,7 @@ FT = {"steps": 2, "layer": 1}
 NO_PROBES = {"sentiment": 0, "piqa": 0, "qa": 0, "arithmetic": 0, "summarisation": 0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _home(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDITSCOPE_HOME", str(tmp_path_factory.mktemp("home")))
-        yield
+pytestmark = pytest.mark.usefixtures("module_home")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,10 @@ TINY_MEMIT = {"layers": [1, 2], "stats_samples": 2000}
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _home(tmp_path_factory):
-    # One home per module: layer statistics of the tiny model are computed once, not per test.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDITSCOPE_HOME", str(tmp_path_factory.mktemp("home")))
-        tiny.register_models()
-        yield
-        tiny.unregister_models()
+def _home(module_home):
+    tiny.register_models()
+    yield
+    tiny.unregister_models()
 
 
 @pytest.fixture(scope="module")

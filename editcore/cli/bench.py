@@ -43,6 +43,8 @@ def register(sub) -> None:
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="overrides for --sweep")
     p.add_argument("--vary", default=None, metavar="KEY=V1,V2,...",
                    help="--sweep another hyper-parameter instead of the layer (JSON values), e.g. clamp_norm_factor=0.5,1,4")
+    p.add_argument("--merge", action="store_true",
+                   help="merge this run's rows (--methods, --models) into OUT/bench.json instead of replacing it")
     p.add_argument("--batch", action="store_true",
                    help="--sweep: edit all facts in one batch (MEMIT) instead of each alone")
     p.set_defaults(func=run)
@@ -136,6 +138,6 @@ def run(args) -> int:
         raise InputError("the bench reports on the report part; sweeps (--sweep) use the tune part")
     facts_n = 0 if args.full else (30 if args.facts is None else args.facts)
     report = run_bench(args.out, args.models or list(BUILTIN), facts_n, args.stats_samples, corpus,
-                       args.methods, args.full or args.extras, Bar())
+                       args.methods, args.full or args.extras, Bar(), merge=args.merge)
     print((Path(args.out) / "bench.md").read_text())
     return 0 if report["models"] else 1

@@ -10,6 +10,7 @@ from ..errors import InputError
 _MODULES: dict[str, str] = {
     "alphaedit": "editcore.methods.alphaedit",
     "calinet": "editcore.methods.calinet",
+    "deepedit": "editcore.methods.deepedit",
     "emmet": "editcore.methods.emmet",
     "ft": "editcore.methods.ft",
     "ft_l": "editcore.methods.ft_l",
@@ -21,6 +22,7 @@ _MODULES: dict[str, str] = {
     "kn_easyedit": "editcore.methods.kn_easyedit",
     "malmen": "editcore.methods.malmen",
     "melo": "editcore.methods.melo",
+    "mello": "editcore.methods.mello",
     "mend": "editcore.methods.mend",
     "memit": "editcore.methods.memit",
     "pmet": "editcore.methods.pmet",

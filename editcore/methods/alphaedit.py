@@ -36,7 +36,7 @@ from ..scope import applied_patches
 from ..types import Request
 from . import layer_stats
 from .base import Edit, MethodInfo, hparam
-from .batch_update import RangeMethod, residual_left, spread_over_layers
+from .batch_update import RangeMethod, key_averaging_hparam, residual_left, spread_over_layers
 from .speed import Speed
 from .values import ValueHparams, optimise_values, value_templates
 
@@ -55,6 +55,7 @@ class AlphaEditHparams(ValueHparams):
     l2: float = hparam(10.0, lo=1e-12, hi=1e12, help="alpha, the ridge term of the projected solve")
     accumulate: bool = hparam(True, choices=_BOOL,
                               help="also preserve the keys of earlier AlphaEdit edits applied in this scope")
+    key_averaging: str = key_averaging_hparam()
 
 
 def null_space(lm, layers: Sequence[int], n_tokens: int, corpus: str | None, threshold: float,
@@ -153,7 +154,8 @@ class AlphaEdit(RangeMethod):
         def solve(layer, resid, keys):
             return null_space_update(resid, keys, bases[layer], prev.get(names[layer]), hp.l2)
 
-        sp = spread_over_layers(lm, reqs, templates, layers, residual, solve, speed)
+        sp = spread_over_layers(lm, reqs, templates, layers, residual, solve, speed,
+                                key_averaging=hp.key_averaging)
         z_init = torch.stack([r.v_init for r in results], 1).double().to(z_target.device)
         empty = [layer for layer in layers if bases[layer].shape[1] == 0]
         warnings = [f"no eigenvalue of the statistics of layer(s) {', '.join(map(str, empty))} is below the "

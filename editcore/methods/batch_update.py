@@ -51,6 +51,16 @@ Solve = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 KEY_AVERAGING = ("contexts", "per_type")
 
 
+def key_averaging_hparam():
+    """The ``key_averaging`` setting of MEMIT and of the methods built on its loop (their released code
+    all averages keys as MEMIT's ``compute_ks`` does: the reference presets pick ``per_type``)."""
+    from .base import hparam
+
+    return hparam("contexts", choices=KEY_AVERAGING,
+                  help="contexts: a fact's key is the mean over every context; per_type: the mean of the plain "
+                       "prompt's key and the prefixed prompts' mean (MEMIT's compute_ks)")
+
+
 def average_keys(k_rows: torch.Tensor, n_requests: int, n_ctx: int, how: str) -> torch.Tensor:
     """``[d_mlp, n]`` keys from ``[n * n_ctx, d_mlp]`` rows (context 0 of each request is the plain prompt):
     the mean over contexts, or MEMIT's mean over context *types* (plain; prefixed), which weighs the plain

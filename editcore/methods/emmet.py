@@ -32,8 +32,8 @@ import torch
 from ..errors import InputError
 from ..types import Request
 from .base import Edit, MethodInfo, hparam
-from .batch_update import (LayerCovariances, RangeMethod, projection_of, range_layers, residual_left,
-                           spread_over_layers)
+from .batch_update import (LayerCovariances, RangeMethod, key_averaging_hparam, projection_of, range_layers,
+                           residual_left, spread_over_layers)
 from .speed import Speed
 from .values import ValueHparams, optimise_values, value_templates
 
@@ -45,6 +45,7 @@ class EmmetHparams(ValueHparams):
     mom2_update_weight: float = hparam(1.0, lo=1e-9, hi=1e9, help="scale of C (matters only against emmet_lambda)")
     emmet_lambda: float = hparam(0.1, lo=0.0, hi=1e9,
                                  help="added to the diagonal of K^T C^-1 K for batches (ill-conditioned keys)")
+    key_averaging: str = key_averaging_hparam()
 
 
 def equality_update(residual: torch.Tensor, keys: torch.Tensor, st: LayerCovariances, layer: int, scale: float,
@@ -106,7 +107,8 @@ class Emmet(RangeMethod):
             return equality_update(resid, keys, st, layer, hp.mom2_update_weight, hp.emmet_lambda)
 
         sp = spread_over_layers(lm, reqs, templates, layers, residual, solve, speed,
-                                top_slot="mlp_out" if one else "block", through_norm=not one)
+                                top_slot="mlp_out" if one else "block", through_norm=not one,
+                                key_averaging=hp.key_averaging)
         init = torch.stack([r.v_init for r in results], 1).double().to(target.device)
         # z_residual_left: share of v* - v_init (z* - z_init) the update leaves undone at the plain prompts.
         # vectors (tensors for tests and plots, on CPU; Edit.summary skips them): the last layer's keys and targets.

@@ -40,8 +40,8 @@ import torch
 
 from ..types import Request
 from .base import Edit, MethodInfo, hparam
-from .batch_update import (KEY_AVERAGING, LayerCovariances, RangeMethod, average_keys, memit_update,  # noqa: F401
-                           residual_left, spread_over_layers)
+from .batch_update import (KEY_AVERAGING, LayerCovariances, RangeMethod, average_keys,  # noqa: F401
+                           key_averaging_hparam, memit_update, residual_left, spread_over_layers)
 from .speed import Speed
 from .values import ValueHparams, optimise_values, value_templates
 
@@ -53,9 +53,7 @@ class MemitHparams(ValueHparams):
     clamp_norm_factor: float = hparam(0.75, lo=0.0, hi=1e3, help="||delta|| <= factor * ||z_init||")
     layers: tuple[int, ...] = hparam((), lo=0, hi=1023, help="layers R whose MLPs are edited; () = auto")
     mom2_update_weight: float = hparam(15000.0, lo=0.0, hi=1e9, help="lambda, the weight of C")
-    key_averaging: str = hparam("contexts", choices=KEY_AVERAGING,
-                                help="contexts: a fact's key is the mean over every context; per_type: the mean "
-                                     "of the plain prompt's key and the prefixed prompts' mean (MEMIT's compute_ks)")
+    key_averaging: str = key_averaging_hparam()
 
 
 def auto_layers(lm) -> list[int]:

@@ -30,7 +30,8 @@ import torch
 
 from ..types import Request
 from .base import Edit, MethodInfo, hparam
-from .batch_update import LayerCovariances, RangeMethod, memit_update, residual_left, spread_over_layers
+from .batch_update import (LayerCovariances, RangeMethod, key_averaging_hparam, memit_update, residual_left,
+                           spread_over_layers)
 from .speed import Speed
 from .values import ValueHparams, optimise_values, value_templates
 
@@ -44,6 +45,7 @@ class PmetHparams(ValueHparams):
     kl_factor: float = hparam(1.0, lo=0.0, hi=1e3, help="weight of the KL term on '{subject} is a'")
     layers: tuple[int, ...] = hparam((), lo=0, hi=1023, help="layers R whose MLPs are edited; () = auto")
     mom2_update_weight: float = hparam(6000.0, lo=0.0, hi=1e9, help="lambda, the weight of C")
+    key_averaging: str = key_averaging_hparam()
 
 
 def _normed(norm: torch.nn.Module | None, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +87,8 @@ class Pmet(RangeMethod):
         def solve(layer, resid, keys):
             return memit_update(resid, keys, st.covs[layer], hp.mom2_update_weight, st.chols[layer])
 
-        sp = spread_over_layers(lm, reqs, templates, layers, residual, solve, speed, top_slot="mlp_out")
+        sp = spread_over_layers(lm, reqs, templates, layers, residual, solve, speed, top_slot="mlp_out",
+                                key_averaging=hp.key_averaging)
         init = _normed(norm, torch.stack([r.v_init for r in results], 1).double().to(goal.device))
         # z_residual_left: share of the top MLP contribution's wanted change the update leaves undone. The
         # attention share was optimised with the MLP's but is written nowhere (PMET's design).
