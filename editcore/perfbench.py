@@ -261,7 +261,7 @@ def _run_unseen(lm, method, hp, facts: Sequence[Fact]) -> dict:
 
 
 def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None, methods: Sequence[str],
-                extras: bool, progress: Progress | None = None) -> dict:
+                extras: bool, progress: Progress | None = None, on_row: Callable[[dict], None] | None = None) -> dict:
     from .methods import get_method, layer_stats as stats
     from .methods.base import load_hparams
     from .models import load_model
@@ -308,6 +308,8 @@ def bench_model(name: str, facts_n: int, stats_samples: int, corpus: str | None,
         out["methods"][mname]["measured"] = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                              "load_average_1min": environment()["load_average_1min"]}
         log.info("%s %s: %s", name, mname, {k: v for k, v in out["methods"][mname].items() if k != "per_fact"})
+        if on_row:  # the report so far, so that a bench cut short still leaves its finished rows
+            on_row(out)
 
     if extras:  # off by default: the speed-up and statistics tables add ~10 minutes on this machine
         from .perfbench_extras import extras as extra_tables
@@ -485,15 +487,24 @@ def run_bench(out_dir, models: Sequence[str] = BENCH_MODELS, facts_n: int = DEFA
         raise InputError("the number of facts must not be negative")
     n = stats.DEFAULT_TOKENS if stats_samples is None else stats_samples
     report = {"environment": environment(), "models": []}
-    for i, name in enumerate(models):
-        report["models"].append(bench_model(name, facts_n, n, corpus, methods, extras and i == 0 and not merge,
-                                            progress))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # --merge reads the committed report once, before this run writes anything over it.
+    base = None
     if merge:
         from .perfbench_extras import merge_reports
 
-        report = merge_reports(out / "bench.json", report)
-    (out / "bench.json").write_text(json.dumps(report, indent=1, default=str))
-    (out / "bench.md").write_text(to_markdown(report))
-    return report
+        base = merge_reports(out / "bench.json", {"models": []})  # refuses a missing or malformed file now
+
+    def write(models_done: list[dict]) -> dict:
+        rep = {**report, "models": models_done}
+        if merge:
+            rep = merge_reports(out / "bench.json", rep, base=json.loads(json.dumps(base)))
+        (out / "bench.json").write_text(json.dumps(rep, indent=1, default=str))
+        (out / "bench.md").write_text(to_markdown(rep))
+        return rep
+
+    for i, name in enumerate(models):
+        report["models"].append(bench_model(name, facts_n, n, corpus, methods, extras and i == 0 and not merge,
+                                            progress, on_row=lambda m: write(report["models"] + [m])))
+    return write(report["models"])

@@ -24,12 +24,13 @@ def extras(lm, facts, common, methods, corpus, stats_samples) -> dict:
     return out
 
 
-def merge_reports(path, new: dict) -> dict:
+def merge_reports(path, new: dict, base: dict | None = None) -> dict:
     """``new``'s method rows put into the bench report at ``path`` (replacing rows of the same method; a model
     the report lacks is added). Rows are only comparable on the same facts, so a model whose facts differ is
-    refused rather than mixed."""
+    refused rather than mixed. ``base``: that report as already read (a run that rewrites ``path`` as it goes
+    merges into the report it started from)."""
     try:
-        old = json.loads(path.read_text())
+        old = base if base is not None else json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"--merge: there is no {path} to merge into; run the bench without --merge first") from None
     except ValueError as exc:

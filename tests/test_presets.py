@@ -250,3 +250,20 @@ def test_bench_merge_replaces_only_the_new_rows_and_refuses_other_facts(tmp_path
         merge_reports(path, new)
     with pytest.raises(InputError, match="no .* to merge into"):
         merge_reports(tmp_path / "none.json", new)
+
+
+def test_a_bench_cut_short_leaves_its_finished_rows(tmp_path, monkeypatch):
+    from editcore import perfbench
+
+    def two_rows_then_ctrl_c(name, *args, on_row=None, **kw):
+        m = {"model": name, "facts": ["a"], "stats": {"layers": [], "tokens": 0, "corpus": "-", "seconds_total": 0,
+                                                     "seconds_per_layer_when_computed": {}}, "methods": {}}
+        for method in ("ft", "rome"):
+            m["methods"][method] = {"error": "row", "measured": {"at": "t", "load_average_1min": 0.0}}
+            on_row(m)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(perfbench, "bench_model", two_rows_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        perfbench.run_bench(tmp_path, ["m"], 1, methods=["ft", "rome"])
+    assert set(json.loads((tmp_path / "bench.json").read_text())["models"][0]["methods"]) == {"ft", "rome"}
