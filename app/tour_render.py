@@ -27,8 +27,8 @@ def _table(rows: list[dict], key: str, columns: dict[str, str]) -> None:
 
 # Narrow headers: the table must fit 1280 px without a sideways scroll.
 _CF_COLUMNS = {"kind": "kind", "prompt": "prompt", "expected": "should win", "other": "against",
-               "p_expected": "P(should win)", "p_other": "P(against)", "success": "wins after",
-               "success_before": "won before"}
+               "p_expected": "P(should win)", "p_other": "P(against)", "success": "wins",
+               "success_before": "before"}
 
 
 def _edit_head(ex: dict) -> None:
@@ -115,7 +115,7 @@ def distortion(res: dict, sid: str) -> None:
                     f"{esc(ex['method'])}]")
         c = st.columns(3)
         _headline(c[0], "Ignore rate IR", ui.fmt(ex["ignore_rate"], 2),
-                  "share of the other true objects that lost probability", good=(ex["ignore_rate"] or 0) == 0)
+                  "share of other true objects that fell", good=(ex["ignore_rate"] or 0) == 0)
         _headline(c[1], "Distortion D (JS, nats)", ui.fmt(ex["distortion"], 4))
         _headline(c[2], "Round-trip success", ui.fmt(ex["success"], 2))
         rows = [{"object": o, "P before": a, "P after the round trip": b, "fell": b < a}
