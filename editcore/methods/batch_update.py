@@ -37,6 +37,7 @@ from ..scope import Patch
 from ..text import padded
 from ..types import Request
 from . import layer_stats
+from .base import hparam
 from .common import agrees, context_rows, module_io_at, subject_last_index, take_rows
 from .speed import Speed
 
@@ -54,8 +55,6 @@ KEY_AVERAGING = ("contexts", "per_type")
 def key_averaging_hparam():
     """The ``key_averaging`` setting of MEMIT and of the methods built on its loop (their released code
     all averages keys as MEMIT's ``compute_ks`` does: the reference presets pick ``per_type``)."""
-    from .base import hparam
-
     return hparam("contexts", choices=KEY_AVERAGING,
                   help="contexts: a fact's key is the mean over every context; per_type: the mean of the plain "
                        "prompt's key and the prefixed prompts' mean (MEMIT's compute_ks)")
