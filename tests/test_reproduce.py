@@ -3,6 +3,7 @@ the tests check restoring, bookkeeping, collapse, resume, every table cell, and 
 
 import dataclasses
 import functools
+import json
 import math
 import re
 
@@ -84,6 +85,7 @@ def test_an_interrupted_run_restores_the_model_and_keeps_what_it_measured(lm, mo
     paths = write_sequential(lm.name, "constructed", {"ft": stored}, tmp_path)
     md = paths["md"].read_text()
     assert "| 2 | " in md and "complete: False" in md and paths["html"].is_file()
+    assert json.loads(paths["figure_json"].read_text())["figure"]["data"]
 
 
 def test_retention_counts_the_edits_whose_prompt_gives_the_new_target(lm):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+from pathlib import Path
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 PLOTLY_JS = "https://cdn.plot.ly/plotly-2.35.2.min.js"
@@ -58,6 +59,15 @@ class Grid:
 
     def spec(self) -> dict:
         return {"data": self.data, "layout": self.layout}
+
+
+def write_figure(spec: dict, title: str, html_path: Path) -> dict:
+    """The page at ``html_path`` and the bare spec beside it (``.json``, which ``scripts/report_png.py``
+    renders as a PNG, since a page that loads plotly.js from its CDN draws nothing offline)."""
+    html_path.write_text(html_page(spec, title), encoding="utf-8")
+    json_path = html_path.with_suffix(".json")
+    json_path.write_text(json.dumps({"title": title, "figure": spec}, allow_nan=False), encoding="utf-8")
+    return {"html": html_path, "figure_json": json_path}
 
 
 def html_page(spec: dict, title: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..metrics.numeric import bootstrap_ci
 from . import survey
-from .figures import PALETTE, Grid, html_page
+from .figures import PALETTE, Grid, write_figure
 
 # (column, experiment, row key)
 TABLE3 = (("Subject-Replace", "subject_replace", "subject_replace"),
@@ -255,12 +255,12 @@ def markdown(result: dict, title_note: str = "") -> str:
 
 
 def write_report(result: dict, out_dir: str | Path, stem: str | None = None, title_note: str = "") -> dict:
-    """Write ``<stem>.md``, ``.csv`` and ``-figure4.html``; returns their paths."""
+    """Write ``<stem>.md``, ``.csv`` and ``-figure4.html`` (with its ``.json`` spec); returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = stem or f"reproduce-{result['model']}"
-    paths = {"md": out / f"{stem}.md", "csv": out / f"{stem}.csv", "html": out / f"{stem}-figure4.html"}
+    paths = {"md": out / f"{stem}.md", "csv": out / f"{stem}.csv"}
     paths["md"].write_text(markdown(result, title_note), encoding="utf-8")
     paths["csv"].write_text(csv_text(result), encoding="utf-8")
-    paths["html"].write_text(html_page(figure4_spec(result), f"Figure 4 on {result['model']}"), encoding="utf-8")
+    paths.update(write_figure(figure4_spec(result), f"Figure 4 on {result['model']}", out / f"{stem}-figure4.html"))
     return paths

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .figures import PALETTE, Grid, html_page
+from .figures import PALETTE, Grid, write_figure
 
 PANELS = (("retention", "retention of earlier edits", (0, 1)), ("neighbourhood_score", "neighbourhood score", (0, 1)),
           ("nkl", "NKL (nats)", None), ("perplexity", "perplexity (held-out)", None),
@@ -59,8 +59,7 @@ def sequential_spec(model: str, runs: dict) -> dict:
 def write_sequential(model: str, source: str, runs: dict, out: Path, stem: str | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stem = stem or f"sequential-{model}-" + "-".join(runs) + f"-{max(r['config']['n_edits'] for r in runs.values())}"
-    paths = {"md": out / f"{stem}.md", "html": out / f"{stem}.html"}
+    paths = {"md": out / f"{stem}.md"}
     paths["md"].write_text(sequential_markdown(model, source, runs), encoding="utf-8")
-    paths["html"].write_text(html_page(sequential_spec(model, runs), f"Sequential editing on {model}"),
-                             encoding="utf-8")
+    paths.update(write_figure(sequential_spec(model, runs), f"Sequential editing on {model}", out / f"{stem}.html"))
     return paths
