@@ -171,6 +171,8 @@ def test_a_stopped_run_resumes_from_its_last_point(lm):
     part = sequential_run(lm, cases, cfg, should_stop=stop)
     assert part["stopped_after"] == 2 and not part["complete"]
     assert param_digest(lm.model) == before
+    assert seq.cached_run(lm, cases, cfg)["stopped_after"] == 2  # what --report-only shows
+    assert seq.cached_run(lm, cases, dataclasses.replace(cfg, every=2)) is None
     rest = sequential_run(lm, cases, cfg)
     assert rest["resumed_from"] == 2 and rest["complete"]
     assert param_digest(lm.model) == before

@@ -11,8 +11,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sys
 from pathlib import Path
 
+from ..errors import InputError
 from .edit import parse_overrides
 from .progress import Bar
 
@@ -25,8 +27,6 @@ def _csv(text: str) -> list[str]:
 
 def _method_overrides(items: list[str]) -> dict:
     """``METHOD:KEY=VALUE`` items -> {method: {key: value}}."""
-    from ..errors import InputError
-
     out: dict = {}
     for item in items:
         method, sep, rest = item.partition(":")
@@ -84,11 +84,12 @@ def register(sub) -> None:
     s.add_argument("--hparam", action="append", default=[], metavar="METHOD:KEY=VALUE")
     s.add_argument("--out", default="reports")
     s.add_argument("--no-cache", action="store_true")
+    s.add_argument("--report-only", action="store_true",
+                   help="run nothing: write the report of what the cache holds (a cut-off run shows where it stopped)")
     s.set_defaults(func=_sequential)
 
 
 def _reproduce(args) -> int:
-    from ..errors import InputError
     from ..models import load_model
     from ..reproduce import ReproConfig, reproduce
     from ..reproduce.engine import make_engine
@@ -125,7 +126,7 @@ def _sequential(args) -> int:
     from ..catalog import load_catalog
     from ..models import load_model
     from ..reproduce.data import EXPERIMENTS, usable_cases
-    from ..reproduce.sequential import SeqConfig, sequential_run
+    from ..reproduce.sequential import SeqConfig, cached_run, sequential_run
     from ..reproduce.seqreport import write_sequential
 
     pool = load_catalog() if args.source == "catalog" else benchmark_cases(args.source, limit=max(4 * args.edits, 200))
@@ -138,7 +139,16 @@ def _sequential(args) -> int:
         cfg = SeqConfig(method=method, n_edits=args.edits, every=args.every, batch=args.batch,
                         overrides=overrides.get(method, {}), collapse_factor=args.collapse_factor,
                         probe_sizes={"sentiment": k, "piqa": k, "qa": k, "arithmetic": k, "summarisation": 0})
-        runs[method] = sequential_run(lm, cases, cfg, progress=Bar(), use_cache=not args.no_cache)
+        if args.report_only:
+            hit = cached_run(lm, cases, cfg)
+            if hit is None:
+                print(f"{method}: nothing in the cache for this run", file=sys.stderr)
+            else:
+                runs[method] = hit
+        else:
+            runs[method] = sequential_run(lm, cases, cfg, progress=Bar(), use_cache=not args.no_cache)
+    if not runs:
+        raise InputError("nothing to report: no method of this run is in the cache")
     paths = write_sequential(lm.name, args.source, runs, Path(args.out))
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0

@@ -199,6 +199,14 @@ def _chunks(points: list[int], n_edits: int, batch: int) -> list[tuple[int, int]
     return out
 
 
+def cached_run(lm, cases: list[Case], cfg: SeqConfig) -> dict | None:
+    """What the cache holds of this run (complete, collapsed or cut off), without editing anything."""
+    from ..methods import get_method
+
+    m = get_method(cfg.method)
+    return default_cache().get(run_key(lm, cfg, m, hparams_of(m, lm, cfg), list(cases[:cfg.n_edits])))
+
+
 def sequential_run(lm, cases: list[Case], cfg: SeqConfig, *, progress: Progress | None = None,
                    on_point: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
                    use_cache: bool = True) -> dict:
