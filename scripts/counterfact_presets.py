@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import time
@@ -38,15 +39,16 @@ def run(model: str, preset: str, records: int, corpus: str | None) -> dict:
     overrides = {"preset": preset, **({"stats_corpus": corpus} if corpus else {})}
     hp = load_hparams("rome", rome.Hparams, lm.name, overrides)
     cases = load_benchmark("counterfact", limit=records)
-    rows, secs, warnings = [], [], set()
+    rows, secs, warnings, loads = [], [], set(), []
     for i, case in enumerate(cases):
+        loads.append(os.getloadavg()[0])
         with lm.scope():
             edit = rome.compute(lm, [case.request()], hp)
         secs.append(edit.seconds)
         warnings.update(edit.warnings)
         rep = evaluate(lm, case, edit, families=("counterfact", "general"), suggest=0, general_sizes=NO_PROBES,
                        heldout_chars=0).to_dict()
-        c = rep["families"]["counterfact"]
+        c = _without_text(rep["families"]["counterfact"])
         g = rep["families"]["general"]
         rows.append({"case": case.id, "counterfact": c, "fluency_pre": g["fluency_pre"],
                      "fluency_post": g["fluency_post"], "fluency_mode": g["fluency_mode"], "seconds": edit.seconds,
@@ -60,7 +62,15 @@ def run(model: str, preset: str, records: int, corpus: str | None) -> dict:
             "fluency_post": statistics.mean(r["fluency_post"] for r in rows if r["fluency_post"] is not None),
             "fluency_mode": rows[0]["fluency_mode"] if rows else None,
             "seconds_per_edit": statistics.mean(secs), "steps_mean": statistics.mean(r["steps"] or 0 for r in rows),
-            "warnings": sorted(warnings), "records": rows}
+            "warnings": sorted(warnings), "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "load": [round(min(loads), 1), round(max(loads), 1)] if loads else None, "records": rows}
+
+
+def _without_text(c: dict) -> dict:
+    """Per-prompt scores without the prompts' text: the committed JSON must not carry CounterFact's records
+    (the case id finds them in the dataset)."""
+    return {k: [{f: v for f, v in d.items() if f != "prompt"} for d in val] if isinstance(val, list) else val
+            for k, val in c.items()}
 
 
 def _aggregate_other(cfs: list[dict]) -> dict:
@@ -73,6 +83,10 @@ def _aggregate_other(cfs: list[dict]) -> dict:
         out[k] = bootstrap_ci([o[k] for o in other if o.get(f"n_{k}", 1)]).to_dict()
     out["score"] = harmonic_mean([out[k]["mean"] for k in ("es", "ps", "ns")])
     return out
+
+
+def _headline(a: dict) -> tuple:
+    return tuple(round(a[k]["mean"], 6) for k in ("es", "ps", "ns", "em", "pm", "nm"))
 
 
 def markdown(results: list[dict], command: str) -> str:
@@ -89,27 +103,41 @@ def markdown(results: list[dict], command: str) -> str:
              "magnitudes; Score: harmonic mean of the dataset-level ES, PS, NS (ROME's `summarize.py`). "
              "Fluency: ROME's n-gram entropy, quick (greedy, 16 tokens, 2 prompts) under fast, ROME's sampled "
              "variant (top-k 5, 100 tokens, all 10 prompts) under reference; pre → post.", ""]
+    same = [f"{r['model']} / {r['preset']}" for r in results if _headline(r["rome_mean_nll"]) ==
+            _headline(r["product"])]
     for conv in ("rome_mean_nll", "product"):
         lines += [f"## Convention: {conv}" + (" (ROME's code; the default)" if conv == "rome_mean_nll" else
-                                                " (the paper's text)"), "",
-                  "| model | preset | ES | PS | NS | EM | PM | NM | Score |", "|---|---|---|---|---|---|---|---|---|"]
+                                                " (the paper's text)"), ""]
+        if conv == "product" and same:
+            lines += [f"Rows identical to the table above: {', '.join(same)}. Where every new and true target is "
+                      "one token of the model, the mean NLL and the product of probabilities rank the two targets "
+                      "the same way and give the same probability.", ""]
+        lines += ["| model | preset | ES | PS | NS | EM | PM | NM | Score |", "|---|---|---|---|---|---|---|---|---|"]
         for r in results:
             a = r[conv]
             lines.append(f"| {r['model']} | {r['preset']} | {ci(a['es'])} | {ci(a['ps'])} | {ci(a['ns'])} | "
                          f"{ci(a['em'], False)} | {ci(a['pm'], False)} | {ci(a['nm'], False)} | {a['score']:.3f} |")
         lines.append("")
-    lines += ["## Cost and fluency", "", "| model | preset | s/edit | mean steps | fluency (mode) pre → post | "
-              "warnings |", "|---|---|---|---|---|---|"]
+    lines += ["## Cost and fluency", "", "s/edit depends on the machine's load (1-minute load average while the "
+              "run went, 2 cores), so compare it only between rows measured at a similar load.", "",
+              "| model | preset | s/edit | mean steps | fluency (mode) pre → post | measured | load | warnings |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in results:
+        load = "-" if not r.get("load") else f"{r['load'][0]:.1f}-{r['load'][1]:.1f}"
         lines.append(f"| {r['model']} | {r['preset']} | {r['seconds_per_edit']:.1f} | {r['steps_mean']:.1f} | "
                      f"{r['fluency_pre']:.2f} → {r['fluency_post']:.2f} ({r['fluency_mode']}) | "
-                     f"{'; '.join(r['warnings']) or '-'} |")
+                     f"{r.get('measured', '-')} | {load} | {'; '.join(r['warnings']) or '-'} |")
     lines += ["", "Hyper-parameters (the preset's changes; everything else is the model's file):", ""]
     for r in results:
         keys = ("preset", "layer", "clamp_norm_factor", "v_stop_prob", "contexts", "context_prefixes",
                 "stats_samples", "stats_corpus")
         lines.append(f"- {r['model']} / {r['preset']}: " + ", ".join(f"{k}={r['hparams'][k]}" for k in keys))
     return "\n".join(lines) + "\n"
+
+
+def _order(r: dict) -> tuple:
+    """Rows by model, then fast before reference, wherever a merge put them."""
+    return r["model"], PRESETS.index(r["preset"])
 
 
 def main() -> int:
@@ -119,20 +147,34 @@ def main() -> int:
     ap.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
     ap.add_argument("--corpus", default=None, help="statistics corpus (default: WikiText-2 in ../shared/data)")
     ap.add_argument("--out", default="reports/counterfact_rome_presets")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of <out>.json for model/preset pairs this run does not redo")
+    ap.add_argument("--report-only", action="store_true", help="run nothing: write <out>.md from <out>.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     wiki = shared_data() / "wikitext" / "wiki.test.raw"
     corpus = args.corpus or (str(wiki) if wiki.is_file() else None)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = []
-    for model in args.models:
-        for preset in args.presets:
-            t = time.perf_counter()
-            results.append(run(model, preset, args.records, corpus))
-            results[-1]["wall_seconds"] = time.perf_counter() - t
-            out.with_suffix(".json").write_text(json.dumps(results, indent=1))  # partial results survive a stop
-    command = "python scripts/counterfact_presets.py " + " ".join(sys.argv[1:])
+    todo = [] if args.report_only else [(m, p) for m in args.models for p in args.presets]
+    kept = []
+    if (args.merge or args.report_only) and out.with_suffix(".json").is_file():
+        kept = [r for r in json.loads(out.with_suffix(".json").read_text()) if (r["model"], r["preset"]) not in todo]
+        for r in kept:
+            r["records"] = [{**rec, "counterfact": _without_text(rec["counterfact"])} for rec in r["records"]]
+        if any(r["n"] != args.records for r in kept):
+            raise SystemExit(f"--merge: {out.with_suffix('.json')} holds runs on another number of records")
+    results = list(kept)
+    for model, preset in todo:
+        t = time.perf_counter()
+        results.append(run(model, preset, args.records, corpus))
+        results[-1]["wall_seconds"] = time.perf_counter() - t
+        results.sort(key=_order)
+        out.with_suffix(".json").write_text(json.dumps(results, separators=(",", ":")))  # partial results survive a stop
+    if not results:
+        raise SystemExit(f"nothing to report: {out.with_suffix('.json')} holds no run")
+    out.with_suffix(".json").write_text(json.dumps(results, separators=(",", ":")))
+    command = f"python scripts/counterfact_presets.py --records {args.records}"
     out.with_suffix(".md").write_text(markdown(results, command))
     print(out.with_suffix(".md").read_text())
     return 0
