@@ -204,8 +204,10 @@ class Page(CdpPage):
         return True
 
     async def click_button(self, label: str, timeout: float = 20) -> None:
+        # The first line only: a popover's button adds its icon's name ("expand_more") on a line of its own.
         await self.mouse_click("[...document.querySelectorAll('button')]"
-                               f".find(b => b.innerText.trim() === {json.dumps(label)})", f"button {label!r}", timeout)
+                               f".find(b => b.innerText.trim().split('\\n')[0].trim() === {json.dumps(label)})",
+                               f"button {label!r}", timeout)
 
     async def click_label(self, text: str) -> None:
         """Click a radio option / checkbox by its visible label text."""

@@ -10,6 +10,7 @@ still in memory, otherwise the edit is computed again from the result's case, me
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from ..cases import Case
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 TOP = 12  # most affected prompts shown with their continuations
 ANSWER_TOKENS = 5
 MAX_TEXTS = 200  # prompts a user may add to the pool
+REDRAW_SECONDS = 4.0  # least time between two partial views of a running scan
 
 
 def pool_parts(case: Case, *, catalog: bool = True, benchmark: dict | None = None, texts: Sequence[str] = ()):
@@ -123,9 +125,17 @@ def impact_scan(lm, result: dict, *, catalog: bool = True, texts: Sequence[str] 
     with exclusive(lm, progress):
         patch, recomputed = _patch_for(lm, result, progress)
 
+    drawn = [0.0]
+
     def chunk(scan, total):
-        if on_chunk is not None:
-            on_chunk(impact_view([r.to_dict() for r in scan.rows], total, False))
+        # The first chunk, then at most one view per REDRAW_SECONDS, then the last: each view re-sorts every
+        # row and the page redraws its charts (drawn after every chunk, the browser scanned 22 prompts/s
+        # where the bare scan does 41).
+        now = time.perf_counter()
+        if on_chunk is None or (drawn[0] and now - drawn[0] < REDRAW_SECONDS and len(scan.rows) < total):
+            return
+        drawn[0] = now
+        on_chunk(impact_view([r.to_dict() for r in scan.rows], total, False))
 
     # Each chunk takes the model's lock on its own, so another session's edit can run between two chunks.
     scan = impact.scan(lm, patch, parts, target_new=result["request"]["target_new"], progress=progress,
@@ -169,7 +179,6 @@ def bench_section(lm, facts, common) -> dict | None:
     """Seconds from **Run edit** to each stage of a free-form ROME edit with the quick evaluation (model
     loaded, statistics cached, nothing of the fact cached), and the impact scan's speed over the catalog."""
     import tempfile
-    import time as _time
 
     from ..methods import available
     from ..metrics import scoring
@@ -183,19 +192,19 @@ def bench_section(lm, facts, common) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = ResultsCache(tmp)
         for i, spec in enumerate(BENCH_FACTS):
-            t0 = _time.perf_counter()
+            t0 = time.perf_counter()
             seen: dict[str, float] = {}
             result = run_edit(lm, {"source": "free", **spec}, "rome", {k: v for k, v in common.items()
                                                                       if k in ("stats_samples", "stats_corpus")},
                               cache=cache, quick=True,
-                              on_stage=lambda name, _r: seen.setdefault(name, _time.perf_counter() - t0))
+                              on_stage=lambda name, _r: seen.setdefault(name, time.perf_counter() - t0))
             prepared = _unedited_cached(lm)
-            t1 = _time.perf_counter()
+            t1 = time.perf_counter()
             scan = impact_scan(lm, result, cache=cache)
             rows.append({"fact": f"{spec['subject']} → {spec['target_new']}",
                          "run": "first edit of the process" if i == 0 else "another fact, warm",
                          "edit (s)": seen.get("edit"), "texts + scorecard (s)": seen.get("scorecard"),
-                         "all views (s)": seen.get("views"), "impact scan (s)": _time.perf_counter() - t1,
+                         "all views (s)": seen.get("views"), "impact scan (s)": time.perf_counter() - t1,
                          "scanned": len(scan["rows"]), "prompts/s": scan["prompts_per_second"],
                          "unedited side cached": prepared, "neighbours": len(result["neighbourhood"])})
     scoring.clear_cache(disk=False)
