@@ -77,7 +77,7 @@ def nkl_bars(rows: Sequence[dict]) -> go.Figure:
             hovertemplate="%{customdata[0]}<br>NKL = %{y:.4g}<br><b>top moved tokens</b><br>%{customdata[1]}"
                           "<extra>%{fullData.name}</extra>",
         )
-    fig.update_yaxes(title="KL(pre ‖ post), nats")
+    fig.update_yaxes(title="KL(post ‖ pre), nats")
     fig.update_xaxes(tickangle=-30)
     return _layout(fig, "Neighbour KL per prompt", barmode="group")
 

@@ -32,6 +32,8 @@ def test_chart_builders_take_plain_rows():
                            {"prompt": "B", "kind": "distracted", "nkl": 0.4, "top_moved": []}])
     assert len(fig.data) == 2
     assert "<script>" not in json.dumps([list(c) for c in fig.data[0].customdata])  # token text is escaped
+    # The axis names the metric's direction (editcore.metrics.nkl: KL(P_post || P_pre)), as the impact scan does.
+    assert fig.layout.yaxis.title.text.startswith("KL(post ‖ pre)")
     fig = charts.curves({"rome": [{"n_edits": 0, "retention": None}, {"n_edits": 5, "retention": 0.8}]},
                         "retention", "Retention")
     assert list(fig.data[0].x) == [5]

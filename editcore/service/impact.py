@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 TOP = 12  # most affected prompts shown with their continuations
 ANSWER_TOKENS = 5
 MAX_TEXTS = 200  # prompts a user may add to the pool
-REDRAW_SECONDS = 4.0  # least time between two partial views of a running scan
 
 
 def pool_parts(case: Case, *, catalog: bool = True, benchmark: dict | None = None, texts: Sequence[str] = ()):
@@ -125,17 +124,9 @@ def impact_scan(lm, result: dict, *, catalog: bool = True, texts: Sequence[str] 
     with exclusive(lm, progress):
         patch, recomputed = _patch_for(lm, result, progress)
 
-    drawn = [0.0]
-
     def chunk(scan, total):
-        # The first chunk, then at most one view per REDRAW_SECONDS, then the last: each view re-sorts every
-        # row and the page redraws its charts (drawn after every chunk, the browser scanned 22 prompts/s
-        # where the bare scan does 41).
-        now = time.perf_counter()
-        if on_chunk is None or (drawn[0] and now - drawn[0] < REDRAW_SECONDS and len(scan.rows) < total):
-            return
-        drawn[0] = now
-        on_chunk(impact_view([r.to_dict() for r in scan.rows], total, False))
+        if on_chunk is not None:
+            on_chunk(impact_view([r.to_dict() for r in scan.rows], total, False))
 
     # Each chunk takes the model's lock on its own, so another session's edit can run between two chunks.
     scan = impact.scan(lm, patch, parts, target_new=result["request"]["target_new"], progress=progress,
