@@ -305,3 +305,11 @@ def test_a_method_whose_training_is_missing_becomes_an_explained_na(lm, monkeypa
     monkeypatch.setattr(registry, "get_method", lambda name: Untrained())
     row = run_unit_safe(lm, {"experiment": "one_hop", "method": "mend", "kind": "case", "case": {}})
     assert row == {"na": f"mend needs training first (python -m editcore train mend {lm.name})"}
+
+
+def test_grid_axis_domains_stay_inside_the_figure():
+    from editcore.reproduce.figures import Grid
+
+    layout = Grid(2, 3, [str(i) for i in range(6)], "t", 100, 100).layout
+    ends = [x for k, v in layout.items() if k.startswith(("xaxis", "yaxis")) for x in v["domain"]]
+    assert ends and all(0.0 <= x <= 1.0 for x in ends)

@@ -15,6 +15,11 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 PLOTLY_JS = "https://cdn.plot.ly/plotly-2.35.2.min.js"
 
 
+def _domain(lo: float, hi: float) -> list[float]:
+    """An axis domain inside [0, 1]: the sums above leave -5.6e-17 on the bottom row, which plotly refuses."""
+    return [min(max(round(lo, 9), 0.0), 1.0), min(max(round(hi, 9), 0.0), 1.0)]
+
+
 class Grid:
     """A rows x cols grid of panels in one figure; panel ``i`` counts row by row from 0."""
 
@@ -29,8 +34,8 @@ class Grid:
             r, c = divmod(i, cols)
             x0, y1 = c * (w + gx), 1 - r * (h + gy)
             ax = "" if i == 0 else str(i + 1)
-            self.layout[f"xaxis{ax}"] = {"domain": [x0, x0 + w], "anchor": f"y{ax}", "title": {"text": "edits"}}
-            self.layout[f"yaxis{ax}"] = {"domain": [y1 - h, y1], "anchor": f"x{ax}"}
+            self.layout[f"xaxis{ax}"] = {"domain": _domain(x0, x0 + w), "anchor": f"y{ax}", "title": {"text": "edits"}}
+            self.layout[f"yaxis{ax}"] = {"domain": _domain(y1 - h, y1), "anchor": f"x{ax}"}
             self.layout["annotations"].append({"text": t, "x": x0 + w / 2, "y": y1 + 0.02, "xref": "paper",
                                                "yref": "paper", "showarrow": False, "xanchor": "center",
                                                "yanchor": "bottom"})
