@@ -160,8 +160,6 @@ def main() -> int:
     kept = []
     if (args.merge or args.report_only) and out.with_suffix(".json").is_file():
         kept = [r for r in json.loads(out.with_suffix(".json").read_text()) if (r["model"], r["preset"]) not in todo]
-        for r in kept:
-            r["records"] = [{**rec, "counterfact": _without_text(rec["counterfact"])} for rec in r["records"]]
         if any(r["n"] != args.records for r in kept):
             raise SystemExit(f"--merge: {out.with_suffix('.json')} holds runs on another number of records")
     results = list(kept)

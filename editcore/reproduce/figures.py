@@ -16,7 +16,7 @@ PLOTLY_JS = "https://cdn.plot.ly/plotly-2.35.2.min.js"
 
 
 def _domain(lo: float, hi: float) -> list[float]:
-    """An axis domain inside [0, 1]: the sums above leave -5.6e-17 on the bottom row, which plotly refuses."""
+    """An axis domain inside [0, 1]: Grid's sums leave -5.6e-17 on its bottom row, which plotly refuses."""
     return [min(max(round(lo, 9), 0.0), 1.0), min(max(round(hi, 9), 0.0), 1.0)]
 
 
